@@ -1,0 +1,109 @@
+/**
+ * Typed errors shared by every engine room. Callers branch on `code` and `retryable`, never on message text.
+ * Errors become OCI JSON errors or condition reasons only at the edge (CLI, HTTP server, controllers).
+ */
+
+/** Stable machine-readable error codes used across the engine. */
+export type StrataErrorCode =
+  | 'INVALID_REFERENCE'
+  | 'INVALID_DIGEST'
+  | 'INVALID_ARGUMENT'
+  | 'DIGEST_MISMATCH'
+  | 'SIZE_MISMATCH'
+  | 'SIZE_LIMIT'
+  | 'MANIFEST_INVALID'
+  | 'MANIFEST_UNKNOWN'
+  | 'BLOB_UNKNOWN'
+  | 'NAME_UNKNOWN'
+  | 'UNSUPPORTED_MEDIA_TYPE'
+  | 'PLATFORM_NOT_FOUND'
+  | 'UNAUTHORIZED'
+  | 'DENIED'
+  | 'TOO_MANY_REQUESTS'
+  | 'REGISTRY_ERROR'
+  | 'NETWORK'
+  | 'NOT_FOUND'
+  | 'ALREADY_EXISTS'
+  | 'STORE_CORRUPT'
+  | 'ABORTED'
+  | 'INTERNAL';
+
+/** Options accepted by every {@link StrataError}. */
+export interface StrataErrorOptions {
+  /** Whether the same call may succeed if retried later. */
+  retryable?: boolean;
+  /** The underlying error. */
+  cause?: unknown;
+  /** Extra structured detail, safe to log (never secrets). */
+  detail?: Record<string, unknown>;
+}
+
+/** Base class of every error the engine throws on purpose. */
+export class StrataError extends Error {
+  readonly code: StrataErrorCode;
+  readonly retryable: boolean;
+  readonly detail: Record<string, unknown> | undefined;
+
+  constructor(code: StrataErrorCode, message: string, options: StrataErrorOptions = {}) {
+    super(message, options.cause === undefined ? undefined : { cause: options.cause });
+    this.name = new.target.name;
+    this.code = code;
+    this.retryable = options.retryable ?? false;
+    this.detail = options.detail;
+  }
+}
+
+/** An error that retrying cannot fix (bad input, a lying server, a missing object). */
+export class TerminalError extends StrataError {
+  constructor(code: StrataErrorCode, message: string, options: Omit<StrataErrorOptions, 'retryable'> = {}) {
+    super(code, message, { ...options, retryable: false });
+  }
+}
+
+/** Content did not match its descriptor (digest or size). Nothing partial is kept when this is thrown. */
+export class VerificationError extends TerminalError {}
+
+/** An error answered by a registry, carrying the HTTP status and the OCI error code from the body. */
+export class RegistryError extends StrataError {
+  readonly status: number | undefined;
+  readonly ociCode: string | undefined;
+
+  constructor(
+    code: StrataErrorCode,
+    message: string,
+    options: StrataErrorOptions & { status?: number; ociCode?: string } = {},
+  ) {
+    super(code, message, options);
+    this.status = options.status;
+    this.ociCode = options.ociCode;
+  }
+}
+
+/** Thrown when an operation was aborted through its AbortSignal. */
+export class AbortedError extends StrataError {
+  constructor(message = 'operation aborted', cause?: unknown) {
+    super('ABORTED', message, { cause });
+  }
+}
+
+/** True when `err` is a {@link StrataError} with the given code. */
+export function hasCode(err: unknown, code: StrataErrorCode): boolean {
+  return err instanceof StrataError && err.code === code;
+}
+
+/** Throws an {@link AbortedError} if the signal is aborted. */
+export function throwIfAborted(signal: AbortSignal | undefined): void {
+  if (signal?.aborted) throw new AbortedError('operation aborted', signal.reason);
+}
+
+/** One line describing an error and its causes, for CLI output and logs. */
+export function describeError(err: unknown): string {
+  const parts: string[] = [];
+  let cur: unknown = err;
+  for (let depth = 0; cur !== undefined && cur !== null && depth < 5; depth++) {
+    const msg = cur instanceof Error ? cur.message : String(cur);
+    if (msg && !parts.some((p) => p.includes(msg))) parts.push(msg);
+    cur = cur instanceof Error ? cur.cause : undefined;
+  }
+  return parts.join(': ');
+}
