@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# demo.sh - the quickstart's main job on the embedded default: start Strata's own registry on loopback, make an
+# image on the spot, push it, pull it back into a second store, and show images / inspect / history.
+# Needs only Node.js, npm and tar. Leaves nothing behind but the build.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+[ -d node_modules ] || npm ci --no-audit --no-fund --loglevel=error
+[ -f dist/src/cli/main.js ] && [ -z "$(find src -newer dist/src/cli/main.js -name '*.ts' -print -quit)" ] || npm run -s build
+
+work=$(mktemp -d)
+strata() { node bin/strata.js "$@"; }
+cleanup() { [ -n "${reg_pid:-}" ] && kill "$reg_pid" 2>/dev/null; wait 2>/dev/null; rm -rf "$work"; }
+trap cleanup EXIT
+step() { printf '\n\033[1m$ strata %s\033[0m\n' "$*"; strata "$@"; }
+
+# 1. The embedded registry, on a free loopback port (it prints its URL first).
+strata registry serve --listen 127.0.0.1:0 --root "$work/registry" >"$work/registry.out" 2>"$work/registry.log" &
+reg_pid=$!
+for _ in $(seq 100); do [ -s "$work/registry.out" ] && break; sleep 0.1; done
+url=$(head -n 1 "$work/registry.out"); host=${url#http://}
+echo "embedded registry: $url (storage $work/registry)"
+
+# 2. An image made on the spot: a tiny root filesystem, imported as a one-layer image.
+mkdir -p "$work/rootfs/etc" "$work/rootfs/app"
+echo 'NAME="Strata demo"' >"$work/rootfs/etc/os-release"
+echo 'hello from strata' >"$work/rootfs/app/hello.txt"
+tar -C "$work/rootfs" -cf "$work/rootfs.tar" .
+export STRATA_STORE="$work/store-a"
+step import -m "made by the quickstart" "$work/rootfs.tar" demo/hello:1
+
+# 3. Push it, then push again: the second time every blob is already there.
+step push demo/hello:1 "$host/demo/hello:1"
+step push demo/hello:1 "$host/demo/hello:1"
+
+# 4. Pull it back into a second, empty store and look at it.
+export STRATA_STORE="$work/store-b"
+step pull "$host/demo/hello:1"
+step images
+step history "$host/demo/hello:1"
+step inspect "$host/demo/hello:1"
+printf '\ndemo done: pushed and pulled %s/demo/hello:1 through the embedded registry\n' "$host"

@@ -1,0 +1,67 @@
+import type { Command } from 'commander';
+import type { StrataEnvironment } from '../config/index.js';
+import { Engine } from '../engine/engine.js';
+import { DockerConfigCredentials } from '../engine/registry/credentials.js';
+import { RegistryClient } from '../engine/registry/client.js';
+import { FsStore } from '../engine/store/fs-store.js';
+import { createProgress, type ProgressMode } from './progress.js';
+
+/** The global flags every verb sees. */
+export interface GlobalOptions {
+  readonly store: string;
+  readonly json: boolean;
+  readonly quiet: boolean;
+  readonly insecureRegistry: string[];
+}
+
+/** Everything a verb needs, built from the global flags; `close` releases connections. */
+export interface CliContext {
+  readonly engine: Engine;
+  readonly options: GlobalOptions;
+  readonly signal: AbortSignal;
+  progress(): ReturnType<typeof createProgress>;
+  print(text: string): void;
+  close(): Promise<void>;
+}
+
+/** The global options of the root command, seen from any subcommand. */
+export function globalOptions(cmd: Command): GlobalOptions {
+  let root = cmd;
+  while (root.parent) root = root.parent;
+  return root.opts<GlobalOptions>();
+}
+
+/** Opens the store and a registry client for a verb; Ctrl-C aborts the verb's signal. */
+export async function openContext(cmd: Command, env: StrataEnvironment): Promise<CliContext> {
+  const options = globalOptions(cmd);
+  const store = await FsStore.open(options.store);
+  const registry = new RegistryClient({
+    credentials: new DockerConfigCredentials({ path: env.dockerConfigPath }),
+    insecureRegistries: options.insecureRegistry,
+  });
+  const controller = new AbortController();
+  const onSigint = (): void => controller.abort(new Error('interrupted'));
+  process.once('SIGINT', onSigint);
+  const mode: ProgressMode = options.json ? 'json' : options.quiet || !process.stderr.isTTY ? 'quiet' : 'tty';
+  return {
+    engine: new Engine({ store, registry }),
+    options,
+    signal: controller.signal,
+    progress: () => createProgress(mode, process.stderr, process.stdout),
+    print: (text) => void process.stdout.write(text.endsWith('\n') ? text : `${text}\n`),
+    close: async () => {
+      process.off('SIGINT', onSigint);
+      await registry.close();
+    },
+  };
+}
+
+/** Runs a verb with a context and always closes it. */
+export async function withContext(cmd: Command, env: StrataEnvironment, fn: (ctx: CliContext) => Promise<void>): Promise<void> {
+  const ctx = await openContext(cmd, env);
+  try {
+    await fn(ctx);
+  } finally {
+    await ctx.close();
+  }
+}

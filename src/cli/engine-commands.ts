@@ -1,0 +1,201 @@
+import { createReadStream } from 'node:fs';
+import { stat } from 'node:fs/promises';
+import type { Readable } from 'node:stream';
+import type { Command } from 'commander';
+import { TerminalError } from '../engine/errors.js';
+import type { StrataEnvironment } from '../config/index.js';
+import type { TransferOptions, TransferResult } from '../engine/engine.js';
+import { familiarName, parseReference } from '../engine/oci/reference.js';
+import { parsePlatform } from '../engine/oci/platform.js';
+import { shortId } from '../engine/image/local.js';
+import { withContext, type CliContext } from './context.js';
+import { humanAge, humanSize, table, truncate } from './format.js';
+
+/** Opens a tarball for import, refusing directories with a clear message. */
+async function openTarball(file: string): Promise<Readable> {
+  const info = await stat(file).catch((err: unknown) => {
+    throw new TerminalError('INVALID_ARGUMENT', `import: cannot read ${file}: ${(err as Error).message}`);
+  });
+  if (!info.isFile()) throw new TerminalError('INVALID_ARGUMENT', `import: ${file} is not a regular file (give a tarball, e.g. tar -C DIR -c . | strata import - REF)`);
+  return createReadStream(file, { highWaterMark: 1 << 20 });
+}
+
+function collect(value: string, previous: string[]): string[] {
+  return [...previous, value];
+}
+
+/** Runs a transfer verb with progress output and prints docker-like result lines (or one JSON object). */
+async function transfer(ctx: CliContext, verb: string, run: (opts: TransferOptions) => Promise<TransferResult>, platforms: TransferOptions['platforms']): Promise<void> {
+  const progress = ctx.progress();
+  const result = await run({ signal: ctx.signal, onEvent: progress.listener, ...(platforms ? { platforms } : {}) });
+  progress.finish();
+  if (ctx.options.json) {
+    ctx.print(JSON.stringify({ type: 'result', verb, ...result }));
+    return;
+  }
+  const moved = result.blobs.copied > 0;
+  ctx.print(`Digest: ${result.digest}`);
+  if (verb === 'pull') ctx.print(`Status: ${moved ? 'Downloaded newer image' : 'Image is up to date'} for ${familiarName(parseReference(result.reference))}`);
+  else ctx.print(`Status: ${verb === 'push' ? 'Pushed' : 'Copied'} ${result.reference} (${result.blobs.copied} blobs sent, ${result.blobs.exists} already present, ${result.blobs.mounted} mounted; ${humanSize(result.bytesTransferred)})`);
+  ctx.print(result.reference);
+}
+
+function platformChoice(values: string[] | undefined, all: boolean | undefined): TransferOptions['platforms'] {
+  if (all) return 'all';
+  return values && values.length ? values.map(parsePlatform) : undefined;
+}
+
+/** Registers the engine verbs: pull, push, copy, tag, images, inspect, history, rmi, gc. */
+export function registerEngineCommands(program: Command, env: StrataEnvironment): void {
+  program
+    .command('pull')
+    .description('download an image from a registry into the local store')
+    .argument('<ref>', 'image reference, e.g. nginx, localhost:5000/team/app:1, repo@sha256:…')
+    .option('--platform <os/arch[/variant]>', 'platform to pull from a multi-platform image (repeatable; default: this host)', collect, [])
+    .option('-a, --all-platforms', 'pull every platform of a multi-platform image')
+    .action((ref: string, opts: { platform: string[]; allPlatforms?: boolean }, cmd: Command) =>
+      withContext(cmd, env, (ctx) => transfer(ctx, 'pull', (o) => ctx.engine.pull(ref, o), platformChoice(opts.platform, opts.allPlatforms))),
+    );
+
+  program
+    .command('push')
+    .description('upload a local image to a registry (to its own name, or to DST)')
+    .argument('<src>', 'local image (reference or image ID)')
+    .argument('[dst]', 'destination reference (default: the source name)')
+    .option('--platform <os/arch[/variant]>', 'push only this platform of a multi-platform image (repeatable)', collect, [])
+    .action((src: string, dst: string | undefined, opts: { platform: string[] }, cmd: Command) =>
+      withContext(cmd, env, (ctx) => transfer(ctx, 'push', (o) => ctx.engine.push(src, dst, o), platformChoice(opts.platform, false))),
+    );
+
+  program
+    .command('copy')
+    .description('copy an image between registries, every platform, digests preserved')
+    .argument('<src>', 'source reference')
+    .argument('<dst>', 'destination reference')
+    .option('--platform <os/arch[/variant]>', 'copy only this platform (repeatable)', collect, [])
+    .action((src: string, dst: string, opts: { platform: string[] }, cmd: Command) =>
+      withContext(cmd, env, (ctx) => transfer(ctx, 'copy', (o) => ctx.engine.copy(src, dst, o), platformChoice(opts.platform, false))),
+    );
+
+  program
+    .command('tag')
+    .description('create a tag TARGET that refers to the local image SOURCE')
+    .argument('<source>')
+    .argument('<target>')
+    .action((source: string, target: string, _opts: unknown, cmd: Command) =>
+      withContext(cmd, env, async (ctx) => {
+        const name = await ctx.engine.tag(source, target);
+        if (ctx.options.json) ctx.print(JSON.stringify({ type: 'result', verb: 'tag', reference: name }));
+      }),
+    );
+
+  program
+    .command('import')
+    .description('create a one-layer image from a root filesystem tarball (plain or gzip; - for stdin)')
+    .argument('<file>', 'tarball path, or - for standard input')
+    .argument('<ref>', 'name of the new image')
+    .option('-m, --message <text>', 'commit message recorded in the history')
+    .option('--platform <os/arch[/variant]>', 'platform recorded in the config (default: this host)')
+    .action((file: string, ref: string, opts: { message?: string; platform?: string }, cmd: Command) =>
+      withContext(cmd, env, async (ctx) => {
+        const input = file === '-' ? process.stdin : await openTarball(file);
+        const result = await ctx.engine.import(input, ref, {
+          signal: ctx.signal,
+          ...(opts.message ? { message: opts.message } : {}),
+          ...(opts.platform ? { platform: parsePlatform(opts.platform) } : {}),
+        });
+        ctx.print(ctx.options.json ? JSON.stringify({ type: 'result', verb: 'import', ...result }) : result.digest);
+      }),
+    );
+
+  program
+    .command('images')
+    .alias('ls')
+    .description('list local images')
+    .option('--no-trunc', 'show full digests')
+    .action((opts: { trunc: boolean }, cmd: Command) =>
+      withContext(cmd, env, async (ctx) => {
+        const rows = await ctx.engine.images();
+        if (ctx.options.json) return ctx.print(JSON.stringify(rows, null, 2));
+        ctx.print(
+          table(
+            ['REPOSITORY', 'TAG', 'DIGEST', 'IMAGE ID', 'PLATFORM', 'CREATED', 'SIZE'],
+            rows.map((r) => [
+              familiarName(parseReference(r.repository, { defaultTag: false })),
+              r.tag,
+              opts.trunc ? truncate(r.digest, 19) : r.digest,
+              opts.trunc ? shortId(r.id) : r.id,
+              r.platforms.join(',') || '-',
+              humanAge(r.created),
+              humanSize(r.size),
+            ]),
+          ),
+        );
+      }),
+    );
+
+  program
+    .command('inspect')
+    .description('show low-level information about a local image (JSON, like docker image inspect)')
+    .argument('<ref...>')
+    .option('--platform <os/arch[/variant]>', 'platform of a multi-platform image')
+    .action((refs: string[], opts: { platform?: string }, cmd: Command) =>
+      withContext(cmd, env, async (ctx) => {
+        const platform = opts.platform ? parsePlatform(opts.platform) : undefined;
+        const docs = [];
+        for (const r of refs) docs.push(await ctx.engine.inspect(r, platform));
+        ctx.print(JSON.stringify(docs, null, 4));
+      }),
+    );
+
+  program
+    .command('history')
+    .description('show the history of a local image')
+    .argument('<ref>')
+    .option('--platform <os/arch[/variant]>', 'platform of a multi-platform image')
+    .option('--no-trunc', "don't truncate output")
+    .action((ref: string, opts: { platform?: string; trunc: boolean }, cmd: Command) =>
+      withContext(cmd, env, async (ctx) => {
+        const rows = await ctx.engine.history(ref, opts.platform ? parsePlatform(opts.platform) : undefined);
+        if (ctx.options.json) return ctx.print(JSON.stringify(rows, null, 2));
+        ctx.print(
+          table(
+            ['IMAGE', 'CREATED', 'CREATED BY', 'SIZE', 'COMMENT'],
+            rows.map((r) => [
+              r.id === '<missing>' || !opts.trunc ? r.id : shortId(r.id),
+              humanAge(r.created),
+              opts.trunc ? truncate(r.createdBy.replace(/\s+/g, ' '), 45) : r.createdBy,
+              humanSize(r.size),
+              r.author && r.comment ? `${r.comment} (by ${r.author})` : r.comment || (r.author ? `by ${r.author}` : ''),
+            ]),
+          ),
+        );
+      }),
+    );
+
+  program
+    .command('rmi')
+    .description('remove local images; blobs no other image uses are deleted')
+    .argument('<ref...>')
+    .option('--no-prune', 'keep the blobs (a later `strata gc` removes them)')
+    .action((refs: string[], opts: { prune: boolean }, cmd: Command) =>
+      withContext(cmd, env, async (ctx) => {
+        const result = await ctx.engine.rmi(refs, { prune: opts.prune, signal: ctx.signal });
+        if (ctx.options.json) return ctx.print(JSON.stringify({ type: 'result', verb: 'rmi', ...result }));
+        for (const name of result.removed) ctx.print(`Untagged: ${name}`);
+        for (const d of result.gc?.removed ?? []) ctx.print(`Deleted: ${d}`);
+      }),
+    );
+
+  program
+    .command('gc')
+    .description('delete every blob that no image refers to')
+    .option('--dry-run', 'only report what would be deleted')
+    .action((opts: { dryRun?: boolean }, cmd: Command) =>
+      withContext(cmd, env, async (ctx) => {
+        const result = await ctx.engine.gc({ dryRun: opts.dryRun ?? false, signal: ctx.signal });
+        if (ctx.options.json) return ctx.print(JSON.stringify({ type: 'result', verb: 'gc', ...result }));
+        ctx.print(`${opts.dryRun ? 'Would delete' : 'Deleted'} ${result.removed.length} blobs, ${humanSize(result.bytesFreed)} (${result.kept} kept)`);
+      }),
+    );
+}

@@ -1,0 +1,53 @@
+import { Command, CommanderError, Option } from 'commander';
+import { readEnvironment } from '../config/index.js';
+import { describeError, StrataError } from '../engine/errors.js';
+import { parsePlatform, type Platform } from '../engine/oci/platform.js';
+import { registerEngineCommands } from './engine-commands.js';
+import { registerRegistryCommands } from './registry-commands.js';
+import type { GlobalOptions } from './context.js';
+
+/** Builds the `strata` command tree; `argv` excludes the node binary and script. */
+export function buildProgram(): Command {
+  const env = readEnvironment();
+  const program = new Command('strata')
+    .description('Pull, build, commit and push container images; mirror registries; and do it cluster-wide as a Kubernetes operator.')
+    .version('0.1.0')
+    .addOption(new Option('--store <dir>', 'local image store (an OCI image layout)').default(env.storeDir, '$STRATA_STORE or ~/.local/share/strata/store'))
+    .option('--json', 'machine-readable output (JSON, and JSON-lines progress events)', false)
+    .option('-q, --quiet', 'no progress output', false)
+    .option('--insecure-registry <host>', 'talk plain HTTP to this registry (repeatable; loopback hosts always are)', collect, [...env.insecureRegistries])
+    .showHelpAfterError()
+    .exitOverride();
+  registerEngineCommands(program, env);
+  registerRegistryCommands(program, env);
+  return program;
+}
+
+/** Collects a repeatable option's values. */
+export function collect(value: string, previous: string[]): string[] {
+  return [...previous, value];
+}
+
+/** Parses repeated `--platform` values. */
+export function platformsOption(values: readonly string[] | undefined): Platform[] | undefined {
+  return values && values.length > 0 ? values.map(parsePlatform) : undefined;
+}
+
+export type { GlobalOptions };
+
+async function main(): Promise<void> {
+  const program = buildProgram();
+  try {
+    await program.parseAsync(process.argv);
+  } catch (err) {
+    if (err instanceof CommanderError) {
+      process.exitCode = err.exitCode === 0 ? 0 : 2;
+      return;
+    }
+    process.stderr.write(`strata: ${describeError(err)}\n`);
+    if (process.env.STRATA_DEBUG && err instanceof Error) process.stderr.write(`${err.stack}\n`);
+    process.exitCode = err instanceof StrataError && err.code === 'INVALID_ARGUMENT' ? 2 : 1;
+  }
+}
+
+await main();

@@ -1,0 +1,41 @@
+import type { Command } from 'commander';
+import { pino } from 'pino';
+import type { StrataEnvironment } from '../config/index.js';
+import { TerminalError } from '../engine/errors.js';
+import { FsStore } from '../engine/store/fs-store.js';
+import { startRegistryServer } from '../mirror/registry-server.js';
+
+/** Parses `HOST:PORT` or `PORT` (host defaults to 127.0.0.1). */
+export function parseListen(value: string): { host: string; port: number } {
+  const m = /^(?:(\[[^\]]+\]|[^:]+):)?(\d{1,5})$/.exec(value);
+  const port = m ? Number(m[2]) : NaN;
+  if (!m || port > 65535) throw new TerminalError('INVALID_ARGUMENT', `invalid --listen ${JSON.stringify(value)}: want HOST:PORT or PORT`);
+  return { host: (m[1] ?? '127.0.0.1').replace(/^\[|\]$/g, ''), port };
+}
+
+/** Registers `strata registry serve`. */
+export function registerRegistryCommands(program: Command, env: StrataEnvironment): void {
+  const registry = program.command('registry').description('the embedded OCI registry');
+  registry
+    .command('serve')
+    .description('serve a Distribution API registry (pull and push) from a local store')
+    .option('--listen <host:port>', 'address to listen on', '127.0.0.1:5000')
+    .option('--root <dir>', 'registry storage (an OCI image layout)', env.registryRoot)
+    .action(async (opts: { listen: string; root: string }) => {
+      const { host, port } = parseListen(opts.listen);
+      const logger = pino({ level: env.logLevel });
+      const store = await FsStore.open(opts.root);
+      const server = await startRegistryServer({ store, host, port, logger });
+      logger.info({ url: server.url, root: opts.root }, 'registry listening');
+      process.stdout.write(`${server.url}\n`);
+      await new Promise<void>((resolve) => {
+        const stop = (): void => {
+          process.off('SIGINT', stop);
+          process.off('SIGTERM', stop);
+          void server.close().then(resolve, resolve);
+        };
+        process.on('SIGINT', stop);
+        process.on('SIGTERM', stop);
+      });
+    });
+}

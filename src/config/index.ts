@@ -1,0 +1,33 @@
+import { homedir } from 'node:os';
+import { join } from 'node:path';
+
+/** Settings that come from the environment. Only this module reads `process.env`. */
+export interface StrataEnvironment {
+  /** Local store directory: `$STRATA_STORE`, else `$XDG_DATA_HOME/strata/store`, else `~/.local/share/strata/store`. */
+  readonly storeDir: string;
+  /** Root of the embedded registry's storage: `$STRATA_REGISTRY_ROOT`, else next to the store. */
+  readonly registryRoot: string;
+  /** Docker `config.json` for credentials: `$DOCKER_CONFIG/config.json`, else `~/.docker/config.json`. */
+  readonly dockerConfigPath: string;
+  /** Registries reached over plain HTTP besides loopback ones: `$STRATA_INSECURE_REGISTRIES` (comma-separated). */
+  readonly insecureRegistries: readonly string[];
+  /** Log level for servers: `$STRATA_LOG_LEVEL` (default `info`). */
+  readonly logLevel: string;
+}
+
+/** Reads the environment once; pass `env` to test other settings. */
+export function readEnvironment(env: NodeJS.ProcessEnv = process.env): StrataEnvironment {
+  const home = env.HOME || homedir();
+  const dataHome = env.XDG_DATA_HOME || join(home, '.local', 'share');
+  const base = join(dataHome, 'strata');
+  return {
+    storeDir: env.STRATA_STORE || join(base, 'store'),
+    registryRoot: env.STRATA_REGISTRY_ROOT || join(base, 'registry'),
+    dockerConfigPath: join(env.DOCKER_CONFIG || join(home, '.docker'), 'config.json'),
+    insecureRegistries: (env.STRATA_INSECURE_REGISTRIES ?? '')
+      .split(',')
+      .map((s) => s.trim())
+      .filter(Boolean),
+    logLevel: env.STRATA_LOG_LEVEL || 'info',
+  };
+}

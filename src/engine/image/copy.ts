@@ -1,0 +1,173 @@
+import { TerminalError, throwIfAborted } from '../errors.js';
+import type { Digest } from '../oci/digest.js';
+import { isIndexMediaType, isManifestMediaType, isNonDistributable } from '../oci/media-types.js';
+import { formatPlatform, hostPlatform, platformMatches, type Platform } from '../oci/platform.js';
+import type { Descriptor, ManifestDocument } from '../oci/types.js';
+import { createLimiter } from '../util/limit.js';
+import type { ImageSource, ImageTarget } from './endpoints.js';
+import type { BlobOutcome, ProgressListener } from './events.js';
+
+/** Which platforms of an index to copy: every one, or the first match for each listed platform. */
+export type PlatformChoice = 'all' | readonly Platform[];
+
+/** Options of {@link copyImage}. */
+export interface CopyOptions {
+  /** Default: the host platform. Single-platform images are copied whatever this says. */
+  readonly platforms?: PlatformChoice;
+  readonly signal?: AbortSignal;
+  readonly onEvent?: ProgressListener;
+  /** Blobs copied at once per image (default 4). */
+  readonly concurrency?: number;
+}
+
+/** What a copy did. */
+export interface CopyResult {
+  /** Digest of the top-level document now at the target. */
+  readonly digest: Digest;
+  readonly mediaType: string;
+  readonly size: number;
+  /** The image manifests copied, with their platforms when they came from an index. */
+  readonly manifests: ReadonlyArray<{ readonly digest: Digest; readonly platform?: string }>;
+  readonly bytesTransferred: number;
+  readonly blobs: Readonly<Record<BlobOutcome, number>>;
+}
+
+/**
+ * Copies an image from a source to a target: blobs first (skipping those present, mounting across repositories
+ * of one registry when possible, streaming the rest with verification), then child manifests, then the top
+ * document under the target's name. Bytes of manifests are never re-serialized, so digests are preserved.
+ */
+export async function copyImage(source: ImageSource, target: ImageTarget, options: CopyOptions = {}): Promise<CopyResult> {
+  const { signal } = options;
+  const emit: ProgressListener = options.onEvent ?? (() => undefined);
+  const limit = createLimiter(options.concurrency ?? 4);
+  const blobs: Record<BlobOutcome, number> = { copied: 0, exists: 0, mounted: 0, 'skipped-foreign': 0 };
+  const inFlight = new Map<Digest, Promise<void>>();
+  let bytesTransferred = 0;
+
+  const copyBlob = (d: Descriptor, kind: 'config' | 'layer'): Promise<void> => {
+    let p = inFlight.get(d.digest);
+    if (!p) {
+      p = limit(() => transferBlob(d, kind));
+      inFlight.set(d.digest, p);
+    }
+    return p;
+  };
+
+  const transferBlob = async (d: Descriptor, kind: 'config' | 'layer'): Promise<void> => {
+    throwIfAborted(signal);
+    const done = (outcome: BlobOutcome): void => {
+      blobs[outcome]++;
+      emit({ type: 'blob-done', digest: d.digest, size: d.size, outcome });
+    };
+    emit({ type: 'blob-start', digest: d.digest, size: d.size, kind });
+    if (isNonDistributable(d.mediaType) && !(await source.hasBlob(d, signal))) return done('skipped-foreign');
+    if (await target.hasBlob(d, signal)) return done('exists');
+    const from = source.repository;
+    const to = target.repository;
+    if (target.mountBlob && from && to && from.registry === to.registry && from.repository !== to.repository) {
+      if (await target.mountBlob(d, from, signal)) return done('mounted');
+    }
+    if (!(await source.hasBlob(d, signal))) {
+      throw new TerminalError('BLOB_UNKNOWN', `${source.name}: ${kind} ${d.digest} is not available locally (was the image pulled for this platform?)`);
+    }
+    let counted = 0;
+    await target.putBlob(d, (offset) => source.openBlob(d, offset, signal), {
+      ...(signal ? { signal } : {}),
+      onProgress: (bytes) => {
+        bytesTransferred += bytes - counted;
+        counted = bytes;
+        emit({ type: 'blob-progress', digest: d.digest, bytes, size: d.size });
+      },
+    });
+    bytesTransferred += d.size - counted;
+    done('copied');
+  };
+
+  /** Copies one image manifest's blobs, then the manifest itself (unless it is the top document). */
+  const copyManifest = async (doc: ManifestDocument & { kind: 'manifest' }, isTop: boolean, platform?: string): Promise<void> => {
+    const present = target.manifestImpliesBlobs && (await target.hasManifest(doc.digest, signal));
+    if (!present) {
+      const m = doc.manifest;
+      await Promise.all([copyBlob(m.config, 'config'), ...m.layers.map((l) => copyBlob(l, 'layer'))]);
+      if (!isTop) await target.putManifest(doc, signal);
+    }
+    emit({ type: 'manifest', digest: doc.digest, mediaType: doc.mediaType, ...(platform ? { platform } : {}) });
+  };
+
+  const copied: Array<{ digest: Digest; platform?: string }> = [];
+
+  /** Copies the chosen children of an index; returns the children that were not available from the source. */
+  const copyIndexChildren = async (index: ManifestDocument & { kind: 'index' }, choice: PlatformChoice): Promise<Descriptor[]> => {
+    const entries = selectManifests(index.index.manifests, choice, source.name);
+    const missing: Descriptor[] = [];
+    await Promise.all(
+      entries.map(async (entry) => {
+        const child = await source.getManifest(entry, signal);
+        if (!child) return void missing.push(entry);
+        const platform = entry.platform ? formatPlatform(entry.platform) : undefined;
+        if (child.kind === 'index') {
+          missing.push(...(await copyIndexChildren(child, 'all')));
+          await target.putManifest(child, signal);
+        } else {
+          await copyManifest(child, false, platform);
+          copied.push({ digest: child.digest, ...(platform ? { platform } : {}) });
+        }
+      }),
+    );
+    return missing;
+  };
+
+  const top = await source.resolve(signal);
+  const platforms = top.kind === 'index' ? top.index.manifests.filter((m) => m.platform).map((m) => formatPlatform(m.platform!)) : undefined;
+  emit({ type: 'resolved', name: source.name, digest: top.digest, mediaType: top.mediaType, ...(platforms ? { platforms } : {}) });
+
+  let committed: ManifestDocument = top;
+  if (top.kind === 'manifest') {
+    await copyManifest(top, true);
+    copied.push({ digest: top.digest });
+  } else {
+    const choice = options.platforms ?? [hostPlatform()];
+    const missing = await copyIndexChildren(top, choice);
+    const whole = choice === 'all' && missing.length === 0;
+    if (!whole && !target.acceptsPartialIndex) {
+      // A registry rejects an index whose manifests it lacks: fall back to the one platform we have, like docker.
+      if (copied.length !== 1) {
+        const what = missing.map((m) => (m.platform ? formatPlatform(m.platform) : m.digest)).join(', ');
+        throw new TerminalError(
+          'BLOB_UNKNOWN',
+          missing.length > 0
+            ? `${source.name}: ${missing.length} of the index's manifests are not available locally (${what}); pull with --all-platforms first`
+            : `${source.name}: several platforms were chosen but not all of the index: copy all platforms or exactly one`,
+        );
+      }
+      const only = await source.getManifest({ mediaType: '', digest: copied[0]!.digest, size: 0 }, signal);
+      if (!only) throw new TerminalError('BLOB_UNKNOWN', `${source.name}: manifest ${copied[0]!.digest} vanished`);
+      emit({ type: 'note', message: `copying only ${copied[0]!.platform ?? 'one platform'}: the target gets that manifest, not the index ${top.digest}` });
+      committed = only;
+    }
+  }
+  await target.commit(committed, signal);
+  emit({ type: 'done', name: target.name, digest: committed.digest, bytesTransferred });
+  return { digest: committed.digest, mediaType: committed.mediaType, size: committed.bytes.length, manifests: copied, bytesTransferred, blobs };
+}
+
+/**
+ * Picks the index entries to copy. `all` keeps every image manifest and nested index (unknown media types are
+ * skipped, never fatal); a platform list keeps the first entry matching each platform, and fails with
+ * PLATFORM_NOT_FOUND listing what the index offers when one has no match.
+ */
+export function selectManifests(entries: readonly Descriptor[], choice: PlatformChoice, name: string): Descriptor[] {
+  const usable = entries.filter((e) => isManifestMediaType(e.mediaType) || isIndexMediaType(e.mediaType));
+  if (choice === 'all') return usable;
+  const picked: Descriptor[] = [];
+  for (const want of choice) {
+    const hit = usable.find((e) => isManifestMediaType(e.mediaType) && platformMatches(want, e.platform));
+    if (!hit) {
+      const offered = usable.filter((e) => e.platform).map((e) => formatPlatform(e.platform!));
+      throw new TerminalError('PLATFORM_NOT_FOUND', `${name}: no manifest for platform ${formatPlatform(want)} (the index offers: ${offered.join(', ') || 'none'})`);
+    }
+    if (!picked.includes(hit)) picked.push(hit);
+  }
+  return picked;
+}

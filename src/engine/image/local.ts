@@ -1,0 +1,147 @@
+import { TerminalError } from '../errors.js';
+import type { Digest } from '../oci/digest.js';
+import { formatPlatform, hostPlatform, platformMatches, type Platform } from '../oci/platform.js';
+import { formatReference, parseReference } from '../oci/reference.js';
+import { parseImageConfig, type Descriptor, type ImageConfig, type ManifestDocument } from '../oci/types.js';
+import type { ContentStore, RefEntry } from '../store/types.js';
+import { readStoredManifest } from './store-endpoint.js';
+
+/** A local image: a ref of the store, resolved to one platform's manifest and config. */
+export interface LocalImage {
+  /** The ref name (`docker.io/library/nginx:latest`). */
+  readonly name: string;
+  /** What the ref points at: an index or a manifest. */
+  readonly top: ManifestDocument;
+  /** The image manifest of the chosen platform. */
+  readonly manifest: ManifestDocument & { kind: 'manifest' };
+  readonly config: ImageConfig;
+  readonly configDigest: Digest;
+  /** Platforms of the index present locally (empty for a single manifest). */
+  readonly localPlatforms: readonly string[];
+}
+
+const ID_RE = /^(?:sha256:)?([a-f0-9]{4,64})$/;
+
+/**
+ * Finds the store ref a user means: a reference in any form docker accepts (`nginx`, `host/repo:tag`,
+ * `repo@sha256:…`), or an image ID prefix (the digest of what a ref points at, as `strata images` shows it).
+ * Throws NOT_FOUND, or INVALID_ARGUMENT when an ID prefix is ambiguous.
+ */
+export async function findLocalRef(store: ContentStore, input: string): Promise<RefEntry> {
+  const refs = await store.listRefs();
+  let parsedName: string | undefined;
+  try {
+    parsedName = formatReference(parseReference(input));
+  } catch {
+    parsedName = undefined;
+  }
+  const exact = refs.find((r) => r.name === parsedName || r.name === input);
+  if (exact) return exact;
+  if (parsedName) {
+    // `repo@sha256:…` also finds a tagged ref of that repository pointing at that digest.
+    const ref = parseReference(input);
+    if (ref.digest) {
+      const base = `${ref.registry}/${ref.repository}`;
+      const hit = refs.find((r) => r.descriptor.digest === ref.digest && (r.name.startsWith(`${base}:`) || r.name.startsWith(`${base}@`)));
+      if (hit) return hit;
+    }
+  }
+  const id = ID_RE.exec(input);
+  if (id) {
+    const matches = refs.filter((r) => r.descriptor.digest.slice('sha256:'.length).startsWith(id[1]!));
+    const digests = new Set(matches.map((m) => m.descriptor.digest));
+    if (digests.size > 1) throw new TerminalError('INVALID_ARGUMENT', `image ID prefix ${input} is ambiguous: it matches ${[...digests].join(', ')}`);
+    if (matches[0]) return matches[0];
+    // Then the image ID as docker defines it: the config digest.
+    for (const r of refs) {
+      const image = await loadLocalImage(store, r).catch(() => undefined);
+      if (image && image.configDigest.slice('sha256:'.length).startsWith(id[1]!)) return r;
+    }
+  }
+  throw new TerminalError('NOT_FOUND', `no local image ${JSON.stringify(input)}${parsedName && parsedName !== input ? ` (${parsedName})` : ''}: pull or load it first (see \`strata images\`)`);
+}
+
+/**
+ * Loads a local image for one platform: for an index, the first child present locally that matches the wanted
+ * platform (default: the host's), else the only child present.
+ */
+export async function loadLocalImage(store: ContentStore, entry: RefEntry, platform?: Platform): Promise<LocalImage> {
+  const top = await readStoredManifest(store, entry.descriptor, entry.name);
+  let manifest: ManifestDocument;
+  const localPlatforms: string[] = [];
+  if (top.kind === 'manifest') {
+    manifest = top;
+  } else {
+    const present: Descriptor[] = [];
+    for (const m of top.index.manifests) {
+      if (m.platform && (await store.has(m.digest))) {
+        present.push(m);
+        localPlatforms.push(formatPlatform(m.platform));
+      }
+    }
+    const want = platform ?? hostPlatform();
+    const chosen = present.find((m) => platformMatches(want, m.platform)) ?? (platform === undefined && present.length === 1 ? present[0] : undefined);
+    if (!chosen) {
+      throw new TerminalError(
+        'PLATFORM_NOT_FOUND',
+        `${entry.name}: no local manifest for ${formatPlatform(want)} (present locally: ${localPlatforms.join(', ') || 'none'})`,
+      );
+    }
+    manifest = await readStoredManifest(store, chosen, `${entry.name} (${formatPlatform(chosen.platform!)})`);
+  }
+  if (manifest.kind !== 'manifest') throw new TerminalError('UNSUPPORTED_MEDIA_TYPE', `${entry.name}: nested indexes are not supported here`);
+  const configDigest = manifest.manifest.config.digest;
+  const config = parseImageConfig(await store.readBlob(configDigest, 8 * 1024 * 1024), `${entry.name}: config ${configDigest}`);
+  return { name: entry.name, top, manifest, config, configDigest, localPlatforms };
+}
+
+/** Total bytes of an image's blobs (compressed layers, config and manifests), as `images` reports. */
+export function imageSize(image: LocalImage): number {
+  const m = image.manifest.manifest;
+  const top = image.top.kind === 'index' ? image.top.bytes.length : 0;
+  return top + image.manifest.bytes.length + m.config.size + m.layers.reduce((n, l) => n + l.size, 0);
+}
+
+/** One row of `strata images`. */
+export interface ImageSummary {
+  readonly name: string;
+  readonly repository: string;
+  readonly tag: string;
+  /** Digest of what the ref points at (index or manifest): the repo digest. */
+  readonly digest: Digest;
+  /** The image ID: the config digest, as docker defines it (empty when the image cannot be read). */
+  readonly id: string;
+  readonly created?: string;
+  readonly size: number;
+  readonly platforms: readonly string[];
+}
+
+/** Lists the store's images, one row per ref; refs that cannot be read are reported with size 0, not fatal. */
+export async function listImages(store: ContentStore): Promise<ImageSummary[]> {
+  const rows: ImageSummary[] = [];
+  for (const entry of await store.listRefs()) {
+    const { repository, tag } = splitRefName(entry.name);
+    const base = { name: entry.name, repository, tag, digest: entry.descriptor.digest, id: '' };
+    try {
+      const image = await loadLocalImage(store, entry);
+      rows.push({ ...base, id: image.configDigest, ...(image.config.created ? { created: image.config.created } : {}), size: imageSize(image), platforms: image.localPlatforms.length ? image.localPlatforms : [formatPlatform({ os: image.config.os, architecture: image.config.architecture, ...(image.config.variant ? { variant: image.config.variant } : {}) })] });
+    } catch {
+      rows.push({ ...base, size: 0, platforms: [] });
+    }
+  }
+  return rows.sort((a, b) => a.name.localeCompare(b.name));
+}
+
+/** Splits a ref name into repository and tag (`<none>` when the ref is by digest only). */
+export function splitRefName(name: string): { repository: string; tag: string } {
+  const at = name.indexOf('@');
+  const base = at >= 0 ? name.slice(0, at) : name;
+  const colon = base.lastIndexOf(':');
+  if (colon > base.lastIndexOf('/')) return { repository: base.slice(0, colon), tag: base.slice(colon + 1) };
+  return { repository: base, tag: '<none>' };
+}
+
+/** The 12-hex-digit short form of a digest, as docker prints image IDs. */
+export function shortId(digest: string): string {
+  return digest.slice(digest.indexOf(':') + 1, digest.indexOf(':') + 13);
+}
