@@ -1,0 +1,36 @@
+import { readdir, readFile } from 'node:fs/promises';
+import { join, relative } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { describe, expect, it } from 'vitest';
+
+const SRC = fileURLToPath(new URL('../../src', import.meta.url));
+
+async function* tsFiles(dir: string): AsyncGenerator<string> {
+  for (const e of await readdir(dir, { withFileTypes: true })) {
+    const p = join(dir, e.name);
+    if (e.isDirectory()) yield* tsFiles(p);
+    else if (e.name.endsWith('.ts')) yield p;
+  }
+}
+
+function imports(text: string): string[] {
+  return [...text.matchAll(/(?:from|import)\s*\(?\s*['"]([^'"]+)['"]/g)].map((m) => m[1]!);
+}
+
+describe('dependency direction', () => {
+  it('the engine imports nothing from Kubernetes, controllers, the CLI, the mirror or config', async () => {
+    const offenders: string[] = [];
+    let files = 0;
+    for await (const file of tsFiles(join(SRC, 'engine'))) {
+      files++;
+      for (const spec of imports(await readFile(file, 'utf8'))) {
+        const leavesEngine = spec.startsWith('.') && !join(file, '..', spec).startsWith(join(SRC, 'engine'));
+        if (leavesEngine || spec.startsWith('@kubernetes/') || spec === 'pino' || spec === 'prom-client') {
+          offenders.push(`${relative(SRC, file)} imports ${spec}`);
+        }
+      }
+    }
+    expect(files).toBeGreaterThan(10);
+    expect(offenders).toEqual([]);
+  });
+});
