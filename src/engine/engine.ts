@@ -3,10 +3,12 @@ import type { Platform } from './oci/platform.js';
 import { formatReference, parseReference, type ImageReference } from './oci/reference.js';
 import type { ContentStore, GcResult } from './store/types.js';
 import type { RegistryApi } from './registry/types.js';
+import { BlobLocations } from './image/blob-locations.js';
 import { copyImage, type CopyResult, type PlatformChoice } from './image/copy.js';
 import type { ProgressListener } from './image/events.js';
 import { inspectImage, imageHistory, type HistoryRow, type ImageInspect } from './image/describe.js';
-import { findLocalRef, listImages, loadLocalImage, type ImageSummary } from './image/local.js';
+import { findLocalRef, imageClosure, listImages, loadLocalImage, type ImageSummary } from './image/local.js';
+import type { Digest } from './oci/digest.js';
 import { RegistrySource, RegistryTarget } from './image/registry-endpoint.js';
 import { StoreSource, StoreTarget } from './image/store-endpoint.js';
 import { importTarball, type ImportOptions, type ImportResult } from './archive/import.js';
@@ -47,10 +49,12 @@ function parseUserReference(input: string, role: string): ImageReference {
 export class Engine {
   readonly store: ContentStore;
   readonly registry: RegistryApi;
+  private readonly locations: BlobLocations;
 
   constructor(options: EngineOptions) {
     this.store = options.store;
     this.registry = options.registry;
+    this.locations = new BlobLocations(options.store.root);
   }
 
   /** `pull REF`: fetches an image (the host platform of an index unless told otherwise) into the store. */
@@ -58,6 +62,7 @@ export class Engine {
     const ref = parseUserReference(reference, 'pull');
     const name = formatReference(ref);
     const result = await copyImage(new RegistrySource(this.registry, ref), new StoreTarget(this.store, name), options);
+    await this.locations.record(ref, result.blobDigests);
     return { ...result, reference: name };
   }
 
@@ -67,8 +72,10 @@ export class Engine {
     const dst = parseUserReference(destination ?? entry.name, 'push');
     const result = await copyImage(new StoreSource(this.store, entry.name, entry.descriptor), new RegistryTarget(this.registry, dst), {
       platforms: 'all',
+      mountSources: (d, registry) => this.locations.candidates(registry, d.digest),
       ...options,
     });
+    await this.locations.record(dst, result.blobDigests);
     return { ...result, reference: formatReference(dst) };
   }
 
@@ -121,12 +128,15 @@ export class Engine {
    */
   async rmi(references: readonly string[], options: { prune?: boolean; signal?: AbortSignal } = {}): Promise<{ removed: string[]; gc?: GcResult }> {
     const removed: string[] = [];
+    const released = new Set<Digest>();
     for (const r of references) {
       const entry = await findLocalRef(this.store, r);
+      if (options.prune !== false) for (const d of await imageClosure(this.store, entry)) released.add(d);
       if (await this.store.deleteRef(entry.name)) removed.push(entry.name);
     }
     if (options.prune === false) return { removed };
-    return { removed, gc: await this.store.gc({ ...(options.signal ? { signal: options.signal } : {}) }) };
+    // Only the removed images' own blobs are candidates; whatever another image still reaches stays.
+    return { removed, gc: await this.store.gc({ only: [...released], ...(options.signal ? { signal: options.signal } : {}) }) };
   }
 
   /** `gc`: removes every blob no ref reaches. */

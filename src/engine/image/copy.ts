@@ -1,9 +1,10 @@
-import { TerminalError, throwIfAborted } from '../errors.js';
+import { StrataError, TerminalError, throwIfAborted } from '../errors.js';
 import type { Digest } from '../oci/digest.js';
 import { isIndexMediaType, isManifestMediaType, isNonDistributable } from '../oci/media-types.js';
 import { formatPlatform, hostPlatform, platformMatches, type Platform } from '../oci/platform.js';
 import type { Descriptor, ManifestDocument } from '../oci/types.js';
 import { createLimiter } from '../util/limit.js';
+import type { RepositoryRef } from '../registry/types.js';
 import type { ImageSource, ImageTarget } from './endpoints.js';
 import type { BlobOutcome, ProgressListener } from './events.js';
 
@@ -18,6 +19,11 @@ export interface CopyOptions {
   readonly onEvent?: ProgressListener;
   /** Blobs copied at once per image (default 4). */
   readonly concurrency?: number;
+  /**
+   * Other repositories of the target's registry that may hold a blob, to try a cross-repository mount from
+   * (besides the source's own repository when it is on the same registry).
+   */
+  readonly mountSources?: (descriptor: Descriptor, registry: string) => Promise<readonly RepositoryRef[]>;
 }
 
 /** What a copy did. */
@@ -30,6 +36,8 @@ export interface CopyResult {
   readonly manifests: ReadonlyArray<{ readonly digest: Digest; readonly platform?: string }>;
   readonly bytesTransferred: number;
   readonly blobs: Readonly<Record<BlobOutcome, number>>;
+  /** Every blob now known to be at the target (copied, present, or mounted). */
+  readonly blobDigests: readonly Digest[];
 }
 
 /**
@@ -38,12 +46,22 @@ export interface CopyResult {
  * document under the target's name. Bytes of manifests are never re-serialized, so digests are preserved.
  */
 export async function copyImage(source: ImageSource, target: ImageTarget, options: CopyOptions = {}): Promise<CopyResult> {
-  const { signal } = options;
+  // One failed blob aborts its siblings, and the copy returns only once all of them stopped (no stray writes).
+  const controller = new AbortController();
+  const signal = options.signal ? AbortSignal.any([options.signal, controller.signal]) : controller.signal;
+  const allOrAbort = async <T>(tasks: Array<Promise<T>>): Promise<T[]> => {
+    for (const t of tasks) t.catch(() => controller.abort());
+    const settled = await Promise.allSettled(tasks);
+    const failures = settled.filter((r): r is PromiseRejectedResult => r.status === 'rejected').map((r) => r.reason as unknown);
+    if (failures.length > 0) throw failures.find((e) => !(e instanceof StrataError && e.code === 'ABORTED') && !isAbortError(e)) ?? failures[0];
+    return settled.map((r) => (r as PromiseFulfilledResult<T>).value);
+  };
   const emit: ProgressListener = options.onEvent ?? (() => undefined);
   const limit = createLimiter(options.concurrency ?? 4);
   const blobs: Record<BlobOutcome, number> = { copied: 0, exists: 0, mounted: 0, 'skipped-foreign': 0 };
   const inFlight = new Map<Digest, Promise<void>>();
   let bytesTransferred = 0;
+  const atTarget = new Set<Digest>();
 
   const copyBlob = (d: Descriptor, kind: 'config' | 'layer'): Promise<void> => {
     let p = inFlight.get(d.digest);
@@ -58,15 +76,19 @@ export async function copyImage(source: ImageSource, target: ImageTarget, option
     throwIfAborted(signal);
     const done = (outcome: BlobOutcome): void => {
       blobs[outcome]++;
+      if (outcome !== 'skipped-foreign') atTarget.add(d.digest);
       emit({ type: 'blob-done', digest: d.digest, size: d.size, outcome });
     };
     emit({ type: 'blob-start', digest: d.digest, size: d.size, kind });
     if (isNonDistributable(d.mediaType) && !(await source.hasBlob(d, signal))) return done('skipped-foreign');
     if (await target.hasBlob(d, signal)) return done('exists');
-    const from = source.repository;
     const to = target.repository;
-    if (target.mountBlob && from && to && from.registry === to.registry && from.repository !== to.repository) {
-      if (await target.mountBlob(d, from, signal)) return done('mounted');
+    if (target.mountBlob && to) {
+      const candidates = [...(source.repository ? [source.repository] : []), ...((await options.mountSources?.(d, to.registry)) ?? [])];
+      for (const from of candidates) {
+        if (from.registry !== to.registry || from.repository === to.repository) continue;
+        if (await target.mountBlob(d, from, signal)) return done('mounted');
+      }
     }
     if (!(await source.hasBlob(d, signal))) {
       throw new TerminalError('BLOB_UNKNOWN', `${source.name}: ${kind} ${d.digest} is not available locally (was the image pulled for this platform?)`);
@@ -87,9 +109,16 @@ export async function copyImage(source: ImageSource, target: ImageTarget, option
   /** Copies one image manifest's blobs, then the manifest itself (unless it is the top document). */
   const copyManifest = async (doc: ManifestDocument & { kind: 'manifest' }, isTop: boolean, platform?: string): Promise<void> => {
     const present = target.manifestImpliesBlobs && (await target.hasManifest(doc.digest, signal));
-    if (!present) {
-      const m = doc.manifest;
-      await Promise.all([copyBlob(m.config, 'config'), ...m.layers.map((l) => copyBlob(l, 'layer'))]);
+    const m = doc.manifest;
+    if (present) {
+      // The registry has this manifest, hence every blob it names: report them as present without a HEAD each.
+      for (const d of [m.config, ...m.layers]) {
+        blobs.exists++;
+        atTarget.add(d.digest);
+        emit({ type: 'blob-done', digest: d.digest, size: d.size, outcome: 'exists' });
+      }
+    } else {
+      await allOrAbort([copyBlob(m.config, 'config'), ...m.layers.map((l) => copyBlob(l, 'layer'))]);
       if (!isTop) await target.putManifest(doc, signal);
     }
     emit({ type: 'manifest', digest: doc.digest, mediaType: doc.mediaType, ...(platform ? { platform } : {}) });
@@ -101,7 +130,7 @@ export async function copyImage(source: ImageSource, target: ImageTarget, option
   const copyIndexChildren = async (index: ManifestDocument & { kind: 'index' }, choice: PlatformChoice): Promise<Descriptor[]> => {
     const entries = selectManifests(index.index.manifests, choice, source.name);
     const missing: Descriptor[] = [];
-    await Promise.all(
+    await allOrAbort(
       entries.map(async (entry) => {
         const child = await source.getManifest(entry, signal);
         if (!child) return void missing.push(entry);
@@ -149,7 +178,7 @@ export async function copyImage(source: ImageSource, target: ImageTarget, option
   }
   await target.commit(committed, signal);
   emit({ type: 'done', name: target.name, digest: committed.digest, bytesTransferred });
-  return { digest: committed.digest, mediaType: committed.mediaType, size: committed.bytes.length, manifests: copied, bytesTransferred, blobs };
+  return { digest: committed.digest, mediaType: committed.mediaType, size: committed.bytes.length, manifests: copied, bytesTransferred, blobs, blobDigests: [...atTarget] };
 }
 
 /**
@@ -170,4 +199,9 @@ export function selectManifests(entries: readonly Descriptor[], choice: Platform
     if (!picked.includes(hit)) picked.push(hit);
   }
   return picked;
+}
+
+/** True for the errors Node and undici raise when a signal aborts an operation. */
+function isAbortError(err: unknown): boolean {
+  return err instanceof Error && (err.name === 'AbortError' || (err as { code?: unknown }).code === 'ABORT_ERR');
 }

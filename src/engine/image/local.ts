@@ -145,3 +145,18 @@ export function splitRefName(name: string): { repository: string; tag: string } 
 export function shortId(digest: string): string {
   return digest.slice(digest.indexOf(':') + 1, digest.indexOf(':') + 13);
 }
+
+/** Every digest a ref reaches that is present locally: the top document, child manifests, configs and layers. */
+export async function imageClosure(store: ContentStore, entry: RefEntry): Promise<Digest[]> {
+  const out = new Set<Digest>();
+  const visit = async (d: Descriptor): Promise<void> => {
+    if (out.has(d.digest) || !(await store.has(d.digest))) return;
+    out.add(d.digest);
+    const doc = await readStoredManifest(store, d, entry.name).catch(() => undefined);
+    if (!doc) return;
+    if (doc.kind === 'index') for (const m of doc.index.manifests) await visit(m);
+    else for (const b of [doc.manifest.config, ...doc.manifest.layers]) if (await store.has(b.digest)) out.add(b.digest);
+  };
+  await visit(entry.descriptor);
+  return [...out];
+}

@@ -80,6 +80,7 @@ export interface ContentStore {
   /**
    * Removes every blob not reachable from a ref (walking indexes, manifests, configs and layers) and stale temp
    * files older than a grace period. `extraRoots` are kept too (e.g. manifests a registry serves by digest).
+   * `only` restricts the sweep to those blobs and lifts the grace period for them (the caller released them).
    */
-  gc(options?: { signal?: AbortSignal; dryRun?: boolean; extraRoots?: readonly Digest[] }): Promise<GcResult>;
+  gc(options?: { signal?: AbortSignal; dryRun?: boolean; extraRoots?: readonly Digest[]; only?: readonly Digest[] }): Promise<GcResult>;
 }

@@ -1,0 +1,11 @@
+/** engine/store: a content-addressed blob store on disk laid out as an OCI image layout. See README.md. */
+export * from './types.js';
+export {
+  FsStore,
+  REF_NAME_ANNOTATION,
+  INGEST_DIR,
+  DEFAULT_READ_LIMIT,
+  type FsStoreOptions,
+} from './fs-store.js';
+export { acquireLock, LockTimeoutError, type LockOptions, type HeldLock } from './lock.js';
+export { childrenOf, kindOf, type ChildRef, type BlobKind } from './walk.js';
