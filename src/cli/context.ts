@@ -57,7 +57,11 @@ export async function openContext(cmd: Command, env: StrataEnvironment): Promise
 }
 
 /** Runs a verb with a context and always closes it. */
-export async function withContext(cmd: Command, env: StrataEnvironment, fn: (ctx: CliContext) => Promise<void>): Promise<void> {
+export async function withContext(
+  cmd: Command,
+  env: StrataEnvironment,
+  fn: (ctx: CliContext) => Promise<void>,
+): Promise<void> {
   const ctx = await openContext(cmd, env);
   try {
     await fn(ctx);

@@ -16,7 +16,11 @@ async function openTarball(file: string): Promise<Readable> {
   const info = await stat(file).catch((err: unknown) => {
     throw new TerminalError('INVALID_ARGUMENT', `import: cannot read ${file}: ${(err as Error).message}`);
   });
-  if (!info.isFile()) throw new TerminalError('INVALID_ARGUMENT', `import: ${file} is not a regular file (give a tarball, e.g. tar -C DIR -c . | strata import - REF)`);
+  if (!info.isFile())
+    throw new TerminalError(
+      'INVALID_ARGUMENT',
+      `import: ${file} is not a regular file (give a tarball, e.g. tar -C DIR -c . | strata import - REF)`,
+    );
   return createReadStream(file, { highWaterMark: 1 << 20 });
 }
 
@@ -25,9 +29,18 @@ function collect(value: string, previous: string[]): string[] {
 }
 
 /** Runs a transfer verb with progress output and prints docker-like result lines (or one JSON object). */
-async function transfer(ctx: CliContext, verb: string, run: (opts: TransferOptions) => Promise<TransferResult>, platforms: TransferOptions['platforms']): Promise<void> {
+async function transfer(
+  ctx: CliContext,
+  verb: string,
+  run: (opts: TransferOptions) => Promise<TransferResult>,
+  platforms: TransferOptions['platforms'],
+): Promise<void> {
   const progress = ctx.progress();
-  const result = await run({ signal: ctx.signal, onEvent: progress.listener, ...(platforms ? { platforms } : {}) });
+  const result = await run({
+    signal: ctx.signal,
+    onEvent: progress.listener,
+    ...(platforms ? { platforms } : {}),
+  });
   progress.finish();
   if (ctx.options.json) {
     ctx.print(JSON.stringify({ type: 'result', verb, ...result }));
@@ -35,12 +48,21 @@ async function transfer(ctx: CliContext, verb: string, run: (opts: TransferOptio
   }
   const moved = result.blobs.copied > 0;
   ctx.print(`Digest: ${result.digest}`);
-  if (verb === 'pull') ctx.print(`Status: ${moved ? 'Downloaded newer image' : 'Image is up to date'} for ${familiarName(parseReference(result.reference))}`);
-  else ctx.print(`Status: ${verb === 'push' ? 'Pushed' : 'Copied'} ${result.reference} (${result.blobs.copied} blobs sent, ${result.blobs.exists} already present, ${result.blobs.mounted} mounted; ${humanSize(result.bytesTransferred)})`);
+  if (verb === 'pull')
+    ctx.print(
+      `Status: ${moved ? 'Downloaded newer image' : 'Image is up to date'} for ${familiarName(parseReference(result.reference))}`,
+    );
+  else
+    ctx.print(
+      `Status: ${verb === 'push' ? 'Pushed' : 'Copied'} ${result.reference} (${result.blobs.copied} blobs sent, ${result.blobs.exists} already present, ${result.blobs.mounted} mounted; ${humanSize(result.bytesTransferred)})`,
+    );
   ctx.print(result.reference);
 }
 
-function platformChoice(values: string[] | undefined, all: boolean | undefined): TransferOptions['platforms'] {
+function platformChoice(
+  values: string[] | undefined,
+  all: boolean | undefined,
+): TransferOptions['platforms'] {
   if (all) return 'all';
   return values && values.length ? values.map(parsePlatform) : undefined;
 }
@@ -51,10 +73,22 @@ export function registerEngineCommands(program: Command, env: StrataEnvironment)
     .command('pull')
     .description('download an image from a registry into the local store')
     .argument('<ref>', 'image reference, e.g. nginx, localhost:5000/team/app:1, repo@sha256:…')
-    .option('--platform <os/arch[/variant]>', 'platform to pull from a multi-platform image (repeatable; default: this host)', collect, [])
+    .option(
+      '--platform <os/arch[/variant]>',
+      'platform to pull from a multi-platform image (repeatable; default: this host)',
+      collect,
+      [],
+    )
     .option('-a, --all-platforms', 'pull every platform of a multi-platform image')
     .action((ref: string, opts: { platform: string[]; allPlatforms?: boolean }, cmd: Command) =>
-      withContext(cmd, env, (ctx) => transfer(ctx, 'pull', (o) => ctx.engine.pull(ref, o), platformChoice(opts.platform, opts.allPlatforms))),
+      withContext(cmd, env, (ctx) =>
+        transfer(
+          ctx,
+          'pull',
+          (o) => ctx.engine.pull(ref, o),
+          platformChoice(opts.platform, opts.allPlatforms),
+        ),
+      ),
     );
 
   program
@@ -62,9 +96,16 @@ export function registerEngineCommands(program: Command, env: StrataEnvironment)
     .description('upload a local image to a registry (to its own name, or to DST)')
     .argument('<src>', 'local image (reference or image ID)')
     .argument('[dst]', 'destination reference (default: the source name)')
-    .option('--platform <os/arch[/variant]>', 'push only this platform of a multi-platform image (repeatable)', collect, [])
+    .option(
+      '--platform <os/arch[/variant]>',
+      'push only this platform of a multi-platform image (repeatable)',
+      collect,
+      [],
+    )
     .action((src: string, dst: string | undefined, opts: { platform: string[] }, cmd: Command) =>
-      withContext(cmd, env, (ctx) => transfer(ctx, 'push', (o) => ctx.engine.push(src, dst, o), platformChoice(opts.platform, false))),
+      withContext(cmd, env, (ctx) =>
+        transfer(ctx, 'push', (o) => ctx.engine.push(src, dst, o), platformChoice(opts.platform, false)),
+      ),
     );
 
   program
@@ -74,7 +115,9 @@ export function registerEngineCommands(program: Command, env: StrataEnvironment)
     .argument('<dst>', 'destination reference')
     .option('--platform <os/arch[/variant]>', 'copy only this platform (repeatable)', collect, [])
     .action((src: string, dst: string, opts: { platform: string[] }, cmd: Command) =>
-      withContext(cmd, env, (ctx) => transfer(ctx, 'copy', (o) => ctx.engine.copy(src, dst, o), platformChoice(opts.platform, false))),
+      withContext(cmd, env, (ctx) =>
+        transfer(ctx, 'copy', (o) => ctx.engine.copy(src, dst, o), platformChoice(opts.platform, false)),
+      ),
     );
 
   program
@@ -104,7 +147,9 @@ export function registerEngineCommands(program: Command, env: StrataEnvironment)
           ...(opts.message ? { message: opts.message } : {}),
           ...(opts.platform ? { platform: parsePlatform(opts.platform) } : {}),
         });
-        ctx.print(ctx.options.json ? JSON.stringify({ type: 'result', verb: 'import', ...result }) : result.digest);
+        ctx.print(
+          ctx.options.json ? JSON.stringify({ type: 'result', verb: 'import', ...result }) : result.digest,
+        );
       }),
     );
 
@@ -166,7 +211,9 @@ export function registerEngineCommands(program: Command, env: StrataEnvironment)
               humanAge(r.created),
               opts.trunc ? truncate(r.createdBy.replace(/\s+/g, ' '), 45) : r.createdBy,
               humanSize(r.size),
-              r.author && r.comment ? `${r.comment} (by ${r.author})` : r.comment || (r.author ? `by ${r.author}` : ''),
+              r.author && r.comment
+                ? `${r.comment} (by ${r.author})`
+                : r.comment || (r.author ? `by ${r.author}` : ''),
             ]),
           ),
         );
@@ -195,7 +242,9 @@ export function registerEngineCommands(program: Command, env: StrataEnvironment)
       withContext(cmd, env, async (ctx) => {
         const result = await ctx.engine.gc({ dryRun: opts.dryRun ?? false, signal: ctx.signal });
         if (ctx.options.json) return ctx.print(JSON.stringify({ type: 'result', verb: 'gc', ...result }));
-        ctx.print(`${opts.dryRun ? 'Would delete' : 'Deleted'} ${result.removed.length} blobs, ${humanSize(result.bytesFreed)} (${result.kept} kept)`);
+        ctx.print(
+          `${opts.dryRun ? 'Would delete' : 'Deleted'} ${result.removed.length} blobs, ${humanSize(result.bytesFreed)} (${result.kept} kept)`,
+        );
       }),
     );
 }

@@ -10,12 +10,24 @@ import type { GlobalOptions } from './context.js';
 export function buildProgram(): Command {
   const env = readEnvironment();
   const program = new Command('strata')
-    .description('Pull, build, commit and push container images; mirror registries; and do it cluster-wide as a Kubernetes operator.')
+    .description(
+      'Pull, build, commit and push container images; mirror registries; and do it cluster-wide as a Kubernetes operator.',
+    )
     .version('0.1.0')
-    .addOption(new Option('--store <dir>', 'local image store (an OCI image layout)').default(env.storeDir, '$STRATA_STORE or ~/.local/share/strata/store'))
+    .addOption(
+      new Option('--store <dir>', 'local image store (an OCI image layout)').default(
+        env.storeDir,
+        '$STRATA_STORE or ~/.local/share/strata/store',
+      ),
+    )
     .option('--json', 'machine-readable output (JSON, and JSON-lines progress events)', false)
     .option('-q, --quiet', 'no progress output', false)
-    .option('--insecure-registry <host>', 'talk plain HTTP to this registry (repeatable; loopback hosts always are)', collect, [...env.insecureRegistries])
+    .option(
+      '--insecure-registry <host>',
+      'talk plain HTTP to this registry (repeatable; loopback hosts always are)',
+      collect,
+      [...env.insecureRegistries],
+    )
     .showHelpAfterError()
     .exitOverride();
   registerEngineCommands(program, env);
@@ -35,19 +47,19 @@ export function platformsOption(values: readonly string[] | undefined): Platform
 
 export type { GlobalOptions };
 
-async function main(): Promise<void> {
+/**
+ * Runs the CLI with `argv` (as `process.argv`) and resolves with the exit code: 0 on success, 1 on an error
+ * (printed as one line naming the reference and the cause), 2 on a usage error.
+ */
+export async function run(argv: readonly string[]): Promise<number> {
   const program = buildProgram();
   try {
-    await program.parseAsync(process.argv);
+    await program.parseAsync([...argv]);
+    return 0;
   } catch (err) {
-    if (err instanceof CommanderError) {
-      process.exitCode = err.exitCode === 0 ? 0 : 2;
-      return;
-    }
+    if (err instanceof CommanderError) return err.exitCode === 0 ? 0 : 2;
     process.stderr.write(`strata: ${describeError(err)}\n`);
     if (process.env.STRATA_DEBUG && err instanceof Error) process.stderr.write(`${err.stack}\n`);
-    process.exitCode = err instanceof StrataError && err.code === 'INVALID_ARGUMENT' ? 2 : 1;
+    return err instanceof StrataError && err.code === 'INVALID_ARGUMENT' ? 2 : 1;
   }
 }
-
-await main();

@@ -36,7 +36,12 @@ class TtyProgress {
       case 'blob-done': {
         const l = this.line(e.digest, e.size);
         l.bytes = e.size;
-        l.status = { copied: 'done', exists: 'already exists', mounted: 'mounted', 'skipped-foreign': 'skipped (foreign)' }[e.outcome];
+        l.status = {
+          copied: 'done',
+          exists: 'already exists',
+          mounted: 'mounted',
+          'skipped-foreign': 'skipped (foreign)',
+        }[e.outcome];
         break;
       }
       case 'note':
@@ -68,7 +73,10 @@ class TtyProgress {
     for (const l of this.lines) {
       const frac = l.size > 0 ? Math.min(1, l.bytes / l.size) : 1;
       const filled = Math.round(frac * BAR_WIDTH);
-      const bar = l.status === 'transferring' ? `[${'='.repeat(Math.max(0, filled - 1))}>${' '.repeat(BAR_WIDTH - filled)}] ` : '';
+      const bar =
+        l.status === 'transferring'
+          ? `[${'='.repeat(Math.max(0, filled - 1))}>${' '.repeat(BAR_WIDTH - filled)}] `
+          : '';
       text += `\x1b[2K${l.digest.slice(7, 19)}: ${bar}${l.status === 'transferring' ? `${humanSize(l.bytes)}/${humanSize(l.size)}` : `${l.status} ${humanSize(l.size)}`}\n`;
     }
     this.drawn = this.lines.length;
@@ -77,7 +85,11 @@ class TtyProgress {
 }
 
 /** A progress listener for the chosen mode, and a `finish` to call before printing results. */
-export function createProgress(mode: ProgressMode, stderr: NodeJS.WriteStream, stdout: NodeJS.WriteStream): { listener: ProgressListener; finish(): void } {
+export function createProgress(
+  mode: ProgressMode,
+  stderr: NodeJS.WriteStream,
+  stdout: NodeJS.WriteStream,
+): { listener: ProgressListener; finish(): void } {
   if (mode === 'json') {
     return { listener: (e) => void stdout.write(`${JSON.stringify(e)}\n`), finish: () => undefined };
   }

@@ -1,15 +1,17 @@
 import type { Command } from 'commander';
-import { pino } from 'pino';
 import type { StrataEnvironment } from '../config/index.js';
 import { TerminalError } from '../engine/errors.js';
 import { FsStore } from '../engine/store/fs-store.js';
-import { startRegistryServer } from '../mirror/registry-server.js';
 
 /** Parses `HOST:PORT` or `PORT` (host defaults to 127.0.0.1). */
 export function parseListen(value: string): { host: string; port: number } {
   const m = /^(?:(\[[^\]]+\]|[^:]+):)?(\d{1,5})$/.exec(value);
   const port = m ? Number(m[2]) : NaN;
-  if (!m || port > 65535) throw new TerminalError('INVALID_ARGUMENT', `invalid --listen ${JSON.stringify(value)}: want HOST:PORT or PORT`);
+  if (!m || port > 65535)
+    throw new TerminalError(
+      'INVALID_ARGUMENT',
+      `invalid --listen ${JSON.stringify(value)}: want HOST:PORT or PORT`,
+    );
   return { host: (m[1] ?? '127.0.0.1').replace(/^\[|\]$/g, ''), port };
 }
 
@@ -23,6 +25,11 @@ export function registerRegistryCommands(program: Command, env: StrataEnvironmen
     .option('--root <dir>', 'registry storage (an OCI image layout)', env.registryRoot)
     .action(async (opts: { listen: string; root: string }) => {
       const { host, port } = parseListen(opts.listen);
+      // Loaded here so that the engine verbs do not pay for the server and the logger at startup.
+      const [{ pino }, { startRegistryServer }] = await Promise.all([
+        import('pino'),
+        import('../mirror/registry-server.js'),
+      ]);
       const logger = pino({ level: env.logLevel });
       const store = await FsStore.open(opts.root);
       const server = await startRegistryServer({ store, host, port, logger });

@@ -61,7 +61,11 @@ export class Engine {
   async pull(reference: string, options: TransferOptions = {}): Promise<TransferResult> {
     const ref = parseUserReference(reference, 'pull');
     const name = formatReference(ref);
-    const result = await copyImage(new RegistrySource(this.registry, ref), new StoreTarget(this.store, name), options);
+    const result = await copyImage(
+      new RegistrySource(this.registry, ref),
+      new StoreTarget(this.store, name),
+      options,
+    );
     await this.locations.record(ref, result.blobDigests);
     return { ...result, reference: name };
   }
@@ -70,11 +74,15 @@ export class Engine {
   async push(source: string, destination?: string, options: TransferOptions = {}): Promise<TransferResult> {
     const entry = await findLocalRef(this.store, source);
     const dst = parseUserReference(destination ?? entry.name, 'push');
-    const result = await copyImage(new StoreSource(this.store, entry.name, entry.descriptor), new RegistryTarget(this.registry, dst), {
-      platforms: 'all',
-      mountSources: (d, registry) => this.locations.candidates(registry, d.digest),
-      ...options,
-    });
+    const result = await copyImage(
+      new StoreSource(this.store, entry.name, entry.descriptor),
+      new RegistryTarget(this.registry, dst),
+      {
+        platforms: 'all',
+        mountSources: (d, registry) => this.locations.candidates(registry, d.digest),
+        ...options,
+      },
+    );
     await this.locations.record(dst, result.blobDigests);
     return { ...result, reference: formatReference(dst) };
   }
@@ -83,7 +91,11 @@ export class Engine {
   async copy(source: string, destination: string, options: TransferOptions = {}): Promise<TransferResult> {
     const src = parseUserReference(source, 'copy source');
     const dst = parseUserReference(destination, 'copy destination');
-    const result = await copyImage(new RegistrySource(this.registry, src), new RegistryTarget(this.registry, dst), { platforms: 'all', ...options });
+    const result = await copyImage(
+      new RegistrySource(this.registry, src),
+      new RegistryTarget(this.registry, dst),
+      { platforms: 'all', ...options },
+    );
     return { ...result, reference: formatReference(dst) };
   }
 
@@ -91,7 +103,8 @@ export class Engine {
   async tag(source: string, target: string): Promise<string> {
     const entry = await findLocalRef(this.store, source);
     const ref = parseUserReference(target, 'tag');
-    if (ref.digest) throw new TerminalError('INVALID_REFERENCE', `tag: ${target}: a tag cannot contain a digest`);
+    if (ref.digest)
+      throw new TerminalError('INVALID_REFERENCE', `tag: ${target}: a tag cannot contain a digest`);
     const name = formatReference(ref);
     await this.store.setRef(name, entry.descriptor);
     return name;
@@ -100,7 +113,11 @@ export class Engine {
   /** `import TARBALL REF`: a flat root filesystem tar (plain or gzip) becomes a one-layer image. */
   import(tarball: Readable, reference: string, options: ImportOptions = {}): Promise<ImportResult> {
     const ref = parseUserReference(reference, 'import');
-    if (ref.digest) throw new TerminalError('INVALID_REFERENCE', `import: ${reference}: name the new image with a tag, not a digest`);
+    if (ref.digest)
+      throw new TerminalError(
+        'INVALID_REFERENCE',
+        `import: ${reference}: name the new image with a tag, not a digest`,
+      );
     return importTarball(this.store, tarball, formatReference(ref), options);
   }
 
@@ -126,7 +143,10 @@ export class Engine {
    * `rmi REF…`: removes refs; with `prune` (the default, as docker does) the blobs no other image uses are
    * deleted at once.
    */
-  async rmi(references: readonly string[], options: { prune?: boolean; signal?: AbortSignal } = {}): Promise<{ removed: string[]; gc?: GcResult }> {
+  async rmi(
+    references: readonly string[],
+    options: { prune?: boolean; signal?: AbortSignal } = {},
+  ): Promise<{ removed: string[]; gc?: GcResult }> {
     const removed: string[] = [];
     const released = new Set<Digest>();
     for (const r of references) {
@@ -136,7 +156,10 @@ export class Engine {
     }
     if (options.prune === false) return { removed };
     // Only the removed images' own blobs are candidates; whatever another image still reaches stays.
-    return { removed, gc: await this.store.gc({ only: [...released], ...(options.signal ? { signal: options.signal } : {}) }) };
+    return {
+      removed,
+      gc: await this.store.gc({ only: [...released], ...(options.signal ? { signal: options.signal } : {}) }),
+    };
   }
 
   /** `gc`: removes every blob no ref reaches. */

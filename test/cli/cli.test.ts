@@ -6,7 +6,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { runCli } from '../support/cli.js';
 import { makeTarball, tempDir } from '../support/images.js';
 
-const CLI = fileURLToPath(new URL('../../dist/src/cli/main.js', import.meta.url));
+const CLI = fileURLToPath(new URL('../../bin/strata.js', import.meta.url));
 let work: string;
 let server: ChildProcess;
 let host: string;
@@ -14,7 +14,11 @@ let host: string;
 /** Starts `strata registry serve` on a free port and resolves with its `host:port` once it printed its URL. */
 function serve(root: string): Promise<{ child: ChildProcess; host: string }> {
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [CLI, 'registry', 'serve', '--listen', '127.0.0.1:0', '--root', root], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, STRATA_LOG_LEVEL: 'warn' } });
+    const child = spawn(
+      process.execPath,
+      [CLI, 'registry', 'serve', '--listen', '127.0.0.1:0', '--root', root],
+      { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, STRATA_LOG_LEVEL: 'warn' } },
+    );
     let out = '';
     let err = '';
     child.stderr!.on('data', (d: Buffer) => (err += d.toString()));
@@ -51,7 +55,10 @@ describe('strata CLI on the embedded registry', () => {
 
     const push = await runCli(['--json', 'push', 'demo/app:1', `${host}/demo/app:1`], A());
     expect(push.code).toBe(0);
-    const lines = push.stdout.trim().split('\n').map((l) => JSON.parse(l) as { type: string; digest?: string; blobs?: Record<string, number> });
+    const lines = push.stdout
+      .trim()
+      .split('\n')
+      .map((l) => JSON.parse(l) as { type: string; digest?: string; blobs?: Record<string, number> });
     expect(lines.some((l) => l.type === 'blob-done')).toBe(true);
     const result = lines.at(-1)!;
     expect(result).toMatchObject({ type: 'result', digest, blobs: { copied: 2 } });
@@ -67,11 +74,19 @@ describe('strata CLI on the embedded registry', () => {
 
     const images = await runCli(['images'], B());
     expect(images.stdout).toMatch(new RegExp(`^${host.replace(/\./g, '\\.')}/demo/app\\s+1\\s+sha256:`, 'm'));
-    const rows = JSON.parse((await runCli(['--json', 'images'], B())).stdout) as Array<{ name: string; digest: string; size: number }>;
+    const rows = JSON.parse((await runCli(['--json', 'images'], B())).stdout) as Array<{
+      name: string;
+      digest: string;
+      size: number;
+    }>;
     expect(rows).toEqual([expect.objectContaining({ name: `${host}/demo/app:1`, digest })]);
     expect(rows[0]!.size).toBeGreaterThan(100_000);
 
-    const inspect = JSON.parse((await runCli(['inspect', `${host}/demo/app:1`], B())).stdout) as Array<{ RepoDigests: string[]; Comment: string; RootFS: { Layers: string[] } }>;
+    const inspect = JSON.parse((await runCli(['inspect', `${host}/demo/app:1`], B())).stdout) as Array<{
+      RepoDigests: string[];
+      Comment: string;
+      RootFS: { Layers: string[] };
+    }>;
     expect(inspect[0]!.RepoDigests).toEqual([`${host}/demo/app@${digest}`]);
     expect(inspect[0]!.Comment).toBe('first import');
     expect(inspect[0]!.RootFS.Layers).toHaveLength(1);

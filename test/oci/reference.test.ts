@@ -1,5 +1,10 @@
 import { describe, expect, it } from 'vitest';
-import { familiarName, formatReference, manifestIdentifier, parseReference } from '../../src/engine/oci/reference.js';
+import {
+  familiarName,
+  formatReference,
+  manifestIdentifier,
+  parseReference,
+} from '../../src/engine/oci/reference.js';
 import { hasCode } from '../../src/engine/errors.js';
 
 const D = `sha256:${'a'.repeat(64)}`;
@@ -28,7 +33,20 @@ describe('parseReference (docker semantics)', () => {
     expect(formatReference(parseReference(input))).toBe(want);
   });
 
-  const bad = ['', ' nginx', 'Nginx', 'nginx:', 'nginx:-x', 'nginx@sha256:abc', `nginx@md5:${'a'.repeat(32)}`, 'a//b', '-a/b', 'host:port/x', 'nginx:' + 'x'.repeat(129), 'a/b_/c'];
+  const bad = [
+    '',
+    ' nginx',
+    'Nginx',
+    'nginx:',
+    'nginx:-x',
+    'nginx@sha256:abc',
+    `nginx@md5:${'a'.repeat(32)}`,
+    'a//b',
+    '-a/b',
+    'host:port/x',
+    'nginx:' + 'x'.repeat(129),
+    'a/b_/c',
+  ];
   it.each(bad)('rejects %j with INVALID_REFERENCE', (input) => {
     let err: unknown;
     try {
@@ -41,7 +59,10 @@ describe('parseReference (docker semantics)', () => {
   });
 
   it('keeps neither tag nor digest when asked', () => {
-    expect(parseReference('nginx', { defaultTag: false })).toEqual({ registry: 'docker.io', repository: 'library/nginx' });
+    expect(parseReference('nginx', { defaultTag: false })).toEqual({
+      registry: 'docker.io',
+      repository: 'library/nginx',
+    });
   });
 
   it('prefers the digest to ask the registry for, and prints the familiar name', () => {

@@ -17,6 +17,8 @@ export function requirePeer(command: string): string {
     return execFileSync('sh', ['-c', `command -v ${command}`], { encoding: 'utf8' }).trim();
   } catch {
     const pkg = PEER_PACKAGES[command] ?? command;
-    throw new Error(`test needs the peer tool '${command}' (Debian package ${pkg}); run: bash .ci/install-deps`);
+    throw new Error(
+      `test needs the peer tool '${command}' (Debian package ${pkg}); run: bash .ci/install-deps`,
+    );
   }
 }

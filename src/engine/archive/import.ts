@@ -30,7 +30,12 @@ export interface ImportResult {
  * `import TARBALL REF`: turns a flat root filesystem tar (plain or gzip) into a one-layer image in the store. The
  * layer is streamed: hashed uncompressed (the diffID), gzip-compressed and hashed again as the store writes it.
  */
-export async function importTarball(store: ContentStore, source: Readable, refName: string, options: ImportOptions = {}): Promise<ImportResult> {
+export async function importTarball(
+  store: ContentStore,
+  source: Readable,
+  refName: string,
+  options: ImportOptions = {},
+): Promise<ImportResult> {
   const head = await peek(source, 2);
   const gz = head.length === 2 && head[0] === 0x1f && head[1] === 0x8b;
   const diff = new DigestingStream(undefined, 'sha256');
@@ -38,9 +43,20 @@ export async function importTarball(store: ContentStore, source: Readable, refNa
   const stages: NodeJS.ReadWriteStream[] = gz ? [createGunzip(), diff, gzip] : [diff, gzip];
   const compressed = new PassThrough({ highWaterMark: 1 << 20 });
   // pipeline's array form keeps the optional gunzip stage simple; its typings only know fixed arities.
-  const piping = pipeline([source, ...stages, compressed] as unknown as [Readable, PassThrough], options.signal ? { signal: options.signal } : {});
-  const [ingested] = await Promise.all([store.ingest(compressed, { what: `layer of ${refName}` }, options.signal ? { signal: options.signal } : {}), piping]);
-  if (diff.bytes === 0) throw new TerminalError('INVALID_ARGUMENT', `import ${refName}: the tarball is empty`);
+  const piping = pipeline(
+    [source, ...stages, compressed] as unknown as [Readable, PassThrough],
+    options.signal ? { signal: options.signal } : {},
+  );
+  const [ingested] = await Promise.all([
+    store.ingest(
+      compressed,
+      { what: `layer of ${refName}` },
+      options.signal ? { signal: options.signal } : {},
+    ),
+    piping,
+  ]);
+  if (diff.bytes === 0)
+    throw new TerminalError('INVALID_ARGUMENT', `import ${refName}: the tarball is empty`);
   const created = (options.now?.() ?? new Date()).toISOString();
   const platform = options.platform ?? hostPlatform();
   const config: ImageConfig = {
@@ -50,7 +66,9 @@ export async function importTarball(store: ContentStore, source: Readable, refNa
     ...(platform.variant ? { variant: platform.variant } : {}),
     config: {},
     rootfs: { type: 'layers', diff_ids: [diff.digest] },
-    history: [{ created, created_by: 'strata import', ...(options.message ? { comment: options.message } : {}) }],
+    history: [
+      { created, created_by: 'strata import', ...(options.message ? { comment: options.message } : {}) },
+    ],
   };
   const configBytes = Buffer.from(JSON.stringify(config));
   const cfg = await store.putBytes(configBytes);
@@ -64,7 +82,11 @@ export async function importTarball(store: ContentStore, source: Readable, refNa
   const doc = parseManifest(bytes, digestOf(bytes), MediaType.OciManifest, refName);
   await store.putBytes(bytes, { digest: doc.digest });
   await store.setRef(refName, descriptorOf(doc));
-  return { reference: refName, digest: doc.digest, layer: { digest: ingested.digest, diffId: diff.digest, size: ingested.size } };
+  return {
+    reference: refName,
+    digest: doc.digest,
+    layer: { digest: ingested.digest, diffId: diff.digest, size: ingested.size },
+  };
 }
 
 /** Reads the first `n` bytes of a stream and puts them back, so the stream can still be consumed whole. */

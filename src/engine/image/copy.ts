@@ -45,15 +45,25 @@ export interface CopyResult {
  * of one registry when possible, streaming the rest with verification), then child manifests, then the top
  * document under the target's name. Bytes of manifests are never re-serialized, so digests are preserved.
  */
-export async function copyImage(source: ImageSource, target: ImageTarget, options: CopyOptions = {}): Promise<CopyResult> {
+export async function copyImage(
+  source: ImageSource,
+  target: ImageTarget,
+  options: CopyOptions = {},
+): Promise<CopyResult> {
   // One failed blob aborts its siblings, and the copy returns only once all of them stopped (no stray writes).
   const controller = new AbortController();
   const signal = options.signal ? AbortSignal.any([options.signal, controller.signal]) : controller.signal;
   const allOrAbort = async <T>(tasks: Array<Promise<T>>): Promise<T[]> => {
     for (const t of tasks) t.catch(() => controller.abort());
     const settled = await Promise.allSettled(tasks);
-    const failures = settled.filter((r): r is PromiseRejectedResult => r.status === 'rejected').map((r) => r.reason as unknown);
-    if (failures.length > 0) throw failures.find((e) => !(e instanceof StrataError && e.code === 'ABORTED') && !isAbortError(e)) ?? failures[0];
+    const failures = settled
+      .filter((r): r is PromiseRejectedResult => r.status === 'rejected')
+      .map((r) => r.reason as unknown);
+    if (failures.length > 0)
+      throw (
+        failures.find((e) => !(e instanceof StrataError && e.code === 'ABORTED') && !isAbortError(e)) ??
+        failures[0]
+      );
     return settled.map((r) => (r as PromiseFulfilledResult<T>).value);
   };
   const emit: ProgressListener = options.onEvent ?? (() => undefined);
@@ -84,30 +94,44 @@ export async function copyImage(source: ImageSource, target: ImageTarget, option
     if (await target.hasBlob(d, signal)) return done('exists');
     const to = target.repository;
     if (target.mountBlob && to) {
-      const candidates = [...(source.repository ? [source.repository] : []), ...((await options.mountSources?.(d, to.registry)) ?? [])];
+      const candidates = [
+        ...(source.repository ? [source.repository] : []),
+        ...((await options.mountSources?.(d, to.registry)) ?? []),
+      ];
       for (const from of candidates) {
         if (from.registry !== to.registry || from.repository === to.repository) continue;
         if (await target.mountBlob(d, from, signal)) return done('mounted');
       }
     }
     if (!(await source.hasBlob(d, signal))) {
-      throw new TerminalError('BLOB_UNKNOWN', `${source.name}: ${kind} ${d.digest} is not available locally (was the image pulled for this platform?)`);
+      throw new TerminalError(
+        'BLOB_UNKNOWN',
+        `${source.name}: ${kind} ${d.digest} is not available locally (was the image pulled for this platform?)`,
+      );
     }
     let counted = 0;
-    await target.putBlob(d, (offset) => source.openBlob(d, offset, signal), {
-      ...(signal ? { signal } : {}),
-      onProgress: (bytes) => {
-        bytesTransferred += bytes - counted;
-        counted = bytes;
-        emit({ type: 'blob-progress', digest: d.digest, bytes, size: d.size });
+    await target.putBlob(
+      d,
+      (offset) => source.openBlob(d, offset, { signal, verify: !target.verifiesBlobs }),
+      {
+        ...(signal ? { signal } : {}),
+        onProgress: (bytes) => {
+          bytesTransferred += bytes - counted;
+          counted = bytes;
+          emit({ type: 'blob-progress', digest: d.digest, bytes, size: d.size });
+        },
       },
-    });
+    );
     bytesTransferred += d.size - counted;
     done('copied');
   };
 
   /** Copies one image manifest's blobs, then the manifest itself (unless it is the top document). */
-  const copyManifest = async (doc: ManifestDocument & { kind: 'manifest' }, isTop: boolean, platform?: string): Promise<void> => {
+  const copyManifest = async (
+    doc: ManifestDocument & { kind: 'manifest' },
+    isTop: boolean,
+    platform?: string,
+  ): Promise<void> => {
     const present = target.manifestImpliesBlobs && (await target.hasManifest(doc.digest, signal));
     const m = doc.manifest;
     if (present) {
@@ -121,13 +145,21 @@ export async function copyImage(source: ImageSource, target: ImageTarget, option
       await allOrAbort([copyBlob(m.config, 'config'), ...m.layers.map((l) => copyBlob(l, 'layer'))]);
       if (!isTop) await target.putManifest(doc, signal);
     }
-    emit({ type: 'manifest', digest: doc.digest, mediaType: doc.mediaType, ...(platform ? { platform } : {}) });
+    emit({
+      type: 'manifest',
+      digest: doc.digest,
+      mediaType: doc.mediaType,
+      ...(platform ? { platform } : {}),
+    });
   };
 
   const copied: Array<{ digest: Digest; platform?: string }> = [];
 
   /** Copies the chosen children of an index; returns the children that were not available from the source. */
-  const copyIndexChildren = async (index: ManifestDocument & { kind: 'index' }, choice: PlatformChoice): Promise<Descriptor[]> => {
+  const copyIndexChildren = async (
+    index: ManifestDocument & { kind: 'index' },
+    choice: PlatformChoice,
+  ): Promise<Descriptor[]> => {
     const entries = selectManifests(index.index.manifests, choice, source.name);
     const missing: Descriptor[] = [];
     await allOrAbort(
@@ -148,8 +180,17 @@ export async function copyImage(source: ImageSource, target: ImageTarget, option
   };
 
   const top = await source.resolve(signal);
-  const platforms = top.kind === 'index' ? top.index.manifests.filter((m) => m.platform).map((m) => formatPlatform(m.platform!)) : undefined;
-  emit({ type: 'resolved', name: source.name, digest: top.digest, mediaType: top.mediaType, ...(platforms ? { platforms } : {}) });
+  const platforms =
+    top.kind === 'index'
+      ? top.index.manifests.filter((m) => m.platform).map((m) => formatPlatform(m.platform!))
+      : undefined;
+  emit({
+    type: 'resolved',
+    name: source.name,
+    digest: top.digest,
+    mediaType: top.mediaType,
+    ...(platforms ? { platforms } : {}),
+  });
 
   let committed: ManifestDocument = top;
   if (top.kind === 'manifest') {
@@ -171,14 +212,26 @@ export async function copyImage(source: ImageSource, target: ImageTarget, option
         );
       }
       const only = await source.getManifest({ mediaType: '', digest: copied[0]!.digest, size: 0 }, signal);
-      if (!only) throw new TerminalError('BLOB_UNKNOWN', `${source.name}: manifest ${copied[0]!.digest} vanished`);
-      emit({ type: 'note', message: `copying only ${copied[0]!.platform ?? 'one platform'}: the target gets that manifest, not the index ${top.digest}` });
+      if (!only)
+        throw new TerminalError('BLOB_UNKNOWN', `${source.name}: manifest ${copied[0]!.digest} vanished`);
+      emit({
+        type: 'note',
+        message: `copying only ${copied[0]!.platform ?? 'one platform'}: the target gets that manifest, not the index ${top.digest}`,
+      });
       committed = only;
     }
   }
   await target.commit(committed, signal);
   emit({ type: 'done', name: target.name, digest: committed.digest, bytesTransferred });
-  return { digest: committed.digest, mediaType: committed.mediaType, size: committed.bytes.length, manifests: copied, bytesTransferred, blobs, blobDigests: [...atTarget] };
+  return {
+    digest: committed.digest,
+    mediaType: committed.mediaType,
+    size: committed.bytes.length,
+    manifests: copied,
+    bytesTransferred,
+    blobs,
+    blobDigests: [...atTarget],
+  };
 }
 
 /**
@@ -186,7 +239,11 @@ export async function copyImage(source: ImageSource, target: ImageTarget, option
  * skipped, never fatal); a platform list keeps the first entry matching each platform, and fails with
  * PLATFORM_NOT_FOUND listing what the index offers when one has no match.
  */
-export function selectManifests(entries: readonly Descriptor[], choice: PlatformChoice, name: string): Descriptor[] {
+export function selectManifests(
+  entries: readonly Descriptor[],
+  choice: PlatformChoice,
+  name: string,
+): Descriptor[] {
   const usable = entries.filter((e) => isManifestMediaType(e.mediaType) || isIndexMediaType(e.mediaType));
   if (choice === 'all') return usable;
   const picked: Descriptor[] = [];
@@ -194,7 +251,10 @@ export function selectManifests(entries: readonly Descriptor[], choice: Platform
     const hit = usable.find((e) => isManifestMediaType(e.mediaType) && platformMatches(want, e.platform));
     if (!hit) {
       const offered = usable.filter((e) => e.platform).map((e) => formatPlatform(e.platform!));
-      throw new TerminalError('PLATFORM_NOT_FOUND', `${name}: no manifest for platform ${formatPlatform(want)} (the index offers: ${offered.join(', ') || 'none'})`);
+      throw new TerminalError(
+        'PLATFORM_NOT_FOUND',
+        `${name}: no manifest for platform ${formatPlatform(want)} (the index offers: ${offered.join(', ') || 'none'})`,
+      );
     }
     if (!picked.includes(hit)) picked.push(hit);
   }
@@ -203,5 +263,7 @@ export function selectManifests(entries: readonly Descriptor[], choice: Platform
 
 /** True for the errors Node and undici raise when a signal aborts an operation. */
 function isAbortError(err: unknown): boolean {
-  return err instanceof Error && (err.name === 'AbortError' || (err as { code?: unknown }).code === 'ABORT_ERR');
+  return (
+    err instanceof Error && (err.name === 'AbortError' || (err as { code?: unknown }).code === 'ABORT_ERR')
+  );
 }

@@ -18,7 +18,11 @@ export interface ImageInspect {
   readonly Size: number;
   readonly RootFS: { readonly Type: string; readonly Layers: readonly Digest[] };
   readonly Descriptor: { readonly mediaType: string; readonly digest: Digest; readonly size: number };
-  readonly Manifest: { readonly mediaType: string; readonly digest: Digest; readonly layers: ReadonlyArray<{ mediaType: string; digest: Digest; size: number }> };
+  readonly Manifest: {
+    readonly mediaType: string;
+    readonly digest: Digest;
+    readonly layers: ReadonlyArray<{ mediaType: string; digest: Digest; size: number }>;
+  };
   readonly Platforms: readonly string[];
 }
 
@@ -44,7 +48,11 @@ export function inspectImage(image: LocalImage, refs: readonly RefEntry[]): Imag
     Size: imageSize(image),
     RootFS: { Type: 'layers', Layers: image.config.rootfs.diff_ids },
     Descriptor: { mediaType: image.top.mediaType, digest: image.top.digest, size: image.top.bytes.length },
-    Manifest: { mediaType: image.manifest.mediaType, digest: image.manifest.digest, layers: m.layers.map((l) => ({ mediaType: l.mediaType, digest: l.digest, size: l.size })) },
+    Manifest: {
+      mediaType: image.manifest.mediaType,
+      digest: image.manifest.digest,
+      layers: m.layers.map((l) => ({ mediaType: l.mediaType, digest: l.digest, size: l.size })),
+    },
     Platforms: image.localPlatforms,
   };
 }
@@ -83,7 +91,15 @@ export function imageHistory(image: LocalImage): HistoryRow[] {
       author: h.author ?? '',
     });
   }
-  for (; li < layers.length; li++) rows.push({ id: '<missing>', createdBy: '', size: layers[li]!.size, layer: layers[li]!.digest, comment: '', author: '' });
+  for (; li < layers.length; li++)
+    rows.push({
+      id: '<missing>',
+      createdBy: '',
+      size: layers[li]!.size,
+      layer: layers[li]!.digest,
+      comment: '',
+      author: '',
+    });
   rows.reverse();
   if (rows[0]) rows[0] = { ...rows[0], id: image.configDigest };
   return rows;

@@ -18,8 +18,15 @@ export interface ImageSource {
   getManifest(descriptor: Descriptor, signal?: AbortSignal): Promise<ManifestDocument | undefined>;
   /** True when the source can serve this blob (a store may hold only some platforms of an index). */
   hasBlob(descriptor: Descriptor, signal?: AbortSignal): Promise<boolean>;
-  /** Opens a blob from a byte offset (0 for the whole blob). */
-  openBlob(descriptor: Descriptor, offset: number, signal?: AbortSignal): Promise<Readable>;
+  /**
+   * Opens a blob from a byte offset (0 for the whole blob). With `verify: false` the source may skip hashing
+   * because the target verifies the same bytes (the store does); sizes are still enforced.
+   */
+  openBlob(
+    descriptor: Descriptor,
+    offset: number,
+    options?: { signal?: AbortSignal; verify?: boolean },
+  ): Promise<Readable>;
 }
 
 /** Where an image is written during a copy: a registry repository or the local store. */
@@ -32,6 +39,8 @@ export interface ImageTarget {
    * checking them; false for the local store, which may hold a manifest whose layers were never fetched.
    */
   readonly manifestImpliesBlobs: boolean;
+  /** True when the target itself verifies every blob's digest and size as it writes it (the store). */
+  readonly verifiesBlobs: boolean;
   /** True when an index may be written without all its child manifests (the local store: one platform pulled). */
   readonly acceptsPartialIndex: boolean;
   /** True when the blob is already there (then nothing is sent). */

@@ -42,7 +42,11 @@ export async function findLocalRef(store: ContentStore, input: string): Promise<
     const ref = parseReference(input);
     if (ref.digest) {
       const base = `${ref.registry}/${ref.repository}`;
-      const hit = refs.find((r) => r.descriptor.digest === ref.digest && (r.name.startsWith(`${base}:`) || r.name.startsWith(`${base}@`)));
+      const hit = refs.find(
+        (r) =>
+          r.descriptor.digest === ref.digest &&
+          (r.name.startsWith(`${base}:`) || r.name.startsWith(`${base}@`)),
+      );
       if (hit) return hit;
     }
   }
@@ -50,7 +54,11 @@ export async function findLocalRef(store: ContentStore, input: string): Promise<
   if (id) {
     const matches = refs.filter((r) => r.descriptor.digest.slice('sha256:'.length).startsWith(id[1]!));
     const digests = new Set(matches.map((m) => m.descriptor.digest));
-    if (digests.size > 1) throw new TerminalError('INVALID_ARGUMENT', `image ID prefix ${input} is ambiguous: it matches ${[...digests].join(', ')}`);
+    if (digests.size > 1)
+      throw new TerminalError(
+        'INVALID_ARGUMENT',
+        `image ID prefix ${input} is ambiguous: it matches ${[...digests].join(', ')}`,
+      );
     if (matches[0]) return matches[0];
     // Then the image ID as docker defines it: the config digest.
     for (const r of refs) {
@@ -58,14 +66,21 @@ export async function findLocalRef(store: ContentStore, input: string): Promise<
       if (image && image.configDigest.slice('sha256:'.length).startsWith(id[1]!)) return r;
     }
   }
-  throw new TerminalError('NOT_FOUND', `no local image ${JSON.stringify(input)}${parsedName && parsedName !== input ? ` (${parsedName})` : ''}: pull or load it first (see \`strata images\`)`);
+  throw new TerminalError(
+    'NOT_FOUND',
+    `no local image ${JSON.stringify(input)}${parsedName && parsedName !== input ? ` (${parsedName})` : ''}: pull or load it first (see \`strata images\`)`,
+  );
 }
 
 /**
  * Loads a local image for one platform: for an index, the first child present locally that matches the wanted
  * platform (default: the host's), else the only child present.
  */
-export async function loadLocalImage(store: ContentStore, entry: RefEntry, platform?: Platform): Promise<LocalImage> {
+export async function loadLocalImage(
+  store: ContentStore,
+  entry: RefEntry,
+  platform?: Platform,
+): Promise<LocalImage> {
   const top = await readStoredManifest(store, entry.descriptor, entry.name);
   let manifest: ManifestDocument;
   const localPlatforms: string[] = [];
@@ -80,7 +95,9 @@ export async function loadLocalImage(store: ContentStore, entry: RefEntry, platf
       }
     }
     const want = platform ?? hostPlatform();
-    const chosen = present.find((m) => platformMatches(want, m.platform)) ?? (platform === undefined && present.length === 1 ? present[0] : undefined);
+    const chosen =
+      present.find((m) => platformMatches(want, m.platform)) ??
+      (platform === undefined && present.length === 1 ? present[0] : undefined);
     if (!chosen) {
       throw new TerminalError(
         'PLATFORM_NOT_FOUND',
@@ -89,9 +106,13 @@ export async function loadLocalImage(store: ContentStore, entry: RefEntry, platf
     }
     manifest = await readStoredManifest(store, chosen, `${entry.name} (${formatPlatform(chosen.platform!)})`);
   }
-  if (manifest.kind !== 'manifest') throw new TerminalError('UNSUPPORTED_MEDIA_TYPE', `${entry.name}: nested indexes are not supported here`);
+  if (manifest.kind !== 'manifest')
+    throw new TerminalError('UNSUPPORTED_MEDIA_TYPE', `${entry.name}: nested indexes are not supported here`);
   const configDigest = manifest.manifest.config.digest;
-  const config = parseImageConfig(await store.readBlob(configDigest, 8 * 1024 * 1024), `${entry.name}: config ${configDigest}`);
+  const config = parseImageConfig(
+    await store.readBlob(configDigest, 8 * 1024 * 1024),
+    `${entry.name}: config ${configDigest}`,
+  );
   return { name: entry.name, top, manifest, config, configDigest, localPlatforms };
 }
 
@@ -124,7 +145,21 @@ export async function listImages(store: ContentStore): Promise<ImageSummary[]> {
     const base = { name: entry.name, repository, tag, digest: entry.descriptor.digest, id: '' };
     try {
       const image = await loadLocalImage(store, entry);
-      rows.push({ ...base, id: image.configDigest, ...(image.config.created ? { created: image.config.created } : {}), size: imageSize(image), platforms: image.localPlatforms.length ? image.localPlatforms : [formatPlatform({ os: image.config.os, architecture: image.config.architecture, ...(image.config.variant ? { variant: image.config.variant } : {}) })] });
+      rows.push({
+        ...base,
+        id: image.configDigest,
+        ...(image.config.created ? { created: image.config.created } : {}),
+        size: imageSize(image),
+        platforms: image.localPlatforms.length
+          ? image.localPlatforms
+          : [
+              formatPlatform({
+                os: image.config.os,
+                architecture: image.config.architecture,
+                ...(image.config.variant ? { variant: image.config.variant } : {}),
+              }),
+            ],
+      });
     } catch {
       rows.push({ ...base, size: 0, platforms: [] });
     }
@@ -155,7 +190,9 @@ export async function imageClosure(store: ContentStore, entry: RefEntry): Promis
     const doc = await readStoredManifest(store, d, entry.name).catch(() => undefined);
     if (!doc) return;
     if (doc.kind === 'index') for (const m of doc.index.manifests) await visit(m);
-    else for (const b of [doc.manifest.config, ...doc.manifest.layers]) if (await store.has(b.digest)) out.add(b.digest);
+    else
+      for (const b of [doc.manifest.config, ...doc.manifest.layers])
+        if (await store.has(b.digest)) out.add(b.digest);
   };
   await visit(entry.descriptor);
   return [...out];

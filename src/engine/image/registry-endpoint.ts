@@ -50,15 +50,21 @@ export class RegistrySource implements ImageSource {
   }
 
   getManifest(descriptor: Descriptor, signal?: AbortSignal): Promise<ManifestDocument | undefined> {
-    return this.registry.getManifest(byDigest(this.ref, descriptor.digest), { ...(signal ? { signal } : {}) });
+    return this.registry.getManifest(byDigest(this.ref, descriptor.digest), {
+      ...(signal ? { signal } : {}),
+    });
   }
 
   async hasBlob(): Promise<boolean> {
     return true; // a registry serves every blob its manifests name; a missing one fails loudly on open
   }
 
-  async openBlob(descriptor: Descriptor, offset: number, signal?: AbortSignal): Promise<Readable> {
-    const stream = await this.registry.openBlob(this.repository, descriptor, { ...(signal ? { signal } : {}) });
+  async openBlob(
+    descriptor: Descriptor,
+    offset: number,
+    options: { signal?: AbortSignal; verify?: boolean } = {},
+  ): Promise<Readable> {
+    const stream = await this.registry.openBlob(this.repository, descriptor, options);
     return offset > 0 ? skipBytes(stream, offset) : stream;
   }
 }
@@ -67,6 +73,7 @@ export class RegistrySource implements ImageSource {
 export class RegistryTarget implements ImageTarget {
   readonly manifestImpliesBlobs = true;
   readonly acceptsPartialIndex = false;
+  readonly verifiesBlobs = false;
   readonly name: string;
   readonly repository: RepositoryRef;
 
@@ -79,7 +86,11 @@ export class RegistryTarget implements ImageTarget {
   }
 
   async hasBlob(descriptor: Descriptor, signal?: AbortSignal): Promise<boolean> {
-    return (await this.registry.blobExists(this.repository, descriptor.digest, { ...(signal ? { signal } : {}) })) !== undefined;
+    return (
+      (await this.registry.blobExists(this.repository, descriptor.digest, {
+        ...(signal ? { signal } : {}),
+      })) !== undefined
+    );
   }
 
   mountBlob(descriptor: Descriptor, from: RepositoryRef, signal?: AbortSignal): Promise<boolean> {
@@ -95,15 +106,23 @@ export class RegistryTarget implements ImageTarget {
   }
 
   async hasManifest(digest: Digest, signal?: AbortSignal): Promise<boolean> {
-    return (await this.registry.headManifest(byDigest(this.ref, digest), { ...(signal ? { signal } : {}) })) !== undefined;
+    return (
+      (await this.registry.headManifest(byDigest(this.ref, digest), { ...(signal ? { signal } : {}) })) !==
+      undefined
+    );
   }
 
   async putManifest(doc: ManifestDocument, signal?: AbortSignal): Promise<void> {
-    await this.registry.putManifest(byDigest(this.ref, doc.digest), doc.bytes, doc.mediaType, { ...(signal ? { signal } : {}) });
+    await this.registry.putManifest(byDigest(this.ref, doc.digest), doc.bytes, doc.mediaType, {
+      ...(signal ? { signal } : {}),
+    });
   }
 
   async commit(doc: ManifestDocument, signal?: AbortSignal): Promise<void> {
-    const target: ImageReference = this.ref.tag !== undefined ? { registry: this.ref.registry, repository: this.ref.repository, tag: this.ref.tag } : byDigest(this.ref, doc.digest);
+    const target: ImageReference =
+      this.ref.tag !== undefined
+        ? { registry: this.ref.registry, repository: this.ref.repository, tag: this.ref.tag }
+        : byDigest(this.ref, doc.digest);
     await this.registry.putManifest(target, doc.bytes, doc.mediaType, { ...(signal ? { signal } : {}) });
   }
 }

@@ -6,11 +6,18 @@ import type { ContentStore } from '../store/types.js';
 import type { ImageSource, ImageTarget } from './endpoints.js';
 
 /** Reads a manifest blob from the store, checking the bytes still match their digest. */
-export async function readStoredManifest(store: ContentStore, descriptor: Pick<Descriptor, 'digest' | 'mediaType'>, what: string): Promise<ManifestDocument> {
+export async function readStoredManifest(
+  store: ContentStore,
+  descriptor: Pick<Descriptor, 'digest' | 'mediaType'>,
+  what: string,
+): Promise<ManifestDocument> {
   const bytes = await store.readBlob(descriptor.digest);
   const actual = digestOf(bytes);
   if (actual !== descriptor.digest) {
-    throw new TerminalError('STORE_CORRUPT', `${what}: stored manifest ${descriptor.digest} is corrupt (content hashes to ${actual}); remove the image and pull it again`);
+    throw new TerminalError(
+      'STORE_CORRUPT',
+      `${what}: stored manifest ${descriptor.digest} is corrupt (content hashes to ${actual}); remove the image and pull it again`,
+    );
   }
   return parseManifest(bytes, descriptor.digest, descriptor.mediaType, what);
 }
@@ -50,6 +57,7 @@ export class StoreSource implements ImageSource {
 export class StoreTarget implements ImageTarget {
   readonly manifestImpliesBlobs = false;
   readonly acceptsPartialIndex = true;
+  readonly verifiesBlobs = true;
   constructor(
     private readonly store: ContentStore,
     readonly name: string,
@@ -68,7 +76,10 @@ export class StoreTarget implements ImageTarget {
     await this.store.ingest(
       source,
       { digest: descriptor.digest, size: descriptor.size, what: `blob ${descriptor.digest} of ${this.name}` },
-      { ...(options.signal ? { signal: options.signal } : {}), ...(options.onProgress ? { onProgress: options.onProgress } : {}) },
+      {
+        ...(options.signal ? { signal: options.signal } : {}),
+        ...(options.onProgress ? { onProgress: options.onProgress } : {}),
+      },
     );
   }
 
@@ -77,7 +88,11 @@ export class StoreTarget implements ImageTarget {
   }
 
   async putManifest(doc: ManifestDocument): Promise<void> {
-    await this.store.putBytes(doc.bytes, { digest: doc.digest, size: doc.bytes.length, what: `manifest of ${this.name}` });
+    await this.store.putBytes(doc.bytes, {
+      digest: doc.digest,
+      size: doc.bytes.length,
+      what: `manifest of ${this.name}`,
+    });
   }
 
   async commit(doc: ManifestDocument): Promise<void> {

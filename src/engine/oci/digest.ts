@@ -17,9 +17,13 @@ export function parseDigest(value: string): Digest {
   if (!m) throw new TerminalError('INVALID_DIGEST', `invalid digest ${JSON.stringify(value)}`);
   const [, alg, hex] = m as unknown as [string, string, string];
   const len = ALGORITHMS[alg];
-  if (len === undefined) throw new TerminalError('INVALID_DIGEST', `unsupported digest algorithm ${alg} in ${value}`);
+  if (len === undefined)
+    throw new TerminalError('INVALID_DIGEST', `unsupported digest algorithm ${alg} in ${value}`);
   if (hex.length !== len || !/^[a-f0-9]+$/.test(hex)) {
-    throw new TerminalError('INVALID_DIGEST', `invalid ${alg} digest ${JSON.stringify(value)}: want ${len} lowercase hex digits`);
+    throw new TerminalError(
+      'INVALID_DIGEST',
+      `invalid ${alg} digest ${JSON.stringify(value)}: want ${len} lowercase hex digits`,
+    );
   }
   return value as Digest;
 }
@@ -113,7 +117,12 @@ export class DigestingStream extends Transform {
   }
 }
 
-function sizeMismatch(what: string | undefined, expected: number, actual: number, over: boolean): VerificationError {
+function sizeMismatch(
+  what: string | undefined,
+  expected: number,
+  actual: number,
+  over: boolean,
+): VerificationError {
   return new VerificationError(
     'SIZE_MISMATCH',
     `${what ?? 'content'}: size mismatch: expected ${expected} bytes, got ${over ? 'more than that' : actual}`,

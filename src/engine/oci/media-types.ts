@@ -52,14 +52,17 @@ export function layerCompression(mt: string): LayerCompression {
   const t = stripParams(mt);
   if (t === MediaType.DockerLayer || t === MediaType.DockerForeignLayer || t.endsWith('+gzip')) return 'gzip';
   if (t.endsWith('+zstd')) return 'zstd';
-  if (t === MediaType.OciLayer || t === MediaType.OciLayerNondistributable || t.endsWith('.tar')) return 'none';
+  if (t === MediaType.OciLayer || t === MediaType.OciLayerNondistributable || t.endsWith('.tar'))
+    return 'none';
   return 'unknown';
 }
 
 /** True when a descriptor of this media type must not be pushed to other registries (foreign layers). */
 export function isNonDistributable(mt: string): boolean {
   const t = stripParams(mt);
-  return t === MediaType.DockerForeignLayer || t.startsWith('application/vnd.oci.image.layer.nondistributable.');
+  return (
+    t === MediaType.DockerForeignLayer || t.startsWith('application/vnd.oci.image.layer.nondistributable.')
+  );
 }
 
 /** Removes parameters such as `; charset=utf-8` from a Content-Type value. */

@@ -9,7 +9,14 @@ export interface Platform {
   readonly 'os.features'?: readonly string[];
 }
 
-const ARCH_ALIASES: Record<string, string> = { aarch64: 'arm64', x86_64: 'amd64', 'x86-64': 'amd64', armhf: 'arm', armel: 'arm', i386: '386' };
+const ARCH_ALIASES: Record<string, string> = {
+  aarch64: 'arm64',
+  x86_64: 'amd64',
+  'x86-64': 'amd64',
+  armhf: 'arm',
+  armel: 'arm',
+  i386: '386',
+};
 
 /** Normalizes a platform the way containerd's platforms package does (`aarch64` → `arm64`, `arm64/v8` → `arm64`). */
 export function normalizePlatform(p: Platform): Platform {
@@ -34,7 +41,10 @@ export function normalizePlatform(p: Platform): Platform {
 export function parsePlatform(spec: string): Platform {
   const parts = spec.split('/');
   if (parts.length < 2 || parts.length > 3 || parts.some((x) => !/^[A-Za-z0-9._-]+$/.test(x))) {
-    throw new TerminalError('INVALID_ARGUMENT', `invalid platform ${JSON.stringify(spec)}: want os/arch[/variant]`);
+    throw new TerminalError(
+      'INVALID_ARGUMENT',
+      `invalid platform ${JSON.stringify(spec)}: want os/arch[/variant]`,
+    );
   }
   const [os, architecture, variant] = parts as [string, string, string?];
   return normalizePlatform(variant ? { os, architecture, variant } : { os, architecture });
@@ -60,6 +70,17 @@ export function platformMatches(want: Platform, have: Platform | undefined): boo
 
 /** The platform of the running process, as an OCI platform. */
 export function hostPlatform(): Platform {
-  const archMap: Record<string, string> = { x64: 'amd64', arm64: 'arm64', arm: 'arm', ia32: '386', ppc64: 'ppc64le', s390x: 's390x', riscv64: 'riscv64' };
-  return normalizePlatform({ os: process.platform === 'win32' ? 'windows' : process.platform, architecture: archMap[process.arch] ?? process.arch });
+  const archMap: Record<string, string> = {
+    x64: 'amd64',
+    arm64: 'arm64',
+    arm: 'arm',
+    ia32: '386',
+    ppc64: 'ppc64le',
+    s390x: 's390x',
+    riscv64: 'riscv64',
+  };
+  return normalizePlatform({
+    os: process.platform === 'win32' ? 'windows' : process.platform,
+    architecture: archMap[process.arch] ?? process.arch,
+  });
 }

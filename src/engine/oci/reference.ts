@@ -11,7 +11,8 @@ const MAX_NAME_LENGTH = 255;
 // Grammar of distribution/reference (regexp.go), written out so errors can say which part is wrong.
 const COMPONENT = /^[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*$/;
 const TAG = /^[\w][\w.-]{0,127}$/;
-const DOMAIN_NAME = /^(?:[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?)(?:\.(?:[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?))*$/;
+const DOMAIN_NAME =
+  /^(?:[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?)(?:\.(?:[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?))*$/;
 const IPV6 = /^\[[a-fA-F0-9:]+\]$/;
 
 /** A fully qualified image reference: registry, repository, and a tag and/or a digest. Immutable. */
@@ -83,7 +84,8 @@ export function parseReference(input: string, opts: { defaultTag?: boolean } = {
   for (const c of path.split('/')) {
     if (!COMPONENT.test(c)) throw bad(input, `invalid repository path component ${JSON.stringify(c)}`);
   }
-  if (registry.length + 1 + path.length > MAX_NAME_LENGTH) throw bad(input, `repository name longer than ${MAX_NAME_LENGTH} characters`);
+  if (registry.length + 1 + path.length > MAX_NAME_LENGTH)
+    throw bad(input, `repository name longer than ${MAX_NAME_LENGTH} characters`);
   if (tag === undefined && digest === undefined && opts.defaultTag !== false) tag = DEFAULT_TAG;
   const ref: ImageReference = { registry, repository: path };
   return { ...ref, ...(tag !== undefined ? { tag } : {}), ...(digest !== undefined ? { digest } : {}) };
@@ -102,7 +104,8 @@ export function formatReference(ref: ImageReference): string {
 /** The short form docker prints (`nginx:latest`, `user/app:1`), dropping `docker.io/` and `library/`. */
 export function familiarName(ref: ImageReference): string {
   let name = repositoryName(ref);
-  if (ref.registry === DOCKER_HUB) name = ref.repository.startsWith('library/') ? ref.repository.slice(8) : ref.repository;
+  if (ref.registry === DOCKER_HUB)
+    name = ref.repository.startsWith('library/') ? ref.repository.slice(8) : ref.repository;
   return `${name}${ref.tag !== undefined ? `:${ref.tag}` : ''}${ref.digest ? `@${ref.digest}` : ''}`;
 }
 

@@ -79,8 +79,20 @@ export const MAX_CONFIG_BYTES = 8 * 1024 * 1024;
 
 /** A parsed manifest document: an index or an image manifest, with its exact bytes and identity. */
 export type ManifestDocument =
-  | { readonly kind: 'index'; readonly mediaType: string; readonly index: ImageIndex; readonly bytes: Buffer; readonly digest: Digest }
-  | { readonly kind: 'manifest'; readonly mediaType: string; readonly manifest: ImageManifest; readonly bytes: Buffer; readonly digest: Digest };
+  | {
+      readonly kind: 'index';
+      readonly mediaType: string;
+      readonly index: ImageIndex;
+      readonly bytes: Buffer;
+      readonly digest: Digest;
+    }
+  | {
+      readonly kind: 'manifest';
+      readonly mediaType: string;
+      readonly manifest: ImageManifest;
+      readonly bytes: Buffer;
+      readonly digest: Digest;
+    };
 
 function invalid(what: string, why: string): TerminalError {
   return new TerminalError('MANIFEST_INVALID', `${what}: ${why}`);
@@ -90,7 +102,8 @@ function invalid(what: string, why: string): TerminalError {
 export function validateDescriptor(v: unknown, what: string): Descriptor {
   if (typeof v !== 'object' || v === null) throw invalid(what, 'descriptor is not an object');
   const d = v as Record<string, unknown>;
-  if (typeof d.mediaType !== 'string' || d.mediaType === '') throw invalid(what, 'descriptor has no mediaType');
+  if (typeof d.mediaType !== 'string' || d.mediaType === '')
+    throw invalid(what, 'descriptor has no mediaType');
   if (typeof d.digest !== 'string') throw invalid(what, 'descriptor has no digest');
   try {
     parseDigest(d.digest);
@@ -107,9 +120,17 @@ export function validateDescriptor(v: unknown, what: string): Descriptor {
  * Parses manifest bytes of a given media type (from a Content-Type header or a descriptor; when empty, the
  * document's own `mediaType` field, else its shape, decides). Throws MANIFEST_INVALID or UNSUPPORTED_MEDIA_TYPE.
  */
-export function parseManifest(bytes: Buffer, digest: Digest, mediaTypeHint: string | undefined, what = 'manifest'): ManifestDocument {
+export function parseManifest(
+  bytes: Buffer,
+  digest: Digest,
+  mediaTypeHint: string | undefined,
+  what = 'manifest',
+): ManifestDocument {
   if (bytes.length > MAX_MANIFEST_BYTES) {
-    throw new TerminalError('SIZE_LIMIT', `${what}: manifest of ${bytes.length} bytes exceeds the ${MAX_MANIFEST_BYTES}-byte limit`);
+    throw new TerminalError(
+      'SIZE_LIMIT',
+      `${what}: manifest of ${bytes.length} bytes exceeds the ${MAX_MANIFEST_BYTES}-byte limit`,
+    );
   }
   let json: unknown;
   try {
@@ -117,14 +138,25 @@ export function parseManifest(bytes: Buffer, digest: Digest, mediaTypeHint: stri
   } catch (err) {
     throw new TerminalError('MANIFEST_INVALID', `${what}: not valid JSON`, { cause: err });
   }
-  if (typeof json !== 'object' || json === null || Array.isArray(json)) throw invalid(what, 'not a JSON object');
+  if (typeof json !== 'object' || json === null || Array.isArray(json))
+    throw invalid(what, 'not a JSON object');
   const doc = json as Record<string, unknown>;
-  const hint = mediaTypeHint && mediaTypeHint !== 'application/json' && mediaTypeHint !== 'text/plain' ? mediaTypeHint : undefined;
+  const hint =
+    mediaTypeHint && mediaTypeHint !== 'application/json' && mediaTypeHint !== 'text/plain'
+      ? mediaTypeHint
+      : undefined;
   const declared = typeof doc.mediaType === 'string' ? doc.mediaType : undefined;
   let mediaType = hint ?? declared;
   if (!mediaType) mediaType = Array.isArray(doc.manifests) ? MediaType.OciIndex : MediaType.OciManifest;
-  if (mediaType === MediaType.DockerManifestV1Signed || mediaType === MediaType.DockerManifestV1 || doc.schemaVersion === 1) {
-    throw new TerminalError('UNSUPPORTED_MEDIA_TYPE', `${what}: Docker schema 1 manifests are not supported (deprecated)`);
+  if (
+    mediaType === MediaType.DockerManifestV1Signed ||
+    mediaType === MediaType.DockerManifestV1 ||
+    doc.schemaVersion === 1
+  ) {
+    throw new TerminalError(
+      'UNSUPPORTED_MEDIA_TYPE',
+      `${what}: Docker schema 1 manifests are not supported (deprecated)`,
+    );
   }
   if (doc.schemaVersion !== 2) throw invalid(what, `unsupported schemaVersion ${String(doc.schemaVersion)}`);
   if (isIndexMediaType(mediaType)) {
@@ -143,16 +175,19 @@ export function parseManifest(bytes: Buffer, digest: Digest, mediaTypeHint: stri
 
 /** Parses and minimally validates an image config blob. */
 export function parseImageConfig(bytes: Buffer, what = 'config'): ImageConfig {
-  if (bytes.length > MAX_CONFIG_BYTES) throw new TerminalError('SIZE_LIMIT', `${what}: config of ${bytes.length} bytes is too large`);
+  if (bytes.length > MAX_CONFIG_BYTES)
+    throw new TerminalError('SIZE_LIMIT', `${what}: config of ${bytes.length} bytes is too large`);
   let json: unknown;
   try {
     json = JSON.parse(bytes.toString('utf8'));
   } catch (err) {
     throw new TerminalError('MANIFEST_INVALID', `${what}: config is not valid JSON`, { cause: err });
   }
-  if (typeof json !== 'object' || json === null) throw new TerminalError('MANIFEST_INVALID', `${what}: config is not an object`);
+  if (typeof json !== 'object' || json === null)
+    throw new TerminalError('MANIFEST_INVALID', `${what}: config is not an object`);
   const cfg = json as Record<string, unknown>;
   const rootfs = cfg.rootfs as { diff_ids?: unknown } | undefined;
-  if (!rootfs || !Array.isArray(rootfs.diff_ids)) throw new TerminalError('MANIFEST_INVALID', `${what}: config has no rootfs.diff_ids`);
+  if (!rootfs || !Array.isArray(rootfs.diff_ids))
+    throw new TerminalError('MANIFEST_INVALID', `${what}: config has no rootfs.diff_ids`);
   return cfg as unknown as ImageConfig;
 }

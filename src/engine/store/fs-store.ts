@@ -365,7 +365,12 @@ export class FsStore implements ContentStore {
    * released them (`rmi` of an image it just untagged).
    */
   async gc(
-    options: { signal?: AbortSignal; dryRun?: boolean; extraRoots?: readonly Digest[]; only?: readonly Digest[] } = {},
+    options: {
+      signal?: AbortSignal;
+      dryRun?: boolean;
+      extraRoots?: readonly Digest[];
+      only?: readonly Digest[];
+    } = {},
   ): Promise<GcResult> {
     const { signal, dryRun = false } = options;
     const lock = await this.lock(signal);

@@ -62,7 +62,11 @@ export interface ContentStore {
    * and renames into place. If the blob already exists (known digest) the source is not read (it is destroyed).
    * Nothing partial remains after any failure.
    */
-  ingest(source: Readable | AsyncIterable<Uint8Array>, expected: ExpectedContent, options?: IngestOptions): Promise<IngestResult>;
+  ingest(
+    source: Readable | AsyncIterable<Uint8Array>,
+    expected: ExpectedContent,
+    options?: IngestOptions,
+  ): Promise<IngestResult>;
   /** Writes a small in-memory blob (manifest, config). */
   putBytes(bytes: Uint8Array, expected?: ExpectedContent): Promise<IngestResult>;
   /** Removes a blob (used by gc and rmi); true if it existed. */
@@ -82,5 +86,10 @@ export interface ContentStore {
    * files older than a grace period. `extraRoots` are kept too (e.g. manifests a registry serves by digest).
    * `only` restricts the sweep to those blobs and lifts the grace period for them (the caller released them).
    */
-  gc(options?: { signal?: AbortSignal; dryRun?: boolean; extraRoots?: readonly Digest[]; only?: readonly Digest[] }): Promise<GcResult>;
+  gc(options?: {
+    signal?: AbortSignal;
+    dryRun?: boolean;
+    extraRoots?: readonly Digest[];
+    only?: readonly Digest[];
+  }): Promise<GcResult>;
 }

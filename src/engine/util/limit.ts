@@ -1,6 +1,7 @@
 /** Runs async tasks with at most `concurrency` in flight; a tiny p-limit without global state. */
 export function createLimiter(concurrency: number): <T>(task: () => Promise<T>) => Promise<T> {
-  if (!Number.isInteger(concurrency) || concurrency < 1) throw new RangeError(`concurrency must be a positive integer, got ${concurrency}`);
+  if (!Number.isInteger(concurrency) || concurrency < 1)
+    throw new RangeError(`concurrency must be a positive integer, got ${concurrency}`);
   let active = 0;
   const waiting: Array<() => void> = [];
   const next = (): void => {

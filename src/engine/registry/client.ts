@@ -1,0 +1,1067 @@
+/**
+ * The Distribution API client: pull, push, cross-repo mount, chunked upload with resume, tag listing, with auth and
+ * retries. One HTTP transport (keep-alive agents) and one token cache per client; no process-global state.
+ */
+import { Readable, Transform, pipeline } from 'node:stream';
+import { drainBody, HttpTransport } from './http.js';
+import type { IncomingMessage } from 'node:http';
+import { AbortedError, RegistryError, StrataError, TerminalError, VerificationError } from '../errors.js';
+import {
+  DigestingStream,
+  digestAlgorithm,
+  digestOf,
+  isDigest,
+  parseDigest,
+  type Digest,
+} from '../oci/digest.js';
+import { MANIFEST_ACCEPT, stripParams } from '../oci/media-types.js';
+import { formatReference, manifestIdentifier, type ImageReference } from '../oci/reference.js';
+import { MAX_MANIFEST_BYTES, parseManifest, type Descriptor, type ManifestDocument } from '../oci/types.js';
+import { Authenticator, repositoryScope, type TokenHttp } from './auth.js';
+import type { CredentialProvider } from './credentials.js';
+import {
+  isRetryableStatus,
+  readBounded,
+  readErrorBody,
+  registryErrorFor,
+  toStrataError,
+  type ErrorContext,
+} from './errors.js';
+import {
+  abortableSleep,
+  parseRetryAfter,
+  retryDelay,
+  retryPolicy,
+  type RetryPolicy,
+  type SleepFn,
+} from './retry.js';
+import type { BlobReadOptions, CallOptions, RegistryApi, RepositoryRef, UploadOptions } from './types.js';
+import { parseContentRange, parseLinkNext, parseUploadRangeEnd, registryBaseUrl } from './wire.js';
+
+/** Blobs up to this size are uploaded in one PUT; larger ones in PATCH chunks of this size. */
+export const DEFAULT_CHUNK_SIZE = 8 * 1024 * 1024;
+
+/** Tag lists larger than this (per page) are refused. */
+const MAX_TAGS_PAGE_BYTES = 16 * 1024 * 1024;
+const MAX_REDIRECTS = 10;
+const OCTET = 'application/octet-stream';
+
+/** Options of a {@link RegistryClient}; every field has a sensible default. */
+export interface RegistryClientOptions {
+  /** Where credentials come from; anonymous when absent. */
+  readonly credentials?: CredentialProvider;
+  /** Registries (`host:port` or host) reached over plain HTTP. Loopback hosts always are. */
+  readonly insecureRegistries?: readonly string[];
+  /** The User-Agent header. */
+  readonly userAgent?: string;
+  /** Retry policy for transient failures (408/429/5xx/network): defaults 4 retries, 200 ms base, 10 s cap. */
+  readonly retry?: {
+    readonly retries?: number;
+    readonly baseDelayMs?: number;
+    readonly maxDelayMs?: number;
+    readonly maxRetryAfterMs?: number;
+  };
+  /** The delay function (injectable to observe or skip delays in tests); must reject when `signal` aborts. */
+  readonly sleep?: SleepFn;
+  /** Concurrent connections per registry origin (requests beyond queue up). Default 16. */
+  readonly maxConcurrentRequests?: number;
+  /** Monolithic upload threshold and PATCH chunk size. Default 8 MiB. */
+  readonly chunkSize?: number;
+  /** Clock in ms, for token expiry and `Retry-After` dates. */
+  readonly now?: () => number;
+  /** Random source in [0,1) for backoff jitter. */
+  readonly random?: () => number;
+}
+
+/** Options of {@link RegistryClient.listTags}. */
+export interface ListTagsOptions extends CallOptions {
+  /** Page size asked of the registry (`n=`); the registry's default when absent. */
+  readonly pageSize?: number;
+}
+
+type Method = 'GET' | 'HEAD' | 'POST' | 'PUT' | 'PATCH' | 'DELETE';
+type Headers = Record<string, string | string[] | undefined>;
+
+interface HttpRequest {
+  readonly method: Method;
+  readonly url: URL;
+  /** The registry the request is for (auth and token cache key); undefined for unauthenticated side requests. */
+  readonly registry?: string;
+  readonly scopes?: readonly string[];
+  readonly headers?: Record<string, string>;
+  /** Produces the body; called once per attempt. */
+  readonly body?: () => Promise<Buffer | Readable | string> | Buffer | Readable | string;
+  /** Whether the body can be produced again (after a 401 the request is re-sent with fresh credentials). */
+  readonly replayable?: boolean;
+  /** Statuses handed back to the caller; others become errors. */
+  readonly ok: (status: number) => boolean;
+  readonly ctx: ErrorContext;
+  readonly signal?: AbortSignal | undefined;
+}
+
+interface HttpResponse {
+  readonly status: number;
+  readonly headers: Headers;
+  readonly body: IncomingMessage;
+  /** The URL that answered (after redirects). */
+  readonly url: URL;
+}
+
+function header(h: Headers, name: string): string | undefined {
+  const v = h[name];
+  return Array.isArray(v) ? v[0] : v;
+}
+
+function isOk2xx(s: number): boolean {
+  return s >= 200 && s <= 299;
+}
+
+function isRedirect(s: number): boolean {
+  return s === 301 || s === 302 || s === 303 || s === 307 || s === 308;
+}
+
+/** Drains and discards a response body, never throwing. */
+async function discard(body: IncomingMessage): Promise<void> {
+  await drainBody(body);
+}
+
+function destroyBody(b: unknown): void {
+  if (b instanceof Readable && !b.destroyed) {
+    b.on('error', () => undefined);
+    b.destroy();
+  }
+}
+
+/** Hands out the blob's bytes in consecutive slices without buffering more than one source chunk. */
+class ByteSlicer {
+  private readonly iter: AsyncIterator<Buffer | string>;
+  private leftover: Buffer | undefined;
+
+  constructor(private readonly stream: Readable) {
+    this.iter = (stream as AsyncIterable<Buffer | string>)[Symbol.asyncIterator]();
+  }
+
+  /** A stream of the next `n` bytes (fewer if the source ends early). */
+  take(n: number, onBytes: (k: number) => void): Readable {
+    return Readable.from(this.slice(n, onBytes), { objectMode: false });
+  }
+
+  private async *slice(n: number, onBytes: (k: number) => void): AsyncGenerator<Buffer> {
+    let remaining = n;
+    while (remaining > 0) {
+      let buf = this.leftover ?? (await this.next());
+      this.leftover = undefined;
+      if (buf === undefined) return;
+      if (buf.length > remaining) {
+        this.leftover = buf.subarray(remaining);
+        buf = buf.subarray(0, remaining);
+      }
+      remaining -= buf.length;
+      onBytes(buf.length);
+      yield buf;
+    }
+  }
+
+  private async next(): Promise<Buffer | undefined> {
+    const r = await this.iter.next();
+    if (r.done) return undefined;
+    return typeof r.value === 'string' ? Buffer.from(r.value) : r.value;
+  }
+
+  destroy(): void {
+    this.stream.destroy();
+  }
+}
+
+/**
+ * A Distribution API client implementing {@link RegistryApi}, to the standard of crane and skopeo.
+ * Plain HTTP for loopback and `insecureRegistries`, HTTPS otherwise; `docker.io` is reached at registry-1.docker.io.
+ * Call {@link RegistryClient.close} when done.
+ */
+export class RegistryClient implements RegistryApi {
+  private readonly transport: HttpTransport;
+  private readonly auth: Authenticator;
+  private readonly insecure: readonly string[];
+  private readonly userAgent: string;
+  private readonly policy: RetryPolicy;
+  private readonly sleep: SleepFn;
+  private readonly chunkSize: number;
+  private readonly now: () => number;
+  private readonly random: () => number;
+
+  constructor(options: RegistryClientOptions = {}) {
+    const connections = Math.max(1, Math.floor(options.maxConcurrentRequests ?? 16));
+    this.transport = new HttpTransport({
+      maxSockets: connections,
+      keepAliveMs: 30_000,
+      headersTimeoutMs: 120_000,
+      idleTimeoutMs: 300_000,
+    });
+    this.insecure = options.insecureRegistries ?? [];
+    this.userAgent = options.userAgent ?? 'strata/0.1';
+    this.policy = retryPolicy(options.retry);
+    this.sleep = options.sleep ?? abortableSleep;
+    this.chunkSize = Math.max(1, Math.floor(options.chunkSize ?? DEFAULT_CHUNK_SIZE));
+    this.now = options.now ?? Date.now;
+    this.random = options.random ?? Math.random;
+    const tokenHttp: TokenHttp = (req, signal) => this.tokenRequest(req, signal);
+    this.auth = new Authenticator({
+      ...(options.credentials ? { credentials: options.credentials } : {}),
+      http: tokenHttp,
+      now: this.now,
+    });
+  }
+
+  /** Destroys the client's connection pool; in-flight requests fail. The client cannot be used afterwards. */
+  async close(): Promise<void> {
+    this.transport.destroy();
+  }
+
+  /** `GET /v2/`, authenticating when the registry asks to. Throws UNAUTHORIZED, REGISTRY_ERROR or NETWORK. */
+  async ping(registry: string, options: CallOptions = {}): Promise<void> {
+    const ctx: ErrorContext = { op: 'ping', subject: registry };
+    const res = await this.call({
+      method: 'GET',
+      url: new URL(`${this.base(registry)}/v2/`),
+      registry,
+      scopes: [],
+      ok: isOk2xx,
+      ctx,
+      signal: options.signal,
+    });
+    await discard(res.body);
+  }
+
+  /**
+   * Fetches a manifest or index by tag or digest (Accept: every manifest type). Refuses documents over 4 MiB
+   * (SIZE_LIMIT, by Content-Length and while reading), verifies the digest when fetched by digest and the
+   * registry's `Docker-Content-Digest` when it is sha256 (DIGEST_MISMATCH). MANIFEST_UNKNOWN if absent.
+   */
+  async getManifest(ref: ImageReference, options: CallOptions = {}): Promise<ManifestDocument> {
+    const subject = formatReference(ref);
+    const ctx: ErrorContext = { op: 'pull', subject, notFound: 'MANIFEST_UNKNOWN' };
+    const url = this.repoUrl(ref, `manifests/${manifestIdentifier(ref)}`);
+    const { bytes, headers } = await this.withRetry(ctx, options.signal, async () => {
+      const res = await this.send({
+        method: 'GET',
+        url,
+        registry: ref.registry,
+        scopes: [repositoryScope(ref.repository, ['pull'])],
+        headers: { accept: MANIFEST_ACCEPT },
+        ok: (s) => s === 200,
+        ctx,
+        signal: options.signal,
+      });
+      const cl = Number(header(res.headers, 'content-length'));
+      if (Number.isFinite(cl) && cl > MAX_MANIFEST_BYTES) {
+        destroyBody(res.body);
+        throw new TerminalError(
+          'SIZE_LIMIT',
+          `pull ${subject}: manifest of ${cl} bytes exceeds the ${MAX_MANIFEST_BYTES}-byte limit`,
+          { detail: { limit: MAX_MANIFEST_BYTES, size: cl } },
+        );
+      }
+      try {
+        return {
+          bytes: await readBounded(res.body, MAX_MANIFEST_BYTES, `pull ${subject}: manifest`),
+          headers: res.headers,
+        };
+      } catch (err) {
+        throw toStrataError(err, ctx, options.signal);
+      }
+    });
+    const algorithm = ref.digest ? digestAlgorithm(ref.digest) : 'sha256';
+    const digest = digestOf(bytes, algorithm);
+    if (ref.digest && digest !== ref.digest) {
+      throw new VerificationError(
+        'DIGEST_MISMATCH',
+        `pull ${subject}: manifest digest mismatch: got ${digest}`,
+        {
+          detail: { expected: ref.digest, actual: digest },
+        },
+      );
+    }
+    const announced = header(headers, 'docker-content-digest');
+    if (announced && isDigest(announced) && digestAlgorithm(announced as Digest) === 'sha256') {
+      const sha = algorithm === 'sha256' ? digest : digestOf(bytes);
+      if (announced !== sha) {
+        throw new VerificationError(
+          'DIGEST_MISMATCH',
+          `pull ${subject}: registry announced manifest digest ${announced}, content has ${sha}`,
+          { detail: { expected: announced, actual: sha } },
+        );
+      }
+    }
+    const contentType = header(headers, 'content-type');
+    return parseManifest(
+      bytes,
+      digest,
+      contentType ? stripParams(contentType) : undefined,
+      `pull ${subject}`,
+    );
+  }
+
+  /**
+   * HEADs a manifest: its descriptor (digest, size, media type), or undefined when the registry answers 404.
+   * Falls back to a GET when the registry omits `Docker-Content-Digest`.
+   */
+  async headManifest(ref: ImageReference, options: CallOptions = {}): Promise<Descriptor | undefined> {
+    const subject = formatReference(ref);
+    const ctx: ErrorContext = { op: 'head', subject, notFound: 'MANIFEST_UNKNOWN' };
+    const res = await this.call({
+      method: 'HEAD',
+      url: this.repoUrl(ref, `manifests/${manifestIdentifier(ref)}`),
+      registry: ref.registry,
+      scopes: [repositoryScope(ref.repository, ['pull'])],
+      headers: { accept: MANIFEST_ACCEPT },
+      ok: (s) => s === 200 || s === 404,
+      ctx,
+      signal: options.signal,
+    });
+    await discard(res.body);
+    if (res.status === 404) return undefined;
+    const announced = header(res.headers, 'docker-content-digest');
+    const size = Number(header(res.headers, 'content-length'));
+    const contentType = header(res.headers, 'content-type');
+    if (!announced || !isDigest(announced) || !Number.isSafeInteger(size) || !contentType) {
+      const doc = await this.getManifest(ref, options);
+      return { mediaType: doc.mediaType, digest: doc.digest, size: doc.bytes.length };
+    }
+    if (
+      ref.digest &&
+      digestAlgorithm(ref.digest) === digestAlgorithm(announced as Digest) &&
+      announced !== ref.digest
+    ) {
+      throw new VerificationError(
+        'DIGEST_MISMATCH',
+        `head ${subject}: registry announced digest ${announced}`,
+        {
+          detail: { expected: ref.digest, actual: announced },
+        },
+      );
+    }
+    return { mediaType: stripParams(contentType), digest: announced as Digest, size };
+  }
+
+  /**
+   * PUTs manifest bytes exactly as given, with `mediaType` as Content-Type, under the tag (or the digest when the
+   * reference has no tag). Returns the sha256 digest of the bytes.
+   */
+  async putManifest(
+    ref: ImageReference,
+    bytes: Uint8Array,
+    mediaType: string,
+    options: CallOptions = {},
+  ): Promise<Digest> {
+    const subject = formatReference(ref);
+    const buf = Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+    const digest = digestOf(buf);
+    if (ref.digest && digestOf(buf, digestAlgorithm(ref.digest)) !== ref.digest) {
+      throw new TerminalError(
+        'INVALID_ARGUMENT',
+        `push ${subject}: the manifest bytes do not have the reference's digest`,
+      );
+    }
+    const id = ref.tag ?? ref.digest ?? digest;
+    const ctx: ErrorContext = { op: 'push', subject };
+    const res = await this.call({
+      method: 'PUT',
+      url: this.repoUrl(ref, `manifests/${id}`),
+      registry: ref.registry,
+      scopes: [repositoryScope(ref.repository, ['pull', 'push'])],
+      headers: { 'content-type': mediaType, 'content-length': String(buf.length) },
+      body: () => buf,
+      replayable: true,
+      ok: isOk2xx,
+      ctx,
+      signal: options.signal,
+    });
+    await discard(res.body);
+    const announced = header(res.headers, 'docker-content-digest');
+    if (
+      announced &&
+      isDigest(announced) &&
+      digestAlgorithm(announced as Digest) === 'sha256' &&
+      announced !== digest
+    ) {
+      throw new VerificationError(
+        'DIGEST_MISMATCH',
+        `push ${subject}: registry stored digest ${announced}, sent ${digest}`,
+        {
+          detail: { expected: digest, actual: announced },
+        },
+      );
+    }
+    return digest;
+  }
+
+  /** HEADs a blob: `{ size }` when present, undefined on 404. */
+  async blobExists(
+    repo: RepositoryRef,
+    digest: Digest,
+    options: CallOptions = {},
+  ): Promise<{ size: number } | undefined> {
+    parseDigest(digest);
+    const subject = `${repo.registry}/${repo.repository}@${digest}`;
+    const ctx: ErrorContext = { op: 'head', subject, notFound: 'BLOB_UNKNOWN' };
+    const res = await this.call({
+      method: 'HEAD',
+      url: this.repoUrl(repo, `blobs/${digest}`),
+      registry: repo.registry,
+      scopes: [repositoryScope(repo.repository, ['pull'])],
+      ok: (s) => s === 200 || s === 404,
+      ctx,
+      signal: options.signal,
+    });
+    await discard(res.body);
+    if (res.status === 404) return undefined;
+    const size = Number(header(res.headers, 'content-length'));
+    if (!Number.isSafeInteger(size) || size < 0) {
+      throw new RegistryError(
+        'REGISTRY_ERROR',
+        `head ${subject}: registry answered without a Content-Length`,
+        { status: res.status },
+      );
+    }
+    return { size };
+  }
+
+  /**
+   * Opens a blob as a stream that verifies size and digest while streaming: it errors with a VerificationError
+   * (SIZE_MISMATCH, DIGEST_MISMATCH) naming the repository and digest instead of ending. Follows redirects (no
+   * Authorization to other hosts), resumes a broken body with `Range: bytes=N-` (a 200 answer is skipped forward),
+   * and retries transient failures with backoff. Rejects (BLOB_UNKNOWN, …) when the first request fails.
+   */
+  async openBlob(
+    repo: RepositoryRef,
+    descriptor: Descriptor,
+    options: BlobReadOptions = {},
+  ): Promise<Readable> {
+    const digest = parseDigest(descriptor.digest);
+    const size = descriptor.size;
+    const subject = `${repo.registry}/${repo.repository}@${digest}`;
+    const ctx: ErrorContext = { op: 'pull', subject, notFound: 'BLOB_UNKNOWN' };
+    const signal = options.signal;
+    const fetchFrom = (offset: number): Promise<{ res: HttpResponse; skip: number }> =>
+      this.withRetry(ctx, signal, async () => {
+        const res = await this.send({
+          method: 'GET',
+          url: this.repoUrl(repo, `blobs/${digest}`),
+          registry: repo.registry,
+          scopes: [repositoryScope(repo.repository, ['pull'])],
+          headers: offset > 0 ? { range: `bytes=${offset}-` } : {},
+          ok: (s) => s === 200 || (s === 206 && offset > 0),
+          ctx,
+          signal,
+        });
+        try {
+          return { res, skip: checkBlobResponse(res, offset, size, subject) };
+        } catch (err) {
+          destroyBody(res.body);
+          throw err;
+        }
+      });
+    const first = await fetchFrom(0);
+    const source = Readable.from(this.resumingBody(first, fetchFrom, size, ctx, signal), {
+      objectMode: false,
+      highWaterMark: 1 << 20,
+    });
+    if (options.verify === false) return source;
+    const verifier = new DigestingStream({ digest, size, what: `pull ${subject}` });
+    pipeline(source, verifier, () => {
+      // Errors reach the consumer through `verifier`; pipeline destroys both streams on failure.
+    });
+    return verifier;
+  }
+
+  /**
+   * The bytes of a blob body from offset 0, resuming from the current offset after a broken or short body
+   * (backoff between attempts; the attempt count resets whenever bytes arrived).
+   */
+  private async *resumingBody(
+    first: { res: HttpResponse; skip: number },
+    fetchFrom: (offset: number) => Promise<{ res: HttpResponse; skip: number }>,
+    size: number,
+    ctx: ErrorContext,
+    signal: AbortSignal | undefined,
+  ): AsyncGenerator<Buffer> {
+    let { res, skip } = first;
+    let offset = 0;
+    let failures = 0;
+    try {
+      for (;;) {
+        const startedAt = offset;
+        let failure: StrataError | undefined;
+        try {
+          for await (const chunk of res.body as AsyncIterable<Buffer>) {
+            let buf = chunk;
+            if (skip > 0) {
+              const drop = Math.min(skip, buf.length);
+              skip -= drop;
+              buf = buf.subarray(drop);
+              if (buf.length === 0) continue;
+            }
+            offset += buf.length;
+            yield buf;
+          }
+        } catch (err) {
+          failure = toStrataError(err, ctx, signal);
+        }
+        if (!failure) {
+          if (offset >= size) return;
+          failure = new StrataError(
+            'NETWORK',
+            `${ctx.op} ${ctx.subject}: body ended after ${offset} of ${size} bytes`,
+            {
+              retryable: true,
+            },
+          );
+        }
+        if (offset > startedAt) failures = 0;
+        failures++;
+        const delay = retryDelay(failure, failures, this.policy, this.random);
+        if (delay === undefined) throw failure;
+        destroyBody(res.body);
+        await this.sleep(delay, signal);
+        ({ res, skip } = await fetchFrom(offset));
+      }
+    } finally {
+      destroyBody(res.body);
+    }
+  }
+
+  /**
+   * Tries a cross-repo mount (`POST ?mount=&from=`, asking for push on `repo` and pull on `from`): true on 201.
+   * On 202 the registry opened an upload session instead; it is cancelled (best-effort DELETE) and false returned,
+   * so the caller's next {@link uploadBlob} starts clean. Mounts across registries answer false without a request.
+   */
+  async mountBlob(
+    repo: RepositoryRef,
+    descriptor: Descriptor,
+    from: RepositoryRef,
+    options: UploadOptions = {},
+  ): Promise<boolean> {
+    const digest = parseDigest(descriptor.digest);
+    if (from.registry !== repo.registry) return false;
+    const subject = `${repo.registry}/${repo.repository}@${digest}`;
+    const ctx: ErrorContext = { op: 'mount', subject: `${subject} from ${from.repository}` };
+    const url = this.repoUrl(repo, 'blobs/uploads/');
+    url.searchParams.set('mount', digest);
+    url.searchParams.set('from', from.repository);
+    const scopes = [repositoryScope(repo.repository, ['pull', 'push'])];
+    if (from.repository !== repo.repository) scopes.push(repositoryScope(from.repository, ['pull']));
+    const res = await this.call({
+      method: 'POST',
+      url,
+      registry: repo.registry,
+      scopes,
+      headers: { 'content-length': '0' },
+      ok: (s) => s === 201 || s === 202,
+      ctx,
+      signal: options.signal,
+    });
+    await discard(res.body);
+    if (res.status === 201) {
+      options.onProgress?.(descriptor.size);
+      return true;
+    }
+    const location = header(res.headers, 'location');
+    if (location) {
+      try {
+        const del = await this.send({
+          method: 'DELETE',
+          url: new URL(location, res.url),
+          registry: repo.registry,
+          scopes,
+          ok: () => true,
+          ctx,
+          signal: options.signal,
+        });
+        await discard(del.body);
+      } catch {
+        // Best effort: registries purge abandoned upload sessions themselves.
+      }
+    }
+    return false;
+  }
+
+  /**
+   * Uploads a blob. Blobs up to `chunkSize` go in one streamed PUT (`POST` then `PUT ?digest=`, retried whole);
+   * larger ones in streamed PATCH chunks with `Content-Range`, following each returned `Location`. After a failed
+   * chunk or a 416 it asks the upload session for its committed offset (`GET <location>`) and resumes from there by
+   * calling `open(offset)`; a lost session restarts from 0. Finishes with `PUT ?digest=`.
+   */
+  async uploadBlob(
+    repo: RepositoryRef,
+    descriptor: Descriptor,
+    open: (offset: number) => Promise<Readable>,
+    options: UploadOptions = {},
+  ): Promise<void> {
+    const digest = parseDigest(descriptor.digest);
+    const size = descriptor.size;
+    if (!Number.isSafeInteger(size) || size < 0)
+      throw new TerminalError('INVALID_ARGUMENT', `push ${digest}: invalid size ${size}`);
+    const subject = `${repo.registry}/${repo.repository}@${digest}`;
+    const ctx: ErrorContext = { op: 'push', subject, notFound: 'BLOB_UNKNOWN' };
+    const scopes = [repositoryScope(repo.repository, ['pull', 'push'])];
+    if (size <= this.chunkSize) {
+      await this.uploadMonolithic(repo, digest, size, open, scopes, ctx, options);
+    } else {
+      await this.uploadChunked(repo, digest, size, open, scopes, ctx, options);
+    }
+  }
+
+  /** Lists a repository's tags, following `Link: <…>; rel="next"` pagination. NAME_UNKNOWN if absent. */
+  async listTags(repo: RepositoryRef, options: ListTagsOptions = {}): Promise<string[]> {
+    const subject = `${repo.registry}/${repo.repository}`;
+    const ctx: ErrorContext = { op: 'list tags', subject, notFound: 'NAME_UNKNOWN' };
+    let url: URL | undefined = this.repoUrl(repo, 'tags/list');
+    if (options.pageSize !== undefined) url.searchParams.set('n', String(options.pageSize));
+    const seen = new Set<string>();
+    const tags: string[] = [];
+    while (url) {
+      if (seen.has(url.href) || seen.size > 100_000) {
+        throw new RegistryError('REGISTRY_ERROR', `list tags ${subject}: pagination loops`);
+      }
+      seen.add(url.href);
+      const pageUrl: URL = url;
+      const page = await this.withRetry(ctx, options.signal, async () => {
+        const res = await this.send({
+          method: 'GET',
+          url: pageUrl,
+          registry: repo.registry,
+          scopes: [repositoryScope(repo.repository, ['pull'])],
+          ok: (s) => s === 200,
+          ctx,
+          signal: options.signal,
+        });
+        try {
+          const body = await readBounded(res.body, MAX_TAGS_PAGE_BYTES, `list tags ${subject}`);
+          return { body, link: header(res.headers, 'link'), url: res.url };
+        } catch (err) {
+          throw toStrataError(err, ctx, options.signal);
+        }
+      });
+      let json: unknown;
+      try {
+        json = JSON.parse(page.body.toString('utf8'));
+      } catch {
+        throw new RegistryError('REGISTRY_ERROR', `list tags ${subject}: response is not JSON`);
+      }
+      const list = (json as { tags?: unknown } | null)?.tags;
+      if (list !== null && list !== undefined) {
+        if (!Array.isArray(list))
+          throw new RegistryError('REGISTRY_ERROR', `list tags ${subject}: tags is not an array`);
+        for (const t of list) if (typeof t === 'string') tags.push(t);
+      }
+      const next = parseLinkNext(page.link);
+      url = next ? new URL(next, page.url) : undefined;
+    }
+    return tags;
+  }
+
+  // ---- uploads ----
+
+  private async startUpload(
+    repo: RepositoryRef,
+    scopes: readonly string[],
+    ctx: ErrorContext,
+    signal?: AbortSignal,
+  ): Promise<URL> {
+    const res = await this.call({
+      method: 'POST',
+      url: this.repoUrl(repo, 'blobs/uploads/'),
+      registry: repo.registry,
+      scopes,
+      headers: { 'content-length': '0' },
+      ok: (s) => s === 202,
+      ctx,
+      signal,
+    });
+    await discard(res.body);
+    const location = header(res.headers, 'location');
+    if (!location)
+      throw new RegistryError(
+        'REGISTRY_ERROR',
+        `${ctx.op} ${ctx.subject}: upload started without a Location`,
+        { status: res.status },
+      );
+    return new URL(location, res.url);
+  }
+
+  private async uploadMonolithic(
+    repo: RepositoryRef,
+    digest: Digest,
+    size: number,
+    open: (offset: number) => Promise<Readable>,
+    scopes: readonly string[],
+    ctx: ErrorContext,
+    options: UploadOptions,
+  ): Promise<void> {
+    for (let attempt = 1; ; attempt++) {
+      try {
+        const location = await this.startUpload(repo, scopes, ctx, options.signal);
+        location.searchParams.set('digest', digest);
+        let sent = 0;
+        const res = await this.send({
+          method: 'PUT',
+          url: location,
+          registry: repo.registry,
+          scopes,
+          headers: { 'content-type': OCTET, 'content-length': String(size) },
+          body: async () => {
+            sent = 0;
+            const src = await open(0);
+            const progress = options.onProgress;
+            if (!progress) return src;
+            const counter = new Transform({
+              transform(chunk: Buffer, _enc, cb) {
+                progress((sent += chunk.length));
+                cb(null, chunk);
+              },
+            });
+            pipeline(src, counter, () => {
+              // Errors surface through `counter`, which the request consumes.
+            });
+            return counter;
+          },
+          replayable: true,
+          ok: isOk2xx,
+          ctx,
+          signal: options.signal,
+        });
+        await discard(res.body);
+        return;
+      } catch (e) {
+        const err = toStrataError(e, ctx, options.signal);
+        const delay = retryDelay(err, attempt, this.policy, this.random);
+        if (delay === undefined) throw err;
+        await this.sleep(delay, options.signal);
+      }
+    }
+  }
+
+  private async uploadChunked(
+    repo: RepositoryRef,
+    digest: Digest,
+    size: number,
+    open: (offset: number) => Promise<Readable>,
+    scopes: readonly string[],
+    ctx: ErrorContext,
+    options: UploadOptions,
+  ): Promise<void> {
+    const signal = options.signal;
+    let location = await this.startUpload(repo, scopes, ctx, signal);
+    let offset = 0;
+    let slicer: ByteSlicer | undefined;
+    let failures = 0;
+    try {
+      while (offset < size) {
+        slicer ??= new ByteSlicer(await open(offset));
+        const src = slicer;
+        const n = Math.min(this.chunkSize, size - offset);
+        let sent = 0;
+        const chunkStart = offset;
+        let failure: StrataError | undefined;
+        try {
+          const res = await this.send({
+            method: 'PATCH',
+            url: location,
+            registry: repo.registry,
+            scopes,
+            headers: {
+              'content-type': OCTET,
+              'content-length': String(n),
+              'content-range': `${offset}-${offset + n - 1}`,
+            },
+            body: () => src.take(n, (k) => options.onProgress?.(chunkStart + (sent += k))),
+            replayable: false,
+            ok: (s) => s === 202 || s === 204,
+            ctx,
+            signal,
+          });
+          await discard(res.body);
+          const loc = header(res.headers, 'location');
+          if (loc) location = new URL(loc, res.url);
+          const end = parseUploadRangeEnd(header(res.headers, 'range'));
+          const committed = end === undefined ? offset + n : end + 1;
+          if (committed !== offset + n) {
+            // The registry kept a different amount than sent: reposition the source there.
+            slicer.destroy();
+            slicer = undefined;
+          }
+          offset = committed;
+          failures = 0;
+          continue;
+        } catch (e) {
+          failure = toStrataError(e, ctx, signal);
+        }
+        src.destroy();
+        slicer = undefined;
+        const is416 = failure instanceof RegistryError && failure.status === 416;
+        failures++;
+        const delay =
+          is416 && failures <= this.policy.retries
+            ? 0
+            : retryDelay(failure, failures, this.policy, this.random);
+        if (delay === undefined) throw failure;
+        if (delay > 0) await this.sleep(delay, signal);
+        try {
+          const st = await this.uploadStatus(location, repo, scopes, ctx, signal);
+          location = st.location;
+          offset = st.offset;
+        } catch (err) {
+          if (err instanceof AbortedError) throw err;
+          // The session is gone or unreadable (e.g. distribution cancels a session resumed at a stale offset).
+          location = await this.startUpload(repo, scopes, ctx, signal);
+          offset = 0;
+        }
+      }
+    } finally {
+      slicer?.destroy();
+    }
+    const final = new URL(location);
+    final.searchParams.set('digest', digest);
+    try {
+      const res = await this.call({
+        method: 'PUT',
+        url: final,
+        registry: repo.registry,
+        scopes,
+        headers: { 'content-length': '0' },
+        ok: isOk2xx,
+        ctx,
+        signal,
+      });
+      await discard(res.body);
+    } catch (err) {
+      // A retried final PUT fails when the first one committed but its answer was lost: the blob is there then.
+      if (
+        err instanceof RegistryError &&
+        err.status === 404 &&
+        (await this.blobExists(repo, digest, { signal }))?.size === size
+      )
+        return;
+      throw err;
+    }
+  }
+
+  private async uploadStatus(
+    location: URL,
+    repo: RepositoryRef,
+    scopes: readonly string[],
+    ctx: ErrorContext,
+    signal?: AbortSignal,
+  ): Promise<{ location: URL; offset: number }> {
+    const res = await this.call({
+      method: 'GET',
+      url: location,
+      registry: repo.registry,
+      scopes,
+      ok: (s) => s === 204 || s === 200,
+      ctx,
+      signal,
+    });
+    await discard(res.body);
+    const loc = header(res.headers, 'location');
+    const end = parseUploadRangeEnd(header(res.headers, 'range'));
+    // `0-0` is ambiguous in distribution (0 or 1 byte); 0 is the safe reading.
+    const offset = end === undefined || end === 0 ? 0 : end + 1;
+    return { location: loc ? new URL(loc, res.url) : location, offset };
+  }
+
+  // ---- HTTP core ----
+
+  private base(registry: string): string {
+    return registryBaseUrl(registry, this.insecure);
+  }
+
+  private repoUrl(repo: RepositoryRef, suffix: string): URL {
+    return new URL(`${this.base(repo.registry)}/v2/${repo.repository}/${suffix}`);
+  }
+
+  /** Runs `fn` with the client's retry policy (retryable StrataErrors only). */
+  private async withRetry<T>(
+    ctx: ErrorContext,
+    signal: AbortSignal | undefined,
+    fn: () => Promise<T>,
+  ): Promise<T> {
+    for (let attempt = 1; ; attempt++) {
+      try {
+        return await fn();
+      } catch (e) {
+        const err = toStrataError(e, ctx, signal);
+        const delay = retryDelay(err, attempt, this.policy, this.random);
+        if (delay === undefined || signal?.aborted) throw err;
+        await this.sleep(delay, signal);
+      }
+    }
+  }
+
+  /** {@link send} with retries. */
+  private call(req: HttpRequest): Promise<HttpResponse> {
+    return this.withRetry(req.ctx, req.signal, () => this.send(req));
+  }
+
+  /**
+   * One logical request: authorizes up front when the registry's challenge is known, answers one 401 by
+   * re-authorizing (replayable bodies only), follows redirects for GET/HEAD (Authorization only to the registry's
+   * origin). Statuses outside `req.ok` become RegistryErrors (retryable for 408/429/5xx, with Retry-After).
+   */
+  private async send(req: HttpRequest): Promise<HttpResponse> {
+    const { registry, signal, ctx } = req;
+    const scopes = req.scopes ?? [];
+    // Credentials go to the registry's own origin only (never to redirect targets or foreign upload hosts).
+    const registryOrigin = registry === undefined ? req.url.origin : new URL(this.base(registry)).origin;
+    let auth = registry === undefined ? undefined : await this.auth.authorize(registry, scopes, signal);
+    let reauthorized = false;
+    let redirects = 0;
+    let url = req.url;
+    let method: Method = req.method;
+    let explicit: Record<string, string> = { ...req.headers };
+    for (;;) {
+      const headers: Record<string, string> = { 'user-agent': this.userAgent, ...explicit };
+      if (auth && url.origin === registryOrigin) headers.authorization = auth;
+      const body = req.body && method === req.method ? await req.body() : undefined;
+      let res: Awaited<ReturnType<HttpTransport['request']>>;
+      try {
+        res = await this.transport.request({
+          origin: url.origin,
+          path: `${url.pathname}${url.search}`,
+          method,
+          headers,
+          body: body ?? null,
+          signal,
+        });
+      } catch (err) {
+        destroyBody(body);
+        throw toStrataError(err, ctx, signal);
+      }
+      const status = res.statusCode;
+      const resHeaders = res.headers as Headers;
+      if (status === 401 && registry !== undefined && url.origin === registryOrigin && !reauthorized) {
+        const text = await readErrorBody(res.body);
+        destroyBody(body);
+        const next = await this.auth.onUnauthorized(
+          registry,
+          scopes,
+          resHeaders['www-authenticate'],
+          auth,
+          signal,
+        );
+        if (next !== undefined) {
+          if (req.body && req.replayable === false) {
+            // The body cannot be produced again: let the caller recover (the new credentials are cached now).
+            const err = registryErrorFor(ctx, status, text);
+            throw new RegistryError('UNAUTHORIZED', err.message, { status, retryable: true, cause: err });
+          }
+          auth = next;
+          reauthorized = true;
+          continue;
+        }
+        throw registryErrorFor(ctx, status, text);
+      }
+      if (
+        isRedirect(status) &&
+        (method === 'GET' || method === 'HEAD' || status === 303) &&
+        !req.ok(status)
+      ) {
+        const location = header(resHeaders, 'location');
+        await discard(res.body);
+        if (location) {
+          if (++redirects > MAX_REDIRECTS) {
+            throw new RegistryError('REGISTRY_ERROR', `${ctx.op} ${ctx.subject}: too many redirects`, {
+              status,
+            });
+          }
+          const nextUrl = new URL(location, url);
+          if (nextUrl.origin !== url.origin) {
+            const { authorization: _dropped, ...rest } = explicit;
+            explicit = rest;
+          }
+          if (status === 303 && method !== 'HEAD') method = 'GET';
+          url = nextUrl;
+          continue;
+        }
+      }
+      if (req.ok(status)) {
+        destroyBody(body);
+        return { status, headers: resHeaders, body: res.body, url };
+      }
+      destroyBody(body);
+      const text = await readErrorBody(res.body);
+      const retryAfterMs = parseRetryAfter(header(resHeaders, 'retry-after'), this.now());
+      throw registryErrorFor(ctx, status, text, retryAfterMs === undefined ? {} : { retryAfterMs });
+    }
+  }
+
+  /** Token realm requests: no registry auth, retries for transient failures, bounded body. */
+  private async tokenRequest(
+    req: { method: 'GET' | 'POST'; url: URL; headers: Record<string, string>; body?: string },
+    signal: AbortSignal | undefined,
+  ): Promise<{ status: number; body: string }> {
+    const ctx: ErrorContext = { op: 'auth', subject: `token realm ${req.url.host}` };
+    return this.withRetry(ctx, signal, async () => {
+      const payload = req.body;
+      const res = await this.send({
+        method: req.method,
+        url: req.url,
+        headers:
+          payload === undefined
+            ? req.headers
+            : { ...req.headers, 'content-length': String(Buffer.byteLength(payload)) },
+        ...(payload === undefined ? {} : { body: () => payload, replayable: true }),
+        ok: (s) => !isRetryableStatus(s),
+        ctx,
+        signal,
+      });
+      try {
+        const body = await readBounded(res.body, 1024 * 1024, `auth ${req.url.host}`);
+        return { status: res.status, body: body.toString('utf8') };
+      } catch (err) {
+        throw toStrataError(err, ctx, signal);
+      }
+    });
+  }
+}
+
+/**
+ * Checks a blob GET response against the descriptor and the requested offset; returns how many leading bytes to
+ * skip (a 200 answer to a ranged request). A registry announcing another size fails with SIZE_MISMATCH.
+ */
+function checkBlobResponse(res: HttpResponse, offset: number, size: number, subject: string): number {
+  if (res.status === 206) {
+    const cr = parseContentRange(header(res.headers, 'content-range'));
+    if (!cr || cr.start !== offset) {
+      throw new RegistryError(
+        'REGISTRY_ERROR',
+        `pull ${subject}: registry answered a Range request with a wrong Content-Range`,
+        {
+          status: 206,
+          retryable: true,
+        },
+      );
+    }
+    if (cr.total !== undefined && cr.total !== size) {
+      throw new VerificationError(
+        'SIZE_MISMATCH',
+        `pull ${subject}: registry announced ${cr.total} bytes, expected ${size}`,
+        {
+          detail: { expected: size, actual: cr.total },
+        },
+      );
+    }
+    return 0;
+  }
+  const cl = header(res.headers, 'content-length');
+  if (cl !== undefined && Number(cl) !== size) {
+    throw new VerificationError(
+      'SIZE_MISMATCH',
+      `pull ${subject}: registry announced ${cl} bytes, expected ${size}`,
+      {
+        detail: { expected: size, actual: Number(cl) },
+      },
+    );
+  }
+  return offset;
+}

@@ -1,0 +1,229 @@
+/**
+ * Mapping of Distribution API responses to {@link RegistryError}s, and bounded body reads.
+ * Messages name the operation and the reference or repository; they never contain credentials or tokens.
+ */
+import type { Readable } from 'node:stream';
+import { AbortedError, RegistryError, StrataError, TerminalError, type StrataErrorCode } from '../errors.js';
+
+/** Error bodies are read up to this many bytes; the rest is discarded. */
+export const MAX_ERROR_BODY_BYTES = 64 * 1024;
+
+/** What a request was for, so that errors can say it: `pull docker.io/library/nginx:latest`. */
+export interface ErrorContext {
+  /** The operation as a user would name it: `pull`, `push`, `head`, `list tags`, `ping`, `mount`. */
+  readonly op: string;
+  /** The reference, `registry/repository`, `registry/repository@digest`, or registry host. */
+  readonly subject: string;
+  /** The code to use for a 404 whose body names no known OCI code (e.g. HEAD responses have no body). */
+  readonly notFound?: StrataErrorCode;
+}
+
+/** One entry of an OCI error body `{"errors":[{code,message,detail}]}`. */
+export interface OciErrorEntry {
+  readonly code: string;
+  readonly message?: string;
+}
+
+const KNOWN_OCI_CODES: Readonly<Record<string, StrataErrorCode>> = {
+  MANIFEST_UNKNOWN: 'MANIFEST_UNKNOWN',
+  BLOB_UNKNOWN: 'BLOB_UNKNOWN',
+  NAME_UNKNOWN: 'NAME_UNKNOWN',
+  UNAUTHORIZED: 'UNAUTHORIZED',
+  DENIED: 'DENIED',
+  TOOMANYREQUESTS: 'TOO_MANY_REQUESTS',
+};
+
+/** Parses an OCI error body; returns the entries it could understand (none for non-JSON bodies). */
+export function parseOciErrors(body: string): OciErrorEntry[] {
+  let json: unknown;
+  try {
+    json = JSON.parse(body);
+  } catch {
+    return [];
+  }
+  if (typeof json !== 'object' || json === null) return [];
+  const errors = (json as { errors?: unknown }).errors;
+  if (!Array.isArray(errors)) return [];
+  const out: OciErrorEntry[] = [];
+  for (const e of errors) {
+    if (typeof e !== 'object' || e === null) continue;
+    const { code, message } = e as { code?: unknown; message?: unknown };
+    if (typeof code !== 'string') continue;
+    out.push(typeof message === 'string' ? { code, message } : { code });
+  }
+  return out;
+}
+
+/** True for statuses a later retry may fix: 408, 429 and every 5xx except 501 and 505. */
+export function isRetryableStatus(status: number): boolean {
+  return (
+    status === 408 || status === 429 || (status >= 500 && status <= 599 && status !== 501 && status !== 505)
+  );
+}
+
+/** The engine error code for an HTTP status and the first OCI error code of the body. */
+export function errorCodeFor(
+  status: number,
+  ociCode: string | undefined,
+  notFound?: StrataErrorCode,
+): StrataErrorCode {
+  const known = ociCode === undefined ? undefined : KNOWN_OCI_CODES[ociCode];
+  if (status === 401) return 'UNAUTHORIZED';
+  if (status === 403) return 'DENIED';
+  if (status === 429) return 'TOO_MANY_REQUESTS';
+  if (status === 404) return known ?? notFound ?? 'REGISTRY_ERROR';
+  if (known && known !== 'UNAUTHORIZED' && known !== 'DENIED') return known;
+  return 'REGISTRY_ERROR';
+}
+
+const STATUS_TEXT: Readonly<Record<number, string>> = {
+  400: 'bad request',
+  401: 'unauthorized',
+  403: 'denied',
+  404: 'not found',
+  405: 'method not allowed',
+  408: 'request timeout',
+  413: 'payload too large',
+  416: 'range not satisfiable',
+  429: 'too many requests',
+  500: 'internal server error',
+  502: 'bad gateway',
+  503: 'service unavailable',
+  504: 'gateway timeout',
+};
+
+/** Keeps server-provided text printable and short. */
+function clean(text: string): string {
+  const oneLine = text.replace(/\p{Cc}+/gu, ' ').trim();
+  return oneLine.length > 200 ? `${oneLine.slice(0, 200)}…` : oneLine;
+}
+
+/**
+ * Builds the error for a non-success response: `pull host/repo:tag: manifest unknown (MANIFEST_UNKNOWN, HTTP 404)`.
+ * `body` is the (bounded) error body text, possibly empty.
+ */
+export function registryErrorFor(
+  ctx: ErrorContext,
+  status: number,
+  body: string,
+  extra: { retryAfterMs?: number } = {},
+): RegistryError {
+  const entries = parseOciErrors(body);
+  const first = entries[0];
+  const ociCode = first?.code;
+  const code = errorCodeFor(status, ociCode, ctx.notFound);
+  const text = clean(first?.message ?? '') || STATUS_TEXT[status] || `unexpected status ${status}`;
+  const codes = entries.length > 0 ? `${entries.map((e) => e.code).join(', ')}, ` : '';
+  const message = `${ctx.op} ${ctx.subject}: ${text} (${codes}HTTP ${status})`;
+  const detail: Record<string, unknown> = { status, operation: ctx.op, subject: ctx.subject };
+  if (ociCode) detail.ociCode = ociCode;
+  if (extra.retryAfterMs !== undefined) detail.retryAfterMs = extra.retryAfterMs;
+  return new RegistryError(code, message, {
+    status,
+    ...(ociCode !== undefined ? { ociCode } : {}),
+    retryable: isRetryableStatus(status),
+    detail,
+  });
+}
+
+/**
+ * Reads a stream into memory, failing with SIZE_LIMIT (and destroying the stream) as soon as more than `limit`
+ * bytes arrive, so a hostile server can never make us buffer more than the limit.
+ */
+export async function readBounded(body: Readable, limit: number, what: string): Promise<Buffer> {
+  const chunks: Buffer[] = [];
+  let total = 0;
+  for await (const chunk of body as AsyncIterable<Buffer | string>) {
+    const buf = typeof chunk === 'string' ? Buffer.from(chunk) : chunk;
+    total += buf.length;
+    if (total > limit) {
+      body.on('error', () => undefined);
+      body.destroy();
+      throw new TerminalError('SIZE_LIMIT', `${what}: response exceeds the ${limit}-byte limit`, {
+        detail: { limit },
+      });
+    }
+    chunks.push(buf);
+  }
+  return Buffer.concat(chunks, total);
+}
+
+/** Reads at most {@link MAX_ERROR_BODY_BYTES} of an error body as text; never throws (a broken body reads as ''). */
+export async function readErrorBody(body: Readable): Promise<string> {
+  const chunks: Buffer[] = [];
+  let total = 0;
+  try {
+    for await (const chunk of body as AsyncIterable<Buffer | string>) {
+      const buf = typeof chunk === 'string' ? Buffer.from(chunk) : chunk;
+      const room = MAX_ERROR_BODY_BYTES - total;
+      if (room <= 0) break;
+      chunks.push(buf.length > room ? buf.subarray(0, room) : buf);
+      total += Math.min(buf.length, room);
+      if (total >= MAX_ERROR_BODY_BYTES) break;
+    }
+  } catch {
+    // An error body that breaks off is still an error response; the status says enough.
+  } finally {
+    body.on('error', () => undefined);
+    body.destroy();
+  }
+  return Buffer.concat(chunks).toString('utf8');
+}
+
+const NETWORK_CODES = new Set([
+  'ECONNRESET',
+  'ECONNREFUSED',
+  'ECONNABORTED',
+  'EPIPE',
+  'ETIMEDOUT',
+  'EHOSTUNREACH',
+  'ENETUNREACH',
+  'ENETDOWN',
+  'EAI_AGAIN',
+  'UND_ERR_SOCKET',
+  'UND_ERR_CONNECT_TIMEOUT',
+  'UND_ERR_HEADERS_TIMEOUT',
+  'UND_ERR_BODY_TIMEOUT',
+  'UND_ERR_CLOSED',
+  'UND_ERR_RES_CONTENT_LENGTH_MISMATCH',
+  'ERR_STREAM_PREMATURE_CLOSE',
+]);
+
+/** True for transport failures a retry may fix (connection reset/refused, socket hang up, undici socket errors). */
+export function isNetworkError(err: unknown): boolean {
+  let cur: unknown = err;
+  for (let depth = 0; depth < 5 && cur instanceof Error; depth++) {
+    if (cur instanceof StrataError) return cur.code === 'NETWORK';
+    const code = (cur as { code?: unknown }).code;
+    if (typeof code === 'string' && NETWORK_CODES.has(code)) return true;
+    if (/socket hang up|other side closed|terminated/i.test(cur.message)) return true;
+    cur = cur.cause;
+  }
+  return false;
+}
+
+/** True when `err` is an abort (ours or undici's/the DOM's AbortError). */
+export function isAbortError(err: unknown): boolean {
+  if (err instanceof AbortedError) return true;
+  return (
+    err instanceof Error && (err.name === 'AbortError' || (err as { code?: unknown }).code === 'ABORT_ERR')
+  );
+}
+
+/**
+ * Normalizes anything thrown by a request into a StrataError: aborts become ABORTED, transport failures NETWORK
+ * (retryable), StrataErrors pass through, anything else INTERNAL.
+ */
+export function toStrataError(err: unknown, ctx: ErrorContext, signal?: AbortSignal): StrataError {
+  if (err instanceof StrataError) return err;
+  if (signal?.aborted || isAbortError(err)) return new AbortedError(`${ctx.op} ${ctx.subject}: aborted`, err);
+  if (isNetworkError(err)) {
+    const msg = err instanceof Error ? err.message : String(err);
+    return new StrataError('NETWORK', `${ctx.op} ${ctx.subject}: ${clean(msg)}`, {
+      retryable: true,
+      cause: err,
+    });
+  }
+  const msg = err instanceof Error ? err.message : String(err);
+  return new StrataError('INTERNAL', `${ctx.op} ${ctx.subject}: ${clean(msg)}`, { cause: err });
+}

@@ -1,0 +1,60 @@
+/** Public API of `engine/registry`: the Distribution API client, its auth, credentials and retry policy. */
+export type { CallOptions, RegistryApi, RepositoryRef, UploadOptions } from './types.js';
+export {
+  DEFAULT_CHUNK_SIZE,
+  RegistryClient,
+  type ListTagsOptions,
+  type RegistryClientOptions,
+} from './client.js';
+export {
+  Authenticator,
+  DEFAULT_TOKEN_LIFETIME_S,
+  parseTokenResponse,
+  parseWwwAuthenticate,
+  repositoryScope,
+  type AuthChallenge,
+  type AuthenticatorOptions,
+  type TokenHttp,
+} from './auth.js';
+export {
+  DockerConfigCredentials,
+  StaticCredentials,
+  decodeAuthEntry,
+  defaultDockerConfigPath,
+  normalizeRegistryKey,
+  type BasicCredentials,
+  type CredentialProvider,
+  type Credentials,
+  type DockerConfigCredentialsOptions,
+  type IdentityTokenCredentials,
+} from './credentials.js';
+export {
+  MAX_ERROR_BODY_BYTES,
+  errorCodeFor,
+  isNetworkError,
+  isRetryableStatus,
+  parseOciErrors,
+  registryErrorFor,
+  type ErrorContext,
+  type OciErrorEntry,
+} from './errors.js';
+export {
+  DEFAULT_RETRY_POLICY,
+  abortableSleep,
+  backoffDelay,
+  isRetryable,
+  parseRetryAfter,
+  retryDelay,
+  retryPolicy,
+  type RetryPolicy,
+  type SleepFn,
+} from './retry.js';
+export {
+  hostnameOf,
+  isLoopbackHost,
+  parseContentRange,
+  parseLinkNext,
+  parseUploadRangeEnd,
+  registryBaseUrl,
+  registryScheme,
+} from './wire.js';
