@@ -27,10 +27,14 @@ import {
 // ---------------------------------------------------------------------------------------------
 // Targets (what we aim for; the table says whether each was met)
 
-/** strata median / skopeo median must not exceed this. */
+/** strata median / skopeo median must not exceed this, unless a scenario sets its own (issue 2's targets). */
 const RATIO_TARGET = 1.0;
-/** Peak RSS below this shows that no 256 MiB layer is held in memory. */
-const RSS_TARGET_MIB = 256;
+/** Pull must beat skopeo by this much. */
+const PULL_RATIO_TARGET = 0.9;
+/** Peak RSS must stay under this whatever the layer size (the corpus has a 256 MiB layer). */
+const RSS_TARGET_MIB = 150;
+/** A re-push of an unchanged image must take no longer than this, whole process. */
+const REPUSH_SECONDS_TARGET = 0.1;
 
 // ---------------------------------------------------------------------------------------------
 // Arguments
@@ -216,7 +220,13 @@ interface Scenario {
   title: string;
   target: string;
   /** Which targets apply besides the ratio. */
-  checks: { rss?: boolean; zeroBlobBytes?: boolean; informational?: boolean };
+  checks: {
+    rss?: boolean;
+    zeroBlobBytes?: boolean;
+    informational?: boolean;
+    ratio?: number;
+    seconds?: number;
+  };
   /** Once before the warm-up. */
   setup?(): Promise<void>;
   /** Before each run, untimed (e.g. a fresh destination, a wiped registry). */
@@ -347,8 +357,13 @@ function resultRow(r: ScenarioResult): string {
   const srss = rssMiB(r.samples.strata);
   const krss = rssMiB(r.samples.skopeo);
   const blob = r.counts.strata.length ? Math.max(...r.counts.strata.map((c) => c.blobBytes)) : 0;
-  const { rss, zeroBlobBytes, informational } = r.scenario.checks;
-  const met = ratio <= RATIO_TARGET && (!rss || srss < RSS_TARGET_MIB) && (!zeroBlobBytes || blob === 0);
+  const { rss, zeroBlobBytes, informational, seconds } = r.scenario.checks;
+  const ratioOk = seconds !== undefined || ratio <= (r.scenario.checks.ratio ?? RATIO_TARGET);
+  const met =
+    ratioOk &&
+    (!rss || srss <= RSS_TARGET_MIB) &&
+    (!zeroBlobBytes || blob === 0) &&
+    (seconds === undefined || sm <= seconds);
   const verdict = informational ? '' : met ? ' — met' : ' — **missed**';
   return `| ${r.scenario.title} | ${sm.toFixed(3)} | ${km.toFixed(3)} | ${ratio.toFixed(2)} | ${srss.toFixed(0)} | ${krss.toFixed(0)} | ${r.scenario.target}${verdict} |`;
 }
@@ -499,8 +514,8 @@ async function main(): Promise<void> {
     scenarios.push({
       id: 'pull',
       title: 'pull (fresh destination)',
-      target: `≤ ${RATIO_TARGET.toFixed(2)}× skopeo, RSS < ${RSS_TARGET_MIB} MiB`,
-      checks: { rss: true },
+      target: `≤ ${PULL_RATIO_TARGET.toFixed(2)}× skopeo, RSS ≤ ${RSS_TARGET_MIB} MiB`,
+      checks: { rss: true, ratio: PULL_RATIO_TARGET },
       before: async (side, i) =>
         void dirs.set(key(side, i), await mkdtemp(path.join(tmpDir, `pull-${side}-${i}-`))),
       cmd: (side, i) => {
@@ -533,7 +548,7 @@ async function main(): Promise<void> {
     scenarios.push({
       id: 'push-cold',
       title: 'push (cold registry: every blob uploaded)',
-      target: `≤ ${RATIO_TARGET.toFixed(2)}× skopeo, RSS < ${RSS_TARGET_MIB} MiB`,
+      target: `≤ ${RATIO_TARGET.toFixed(2)}× skopeo, RSS ≤ ${RSS_TARGET_MIB} MiB`,
       checks: { rss: true },
       setup: async () => {
         cold = await Registry.start(path.join(args.work, 'registry-cold'), { fresh: true });
@@ -554,8 +569,8 @@ async function main(): Promise<void> {
     scenarios.push({
       id: 'repush',
       title: 're-push (every blob already there)',
-      target: `≤ ${RATIO_TARGET.toFixed(2)}× skopeo, 0 blob bytes sent`,
-      checks: { zeroBlobBytes: true },
+      target: `≤ ${REPUSH_SECONDS_TARGET} s whole process, 0 blob bytes sent`,
+      checks: { zeroBlobBytes: true, seconds: REPUSH_SECONDS_TARGET },
       setup: async () => {
         proxy = await CountingProxy.start(reg.port);
         log(`proxy: counting proxy on ${proxy.host} → ${reg.host}`);

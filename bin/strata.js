@@ -8,7 +8,7 @@ process.on('exit', (code) => {
     process.exitCode = 70;
   }
 });
-import('../dist/src/cli/main.js')
+import('../dist/strata.mjs')
   .then((cli) => cli.run(process.argv))
   .then(
     (code) => {
@@ -20,7 +20,7 @@ import('../dist/src/cli/main.js')
       if (
         err &&
         err.code === 'ERR_MODULE_NOT_FOUND' &&
-        String(err.message).includes('dist/src/cli/main.js')
+        String(err.message).includes('dist/strata.mjs')
       ) {
         process.stderr.write('strata: not built yet; run `npm run build` first\n');
       } else {

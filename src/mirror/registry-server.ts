@@ -1,6 +1,6 @@
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { pino, type Logger } from 'pino';
+import type { Logger } from 'pino';
 import { MAX_MANIFEST_BYTES } from '../engine/oci/types.js';
 import type { ContentStore } from '../engine/store/types.js';
 import type { RegistryBackend } from './backend.js';
@@ -54,7 +54,7 @@ const CLOSE_GRACE_MS = 2000;
  * cross-repository mounts, tags, referrers, catalog, deletes) over a {@link ContentStore}. Resolves once listening.
  */
 export async function startRegistryServer(options: RegistryServerOptions): Promise<RegistryServer> {
-  const log = (options.logger ?? pino({ level: 'silent' })).child({ component: 'registry' });
+  const log = options.logger ? options.logger.child({ component: 'registry' }) : SILENT;
   const now = options.now ?? Date.now;
   const ctx: HandlerContext = {
     backend: options.backend ?? new StoreBackend(options.store),
@@ -106,7 +106,7 @@ export async function startRegistryServer(options: RegistryServerOptions): Promi
 /** Handles one request: route, dispatch, map errors to OCI JSON in one place, and write the access log. */
 async function serve(
   ctx: HandlerContext,
-  log: Logger,
+  log: Log,
   req: IncomingMessage,
   res: ServerResponse,
 ): Promise<void> {
@@ -169,3 +169,12 @@ async function serve(
     }
   }
 }
+
+type Log = Pick<Logger, 'info' | 'debug' | 'error'>;
+
+/** The logger used when none is given: pino is not even loaded then (it costs start-up time). */
+const SILENT: Log = {
+  info: () => undefined,
+  debug: () => undefined,
+  error: () => undefined,
+} as unknown as Log;

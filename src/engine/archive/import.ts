@@ -1,6 +1,5 @@
 import { PassThrough, Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import { createGunzip, createGzip } from 'node:zlib';
 import { TerminalError } from '../errors.js';
 import { digestOf, DigestingStream } from '../oci/digest.js';
 import { MediaType } from '../oci/media-types.js';
@@ -36,6 +35,7 @@ export async function importTarball(
   refName: string,
   options: ImportOptions = {},
 ): Promise<ImportResult> {
+  const { createGunzip, createGzip } = await import('node:zlib'); // loaded only by the verbs that compress
   const head = await peek(source, 2);
   const gz = head.length === 2 && head[0] === 0x1f && head[1] === 0x8b;
   const diff = new DigestingStream(undefined, 'sha256');

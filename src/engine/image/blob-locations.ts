@@ -44,7 +44,9 @@ export class BlobLocations {
   async record(repo: RepositoryRef, digests: Iterable<Digest>): Promise<void> {
     const map = await this.load();
     const loc = `${repo.registry}/${repo.repository}`;
-    for (const d of digests) {
+    const list = [...digests];
+    if (list.every((d) => map[d]?.[0] === loc)) return; // nothing new: spare the write
+    for (const d of list) {
       const list = (map[d] ?? []).filter((x) => x !== loc);
       delete map[d]; // re-insert so key order tracks recency
       map[d] = [loc, ...list].slice(0, PER_BLOB);

@@ -132,7 +132,8 @@ export async function copyImage(
     isTop: boolean,
     platform?: string,
   ): Promise<void> => {
-    const present = target.manifestImpliesBlobs && (await target.hasManifest(doc.digest, signal));
+    const present =
+      target.manifestImpliesBlobs && (upToDate || (await target.hasManifest(doc.digest, signal)));
     const m = doc.manifest;
     if (present) {
       // The registry has this manifest, hence every blob it names: report them as present without a HEAD each.
@@ -180,6 +181,8 @@ export async function copyImage(
   };
 
   const top = await source.resolve(signal);
+  // A registry whose tag already names this very document has all of it: a re-push is one HEAD, no PUT.
+  const upToDate = target.manifestImpliesBlobs && (await target.current(signal)) === top.digest;
   const platforms =
     top.kind === 'index'
       ? top.index.manifests.filter((m) => m.platform).map((m) => formatPlatform(m.platform!))
@@ -221,7 +224,7 @@ export async function copyImage(
       committed = only;
     }
   }
-  await target.commit(committed, signal);
+  if (!(upToDate && committed === top)) await target.commit(committed, signal);
   emit({ type: 'done', name: target.name, digest: committed.digest, bytesTransferred });
   return {
     digest: committed.digest,

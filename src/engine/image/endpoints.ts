@@ -55,6 +55,8 @@ export interface ImageTarget {
   ): Promise<void>;
   /** True when a manifest with this digest is already there. */
   hasManifest(digest: Digest, signal?: AbortSignal): Promise<boolean>;
+  /** The digest the target's own name (tag) points at now, if any: equal to the source's means nothing to do. */
+  current(signal?: AbortSignal): Promise<Digest | undefined>;
   /** Writes a child manifest, addressed by its digest only. */
   putManifest(doc: ManifestDocument, signal?: AbortSignal): Promise<void>;
   /** Writes the top-level manifest and points the target's tag (or digest) at it. */

@@ -112,6 +112,16 @@ export class RegistryTarget implements ImageTarget {
     );
   }
 
+  async current(signal?: AbortSignal): Promise<Digest | undefined> {
+    if (this.ref.tag === undefined) return undefined;
+    const tagged: ImageReference = {
+      registry: this.ref.registry,
+      repository: this.ref.repository,
+      tag: this.ref.tag,
+    };
+    return (await this.registry.headManifest(tagged, { ...(signal ? { signal } : {}) }))?.digest;
+  }
+
   async putManifest(doc: ManifestDocument, signal?: AbortSignal): Promise<void> {
     await this.registry.putManifest(byDigest(this.ref, doc.digest), doc.bytes, doc.mediaType, {
       ...(signal ? { signal } : {}),

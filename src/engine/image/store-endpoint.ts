@@ -87,6 +87,10 @@ export class StoreTarget implements ImageTarget {
     return this.store.has(digest);
   }
 
+  async current(): Promise<Digest | undefined> {
+    return (await this.store.getRef(this.name))?.digest;
+  }
+
   async putManifest(doc: ManifestDocument): Promise<void> {
     await this.store.putBytes(doc.bytes, {
       digest: doc.digest,

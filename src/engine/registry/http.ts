@@ -4,7 +4,7 @@ import {
   type IncomingHttpHeaders,
   type IncomingMessage,
 } from 'node:http';
-import { Agent as HttpsAgent, request as httpsRequest } from 'node:https';
+import type { Agent as HttpsAgent } from 'node:https';
 import { Readable } from 'node:stream';
 
 /** Limits of an {@link HttpTransport}. */
@@ -47,34 +47,44 @@ function timeoutError(message: string): Error {
  */
 export class HttpTransport {
   private readonly httpAgent: HttpAgent;
-  private readonly httpsAgent: HttpsAgent;
+  private readonly agentOptions: { keepAlive: true; maxSockets: number; timeout: number; scheduling: 'lifo' };
+  // node:https (and TLS) load on the first https request: loopback registries never pay for them.
+  private https: Promise<{ agent: HttpsAgent; request: typeof httpRequest }> | undefined;
 
   constructor(private readonly options: HttpTransportOptions) {
-    const agentOptions = {
+    this.agentOptions = {
       keepAlive: true,
       maxSockets: options.maxSockets,
       timeout: options.keepAliveMs,
-      scheduling: 'lifo' as const,
+      scheduling: 'lifo',
     };
-    this.httpAgent = new HttpAgent(agentOptions);
-    this.httpsAgent = new HttpsAgent(agentOptions);
+    this.httpAgent = new HttpAgent(this.agentOptions);
+  }
+
+  private loadHttps(): Promise<{ agent: HttpsAgent; request: typeof httpRequest }> {
+    this.https ??= import('node:https').then((m) => ({
+      agent: new m.Agent(this.agentOptions),
+      request: m.request,
+    }));
+    return this.https;
   }
 
   /** Sends a request and resolves once the response headers arrived. Network errors reject with Node's codes. */
-  request(req: TransportRequest): Promise<TransportResponse> {
+  async request(req: TransportRequest): Promise<TransportResponse> {
     const url = new URL(req.path, req.origin);
     const secure = url.protocol === 'https:';
+    const tls = secure ? await this.loadHttps() : undefined;
     return new Promise((resolve, reject) => {
       if (req.signal?.aborted)
         return reject(req.signal.reason ?? Object.assign(new Error('aborted'), { name: 'AbortError' }));
-      const r = (secure ? httpsRequest : httpRequest)({
+      const r = (tls ? tls.request : httpRequest)({
         protocol: url.protocol,
         hostname: url.hostname.replace(/^\[|\]$/g, ''),
         port: url.port || (secure ? 443 : 80),
         path: `${url.pathname}${url.search}`,
         method: req.method,
         headers: req.headers,
-        agent: secure ? this.httpsAgent : this.httpAgent,
+        agent: tls ? tls.agent : this.httpAgent,
         ...(req.signal ? { signal: req.signal } : {}),
       });
       const headersTimer = setTimeout(
@@ -114,7 +124,7 @@ export class HttpTransport {
   /** Closes every pooled socket; requests in flight fail. */
   destroy(): void {
     this.httpAgent.destroy();
-    this.httpsAgent.destroy();
+    void this.https?.then((h) => h.agent.destroy());
   }
 }
 
