@@ -17,11 +17,7 @@ import('../dist/strata.mjs')
     },
     (err) => {
       settled = true;
-      if (
-        err &&
-        err.code === 'ERR_MODULE_NOT_FOUND' &&
-        String(err.message).includes('dist/strata.mjs')
-      ) {
+      if (err && err.code === 'ERR_MODULE_NOT_FOUND' && String(err.message).includes('dist/strata.mjs')) {
         process.stderr.write('strata: not built yet; run `npm run build` first\n');
       } else {
         process.stderr.write(`strata: ${err && err.stack ? err.stack : err}\n`);

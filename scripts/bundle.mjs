@@ -12,7 +12,9 @@ await build({
   // pino resolves worker files at run time; it is only loaded by `registry serve`, from node_modules.
   external: ['pino'],
   // CommonJS dependencies (commander) call require() for Node's built-ins; ESM output needs one to exist.
-  banner: { js: "import { createRequire as __strataRequire } from 'node:module'; const require = __strataRequire(import.meta.url);" },
+  banner: {
+    js: "import { createRequire as __strataRequire } from 'node:module'; const require = __strataRequire(import.meta.url);",
+  },
   sourcemap: 'linked',
   logLevel: 'warning',
 });
