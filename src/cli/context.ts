@@ -1,6 +1,7 @@
 import type { Command } from 'commander';
 import type { StrataEnvironment } from '../config/index.js';
 import { Engine } from '../engine/engine.js';
+import { AbortedError } from '../engine/errors.js';
 import { DockerConfigCredentials } from '../engine/registry/credentials.js';
 import { RegistryClient } from '../engine/registry/client.js';
 import { FsStore } from '../engine/store/fs-store.js';
@@ -40,7 +41,9 @@ export async function openContext(cmd: Command, env: StrataEnvironment): Promise
     insecureRegistries: options.insecureRegistry,
   });
   const controller = new AbortController();
-  const onSigint = (): void => controller.abort(new Error('interrupted'));
+  // The reason is what an aborted call rethrows: an AbortedError, so the CLI's exit status does not depend on which
+  // layer noticed the abort first.
+  const onSigint = (): void => controller.abort(new AbortedError('interrupted'));
   process.once('SIGINT', onSigint);
   const mode: ProgressMode = options.json ? 'json' : options.quiet || !process.stderr.isTTY ? 'quiet' : 'tty';
   return {

@@ -1,8 +1,8 @@
 import { createReadStream } from 'node:fs';
 import { stat } from 'node:fs/promises';
 import type { Readable } from 'node:stream';
-import type { Command } from 'commander';
-import { TerminalError } from '../engine/errors.js';
+import { Option, type Command } from 'commander';
+import { describeError, StrataError, TerminalError } from '../engine/errors.js';
 import type { StrataEnvironment } from '../config/index.js';
 import type { TransferOptions, TransferResult } from '../engine/engine.js';
 import { familiarName, parseReference } from '../engine/oci/reference.js';
@@ -28,6 +28,15 @@ function collect(value: string, previous: string[]): string[] {
   return [...previous, value];
 }
 
+/** The short name docker prints for a repository; a ref name other tools wrote that is no reference stays as is. */
+function displayRepository(repository: string): string {
+  try {
+    return familiarName(parseReference(repository, { defaultTag: false }));
+  } catch {
+    return repository;
+  }
+}
+
 /** Runs a transfer verb with progress output and prints docker-like result lines (or one JSON object). */
 async function transfer(
   ctx: CliContext,
@@ -36,12 +45,16 @@ async function transfer(
   platforms: TransferOptions['platforms'],
 ): Promise<void> {
   const progress = ctx.progress();
-  const result = await run({
-    signal: ctx.signal,
-    onEvent: progress.listener,
-    ...(platforms ? { platforms } : {}),
-  });
-  progress.finish();
+  let result: TransferResult;
+  try {
+    result = await run({
+      signal: ctx.signal,
+      onEvent: progress.listener,
+      ...(platforms ? { platforms } : {}),
+    });
+  } finally {
+    progress.finish(); // also on failure: draw the final state and stop the redraw timer before the error line
+  }
   if (ctx.options.json) {
     ctx.print(JSON.stringify({ type: 'result', verb, ...result }));
     return;
@@ -73,11 +86,14 @@ export function registerEngineCommands(program: Command, env: StrataEnvironment)
     .command('pull')
     .description('download an image from a registry into the local store')
     .argument('<ref>', 'image reference, e.g. nginx, localhost:5000/team/app:1, repo@sha256:…')
-    .option(
-      '--platform <os/arch[/variant]>',
-      'platform to pull from a multi-platform image (repeatable; default: this host)',
-      collect,
-      [],
+    .addOption(
+      new Option(
+        '--platform <os/arch[/variant]>',
+        'platform to pull from a multi-platform image (repeatable; default: this host)',
+      )
+        .argParser(collect)
+        .default([])
+        .conflicts('allPlatforms'),
     )
     .option('-a, --all-platforms', 'pull every platform of a multi-platform image')
     .action((ref: string, opts: { platform: string[]; allPlatforms?: boolean }, cmd: Command) =>
@@ -166,7 +182,7 @@ export function registerEngineCommands(program: Command, env: StrataEnvironment)
           table(
             ['REPOSITORY', 'TAG', 'DIGEST', 'IMAGE ID', 'PLATFORM', 'CREATED', 'SIZE'],
             rows.map((r) => [
-              familiarName(parseReference(r.repository, { defaultTag: false })),
+              displayRepository(r.repository),
               r.tag,
               opts.trunc ? truncate(r.digest, 19) : r.digest,
               opts.trunc ? shortId(r.id) : r.id,
@@ -225,12 +241,29 @@ export function registerEngineCommands(program: Command, env: StrataEnvironment)
     .description('remove local images; blobs no other image uses are deleted')
     .argument('<ref...>')
     .option('--no-prune', 'keep the blobs (a later `strata gc` removes them)')
-    .action((refs: string[], opts: { prune: boolean }, cmd: Command) =>
+    .option('-f, --force', 'an image ID naming several refs removes them all')
+    .action((refs: string[], opts: { prune: boolean; force?: boolean }, cmd: Command) =>
       withContext(cmd, env, async (ctx) => {
-        const result = await ctx.engine.rmi(refs, { prune: opts.prune, signal: ctx.signal });
-        if (ctx.options.json) return ctx.print(JSON.stringify({ type: 'result', verb: 'rmi', ...result }));
-        for (const name of result.removed) ctx.print(`Untagged: ${name}`);
-        for (const d of result.gc?.removed ?? []) ctx.print(`Deleted: ${d}`);
+        const result = await ctx.engine.rmi(refs, {
+          prune: opts.prune,
+          force: opts.force ?? false,
+          signal: ctx.signal,
+        });
+        if (ctx.options.json) {
+          const failed = result.failed.map((f) => ({
+            reference: f.reference,
+            code: f.error instanceof StrataError ? f.error.code : 'INTERNAL',
+            message: describeError(f.error),
+          }));
+          ctx.print(JSON.stringify({ type: 'result', verb: 'rmi', ...result, failed }));
+        } else {
+          for (const name of result.removed) ctx.print(`Untagged: ${name}`);
+          for (const d of result.gc?.removed ?? []) ctx.print(`Deleted: ${d}`);
+        }
+        // Like docker: every reference was tried; each failure is one line, and the exit status is non-zero.
+        const [first, ...rest] = result.failed;
+        for (const f of rest) process.stderr.write(`strata: ${describeError(f.error)}\n`);
+        if (first) throw first.error;
       }),
     );
 

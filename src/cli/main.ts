@@ -47,9 +47,14 @@ export function platformsOption(values: readonly string[] | undefined): Platform
 
 export type { GlobalOptions };
 
+/** Exit status of a command interrupted by Ctrl-C (128 + SIGINT), as shells and docker report it. */
+export const EXIT_INTERRUPTED = 130;
+
 /**
  * Runs the CLI with `argv` (as `process.argv`) and resolves with the exit code: 0 on success, 1 on an error
- * (printed as one line naming the reference and the cause), 2 on a usage error.
+ * (printed as one line naming the reference and the cause), 2 on a usage error, 130 when interrupted. With
+ * `--json` the error is also written to stdout as `{"type":"error","code":…,"message":…}`, so machines can branch
+ * on the stable code.
  */
 export async function run(argv: readonly string[]): Promise<number> {
   const program = buildProgram();
@@ -58,8 +63,18 @@ export async function run(argv: readonly string[]): Promise<number> {
     return 0;
   } catch (err) {
     if (err instanceof CommanderError) return err.exitCode === 0 ? 0 : 2;
-    process.stderr.write(`strata: ${describeError(err)}\n`);
+    const message = describeError(err);
+    process.stderr.write(`strata: ${message}\n`);
     if (process.env.STRATA_DEBUG && err instanceof Error) process.stderr.write(`${err.stack}\n`);
-    return err instanceof StrataError && err.code === 'INVALID_ARGUMENT' ? 2 : 1;
+    const code =
+      err instanceof StrataError
+        ? err.code
+        : err instanceof Error && err.name === 'AbortError' // Node's own, from a stream or timer aborted by Ctrl-C
+          ? 'ABORTED'
+          : 'INTERNAL';
+    if (program.opts<{ json?: boolean }>().json)
+      process.stdout.write(`${JSON.stringify({ type: 'error', code, message })}\n`);
+    if (code === 'ABORTED') return EXIT_INTERRUPTED;
+    return code === 'INVALID_ARGUMENT' ? 2 : 1;
   }
 }

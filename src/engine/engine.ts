@@ -1,4 +1,4 @@
-import { TerminalError } from './errors.js';
+import { hasCode, TerminalError, throwIfAborted } from './errors.js';
 import type { Platform } from './oci/platform.js';
 import { formatReference, parseReference, type ImageReference } from './oci/reference.js';
 import type { ContentStore, GcResult } from './store/types.js';
@@ -29,6 +29,31 @@ export interface TransferOptions {
   readonly concurrency?: number;
 }
 
+export interface RmiFailure {
+  readonly reference: string;
+  readonly error: unknown;
+}
+export interface RmiResult {
+  readonly removed: string[];
+  readonly failed: RmiFailure[];
+  readonly gc?: GcResult;
+}
+function namesRef(input: string, name: string): boolean {
+  if (input === name) return true;
+  try {
+    return formatReference(parseReference(input)) === name;
+  } catch {
+    return false;
+  }
+}
+function digestRepository(input: string): string | undefined {
+  try {
+    const ref = parseReference(input);
+    return ref.digest ? `${ref.registry}/${ref.repository}` : undefined;
+  } catch {
+    return undefined;
+  }
+}
 /** The result of a transfer: the reference written and what the copy did. */
 export interface TransferResult extends CopyResult {
   readonly reference: string;
@@ -78,9 +103,9 @@ export class Engine {
       new StoreSource(this.store, entry.name, entry.descriptor),
       new RegistryTarget(this.registry, dst),
       {
-        platforms: 'all',
-        mountSources: (d, registry) => this.locations.candidates(registry, d.digest),
         ...options,
+        platforms: options.platforms ?? 'all',
+        mountSources: (d, registry) => this.locations.candidates(registry, d.digest),
       },
     );
     await this.locations.record(dst, result.blobDigests);
@@ -94,7 +119,7 @@ export class Engine {
     const result = await copyImage(
       new RegistrySource(this.registry, src),
       new RegistryTarget(this.registry, dst),
-      { platforms: 'all', ...options },
+      { ...options, platforms: options.platforms ?? 'all' },
     );
     return { ...result, reference: formatReference(dst) };
   }
@@ -139,25 +164,41 @@ export class Engine {
     return imageHistory(await loadLocalImage(this.store, entry, platform));
   }
 
-  /**
-   * `rmi REF…`: removes refs; with `prune` (the default, as docker does) the blobs no other image uses are
-   * deleted at once.
-   */
   async rmi(
     references: readonly string[],
-    options: { prune?: boolean; signal?: AbortSignal } = {},
-  ): Promise<{ removed: string[]; gc?: GcResult }> {
+    options: { prune?: boolean; force?: boolean; signal?: AbortSignal } = {},
+  ): Promise<RmiResult> {
     const removed: string[] = [];
+    const failed: RmiFailure[] = [];
     const released = new Set<Digest>();
     for (const r of references) {
-      const entry = await findLocalRef(this.store, r);
-      if (options.prune !== false) for (const d of await imageClosure(this.store, entry)) released.add(d);
-      if (await this.store.deleteRef(entry.name)) removed.push(entry.name);
+      try {
+        throwIfAborted(options.signal);
+        const entry = await findLocalRef(this.store, r);
+        let targets = [entry];
+        if (!namesRef(r, entry.name)) {
+          const repo = digestRepository(r);
+          targets = (await this.store.listRefs()).filter(
+            (x) =>
+              x.descriptor.digest === entry.descriptor.digest &&
+              (repo === undefined || x.name.startsWith(`${repo}:`) || x.name.startsWith(`${repo}@`)),
+          );
+          if (targets.length > 1 && !options.force)
+            throw new TerminalError('CONFLICT', `rmi ${r}: image is referenced by ${targets.length} refs`);
+        }
+        for (const t of targets) {
+          if (options.prune !== false) for (const d of await imageClosure(this.store, t)) released.add(d);
+          if (await this.store.deleteRef(t.name)) removed.push(t.name);
+        }
+      } catch (err) {
+        if (hasCode(err, 'ABORTED')) throw err;
+        failed.push({ reference: r, error: err });
+      }
     }
-    if (options.prune === false) return { removed };
-    // Only the removed images' own blobs are candidates; whatever another image still reaches stays.
+    if (options.prune === false || released.size === 0) return { removed, failed };
     return {
       removed,
+      failed,
       gc: await this.store.gc({ only: [...released], ...(options.signal ? { signal: options.signal } : {}) }),
     };
   }

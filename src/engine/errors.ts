@@ -24,6 +24,7 @@ export type StrataErrorCode =
   | 'NETWORK'
   | 'NOT_FOUND'
   | 'ALREADY_EXISTS'
+  | 'CONFLICT'
   | 'STORE_CORRUPT'
   | 'ABORTED'
   | 'INTERNAL';

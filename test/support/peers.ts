@@ -10,7 +10,7 @@ export const PEER_PACKAGES: Record<string, string> = {
 
 /**
  * Returns the absolute path of a peer tool. A missing peer is a test failure, never a skip: the project's own
- * `.ci/install-deps` installs every peer the tests use.
+ * `scripts/install-deps.sh` (run by `scripts/test.sh`) installs every peer the tests use.
  */
 export function requirePeer(command: string): string {
   try {
@@ -18,7 +18,7 @@ export function requirePeer(command: string): string {
   } catch {
     const pkg = PEER_PACKAGES[command] ?? command;
     throw new Error(
-      `test needs the peer tool '${command}' (Debian package ${pkg}); run: bash .ci/install-deps`,
+      `test needs the peer tool '${command}' (Debian package ${pkg}); run: bash scripts/install-deps.sh`,
     );
   }
 }

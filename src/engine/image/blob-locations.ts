@@ -26,9 +26,15 @@ export class BlobLocations {
   private async load(): Promise<LocationMap> {
     try {
       const parsed: unknown = JSON.parse(await readFile(this.file, 'utf8'));
-      return parsed && typeof parsed === 'object' && !Array.isArray(parsed) ? (parsed as LocationMap) : {};
+      if (!parsed || typeof parsed !== 'object' || Array.isArray(parsed))
+        return Object.create(null) as LocationMap;
+      // Hints only: keep the well-formed entries of a damaged file rather than failing a push on it.
+      const map: LocationMap = Object.create(null) as LocationMap;
+      for (const [k, v] of Object.entries(parsed))
+        if (Array.isArray(v)) map[k] = v.filter((x): x is string => typeof x === 'string');
+      return map;
     } catch {
-      return {};
+      return Object.create(null) as LocationMap;
     }
   }
 

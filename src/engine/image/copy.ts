@@ -138,6 +138,7 @@ export async function copyImage(
     if (present) {
       // The registry has this manifest, hence every blob it names: report them as present without a HEAD each.
       for (const d of [m.config, ...m.layers]) {
+        if (atTarget.has(d.digest)) continue; // shared by another platform: counted once
         blobs.exists++;
         atTarget.add(d.digest);
         emit({ type: 'blob-done', digest: d.digest, size: d.size, outcome: 'exists' });
@@ -154,26 +155,34 @@ export async function copyImage(
     });
   };
 
-  const copied: Array<{ digest: Digest; platform?: string }> = [];
+  // Image manifests copied, keyed by their position in the walk so the result lists them in index order whatever
+  // order the concurrent copies finish in.
+  const copiedAt: Array<{ key: string; digest: Digest; platform?: string }> = [];
+  const copiedList = (): Array<{ digest: Digest; platform?: string }> =>
+    [...copiedAt]
+      .sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0))
+      .map(({ digest, platform }) => ({ digest, ...(platform ? { platform } : {}) }));
 
   /** Copies the chosen children of an index; returns the children that were not available from the source. */
   const copyIndexChildren = async (
     index: ManifestDocument & { kind: 'index' },
     choice: PlatformChoice,
+    prefix = '',
   ): Promise<Descriptor[]> => {
     const entries = selectManifests(index.index.manifests, choice, source.name);
     const missing: Descriptor[] = [];
     await allOrAbort(
-      entries.map(async (entry) => {
+      entries.map(async (entry, i) => {
+        const key = `${prefix}${String(i).padStart(6, '0')}/`;
         const child = await source.getManifest(entry, signal);
         if (!child) return void missing.push(entry);
         const platform = entry.platform ? formatPlatform(entry.platform) : undefined;
         if (child.kind === 'index') {
-          missing.push(...(await copyIndexChildren(child, 'all')));
+          missing.push(...(await copyIndexChildren(child, 'all', key)));
           await target.putManifest(child, signal);
         } else {
           await copyManifest(child, false, platform);
-          copied.push({ digest: child.digest, ...(platform ? { platform } : {}) });
+          copiedAt.push({ key, digest: child.digest, ...(platform ? { platform } : {}) });
         }
       }),
     );
@@ -198,12 +207,16 @@ export async function copyImage(
   let committed: ManifestDocument = top;
   if (top.kind === 'manifest') {
     await copyManifest(top, true);
-    copied.push({ digest: top.digest });
+    copiedAt.push({ key: '', digest: top.digest });
   } else {
     const choice = options.platforms ?? [hostPlatform()];
     const missing = await copyIndexChildren(top, choice);
     const whole = choice === 'all' && missing.length === 0;
-    if (!whole && !target.acceptsPartialIndex) {
+    const copied = copiedList();
+    if (upToDate && choice === 'all') {
+      // The target's tag already names this very index (so the registry holds all of it): keep it whole, even when
+      // the source has only some of its platforms. Falling back to one manifest would downgrade the tag.
+    } else if (!whole && !target.acceptsPartialIndex) {
       // A registry rejects an index whose manifests it lacks: fall back to the one platform we have, like docker.
       if (copied.length !== 1) {
         const what = missing.map((m) => (m.platform ? formatPlatform(m.platform) : m.digest)).join(', ');
@@ -230,7 +243,7 @@ export async function copyImage(
     digest: committed.digest,
     mediaType: committed.mediaType,
     size: committed.bytes.length,
-    manifests: copied,
+    manifests: copiedList(),
     bytesTransferred,
     blobs,
     blobDigests: [...atTarget],

@@ -60,11 +60,20 @@ export async function findLocalRef(store: ContentStore, input: string): Promise<
         `image ID prefix ${input} is ambiguous: it matches ${[...digests].join(', ')}`,
       );
     if (matches[0]) return matches[0];
-    // Then the image ID as docker defines it: the config digest.
+    // Then the image ID as docker defines it (and `images` shows it): the config digest.
+    const byConfig = new Map<Digest, RefEntry>();
     for (const r of refs) {
       const image = await loadLocalImage(store, r).catch(() => undefined);
-      if (image && image.configDigest.slice('sha256:'.length).startsWith(id[1]!)) return r;
+      if (image && image.configDigest.slice('sha256:'.length).startsWith(id[1]!))
+        if (!byConfig.has(image.configDigest)) byConfig.set(image.configDigest, r);
     }
+    if (byConfig.size > 1)
+      throw new TerminalError(
+        'INVALID_ARGUMENT',
+        `image ID prefix ${input} is ambiguous: it matches ${[...byConfig.keys()].join(', ')}`,
+      );
+    const hit = [...byConfig.values()][0];
+    if (hit) return hit;
   }
   throw new TerminalError(
     'NOT_FOUND',

@@ -1,4 +1,5 @@
 import { Transform, type Readable } from 'node:stream';
+import { TerminalError } from '../errors.js';
 import type { Digest } from '../oci/digest.js';
 import { formatReference, type ImageReference } from '../oci/reference.js';
 import type { Descriptor, ManifestDocument } from '../oci/types.js';
@@ -13,8 +14,12 @@ function repositoryOf(ref: ImageReference): RepositoryRef {
   return { registry: ref.registry, repository: ref.repository };
 }
 
-/** Drops the first `count` bytes of a stream (used to resume from an offset on a source without ranges). */
-function skipBytes(source: Readable, count: number): Readable {
+/**
+ * Drops the first `count` bytes of a stream (used to resume from an offset on a source without ranges). Errors of
+ * the source reach the result, and destroying the result (a consumer giving up) destroys the source, so its
+ * connection is released.
+ */
+export function skipBytes(source: Readable, count: number): Readable {
   let left = count;
   const skipper = new Transform({
     transform(chunk: Buffer, _enc, cb) {
@@ -29,6 +34,9 @@ function skipBytes(source: Readable, count: number): Readable {
     },
   });
   source.on('error', (err) => skipper.destroy(err));
+  skipper.on('close', () => {
+    if (!source.destroyed) source.destroy();
+  });
   return source.pipe(skipper);
 }
 
@@ -129,6 +137,11 @@ export class RegistryTarget implements ImageTarget {
   }
 
   async commit(doc: ManifestDocument, signal?: AbortSignal): Promise<void> {
+    if (this.ref.digest !== undefined && this.ref.digest !== doc.digest)
+      throw new TerminalError(
+        'DIGEST_MISMATCH',
+        `${this.name}: the image to write has digest ${doc.digest}, not the ${this.ref.digest} the destination names`,
+      );
     const target: ImageReference =
       this.ref.tag !== undefined
         ? { registry: this.ref.registry, repository: this.ref.repository, tag: this.ref.tag }

@@ -63,8 +63,12 @@ export class StoreTarget implements ImageTarget {
     readonly name: string,
   ) {}
 
-  hasBlob(descriptor: Descriptor): Promise<boolean> {
-    return this.store.has(descriptor.digest);
+  /**
+   * True when the store holds the blob; it is then claimed (see {@link ContentStore.claim}) so that a gc running
+   * before this copy sets its ref does not sweep a blob the new image relies on.
+   */
+  async hasBlob(descriptor: Descriptor): Promise<boolean> {
+    return (await this.store.claim(descriptor.digest, descriptor.size)) !== undefined;
   }
 
   async putBlob(

@@ -279,6 +279,11 @@ export class FsStore implements ContentStore {
     return this.ingest(Readable.from([buf]), { ...expected, digest });
   }
 
+  /** See {@link ContentStore.claim}: `stat` plus a size check and an mtime refresh that gc's grace rule honours. */
+  claim(digest: Digest, expectedSize?: number): Promise<{ size: number } | undefined> {
+    return this.claimExisting(digest, expectedSize, `blob ${digest}`);
+  }
+
   /** Removes a blob; true if it existed. Does not check whether a ref still needs it (that is gc's job). */
   async deleteBlob(digest: Digest): Promise<boolean> {
     try {

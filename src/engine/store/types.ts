@@ -51,6 +51,11 @@ export interface ContentStore {
   stat(digest: Digest): Promise<{ size: number } | undefined>;
   /** True when the blob is present. */
   has(digest: Digest): Promise<boolean>;
+  /**
+   * Like {@link stat}, for a writer about to reference an existing blob: checks `expectedSize` (SIZE_MISMATCH) and
+   * marks the blob young, so a gc running before the writer's `setRef` keeps it (the grace rule, as `ingest` does).
+   */
+  claim(digest: Digest, expectedSize?: number): Promise<{ size: number } | undefined>;
   /** Absolute path of a blob's file (whether or not it exists). */
   blobPath(digest: Digest): string;
   /** A read stream of a present blob, optionally a byte range (inclusive `end`). Throws BLOB_UNKNOWN if absent. */
