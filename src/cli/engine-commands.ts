@@ -150,23 +150,44 @@ export function registerEngineCommands(program: Command, env: StrataEnvironment)
 
   program
     .command('import')
-    .description('create a one-layer image from a root filesystem tarball (plain or gzip; - for stdin)')
-    .argument('<file>', 'tarball path, or - for standard input')
+    .description(
+      'create a one-layer image from a root filesystem tarball (plain or gzip; - for stdin) or directory',
+    )
+    .argument('<file>', 'tarball path, a directory, or - for standard input')
     .argument('<ref>', 'name of the new image')
     .option('-m, --message <text>', 'commit message recorded in the history')
     .option('--platform <os/arch[/variant]>', 'platform recorded in the config (default: this host)')
-    .action((file: string, ref: string, opts: { message?: string; platform?: string }, cmd: Command) =>
-      withContext(cmd, env, async (ctx) => {
-        const input = file === '-' ? process.stdin : await openTarball(file);
-        const result = await ctx.engine.import(input, ref, {
-          signal: ctx.signal,
-          ...(opts.message ? { message: opts.message } : {}),
-          ...(opts.platform ? { platform: parsePlatform(opts.platform) } : {}),
-        });
-        ctx.print(
-          ctx.options.json ? JSON.stringify({ type: 'result', verb: 'import', ...result }) : result.digest,
-        );
-      }),
+    .option(
+      '-c, --change <instruction>',
+      'apply a Dockerfile instruction (CMD, ENV, …; repeatable)',
+      collect,
+      [],
+    )
+    .action(
+      (
+        file: string,
+        ref: string,
+        opts: { message?: string; platform?: string; change: string[] },
+        cmd: Command,
+      ) =>
+        withContext(cmd, env, async (ctx) => {
+          const options = {
+            signal: ctx.signal,
+            changes: opts.change,
+            ...(opts.message ? { message: opts.message } : {}),
+            ...(opts.platform ? { platform: parsePlatform(opts.platform) } : {}),
+          };
+          const isDir = file !== '-' && (await stat(file).catch(() => undefined))?.isDirectory();
+          const result = isDir
+            ? await ctx.engine.importDirectory(file, ref, {
+                ...options,
+                ...(env.sourceDateEpoch !== undefined ? { sourceDateEpoch: env.sourceDateEpoch } : {}),
+              })
+            : await ctx.engine.import(file === '-' ? process.stdin : await openTarball(file), ref, options);
+          ctx.print(
+            ctx.options.json ? JSON.stringify({ type: 'result', verb: 'import', ...result }) : result.digest,
+          );
+        }),
     );
 
   program
@@ -277,6 +298,29 @@ export function registerEngineCommands(program: Command, env: StrataEnvironment)
         if (ctx.options.json) return ctx.print(JSON.stringify({ type: 'result', verb: 'gc', ...result }));
         ctx.print(
           `${opts.dryRun ? 'Would delete' : 'Deleted'} ${result.removed.length} blobs, ${humanSize(result.bytesFreed)} (${result.kept} kept)`,
+        );
+      }),
+    );
+
+  program
+    .command('unpack')
+    .description('unpack a local image into DIR as one flat root filesystem (like umoci unpack, rootfs only)')
+    .argument('<ref>', 'local image (reference or image ID)')
+    .argument('<dir>', 'target directory (created if missing; must be empty unless --force)')
+    .option('--platform <os/arch[/variant]>', 'platform of a multi-platform image')
+    .option('--force', 'unpack into a non-empty directory')
+    .action((ref: string, dir: string, opts: { platform?: string; force?: boolean }, cmd: Command) =>
+      withContext(cmd, env, async (ctx) => {
+        const result = await ctx.engine.unpack(ref, dir, {
+          signal: ctx.signal,
+          ...(opts.platform ? { platform: parsePlatform(opts.platform) } : {}),
+          ...(opts.force ? { force: true } : {}),
+        });
+        if (ctx.options.json) return ctx.print(JSON.stringify({ type: 'result', verb: 'unpack', ...result }));
+        for (const w of result.total.warnings) process.stderr.write(`strata: warning: ${w}\n`);
+        const t = result.total;
+        ctx.print(
+          `Unpacked ${result.layers.length} layers into ${result.dir}: ${t.files} files, ${t.dirs} dirs, ${t.symlinks} symlinks, ${t.hardlinks} hardlinks, ${humanSize(t.bytes)}; ${t.whiteouts} whiteouts, ${t.opaques} opaque dirs${t.devicesSkipped ? `, ${t.devicesSkipped} devices skipped` : ''}`,
         );
       }),
     );

@@ -4,6 +4,9 @@ import { describeError, StrataError } from '../engine/errors.js';
 import { parsePlatform, type Platform } from '../engine/oci/platform.js';
 import { registerEngineCommands } from './engine-commands.js';
 import { registerRegistryCommands } from './registry-commands.js';
+import { registerArchiveCommands } from './archive-commands.js';
+import { registerContainerCommands } from './container-commands.js';
+import { registerCommitCommands } from './commit-commands.js';
 import type { GlobalOptions } from './context.js';
 
 /** Builds the `strata` command tree; `argv` excludes the node binary and script. */
@@ -32,6 +35,9 @@ export function buildProgram(): Command {
     .exitOverride();
   registerEngineCommands(program, env);
   registerRegistryCommands(program, env);
+  registerArchiveCommands(program, env);
+  registerContainerCommands(program, env);
+  registerCommitCommands(program, env);
   return program;
 }
 

@@ -13,6 +13,8 @@ export interface StrataEnvironment {
   readonly insecureRegistries: readonly string[];
   /** Log level for servers: `$STRATA_LOG_LEVEL` (default `info`). */
   readonly logLevel: string;
+  /** `$SOURCE_DATE_EPOCH` (reproducible builds): commit/import/export clamp file mtimes to it. */
+  readonly sourceDateEpoch?: number;
 }
 
 /** Reads the environment once; pass `env` to test other settings. */
@@ -29,5 +31,8 @@ export function readEnvironment(env: NodeJS.ProcessEnv = process.env): StrataEnv
       .map((s) => s.trim())
       .filter(Boolean),
     logLevel: env.STRATA_LOG_LEVEL || 'info',
+    ...(env.SOURCE_DATE_EPOCH && /^\d+$/.test(env.SOURCE_DATE_EPOCH)
+      ? { sourceDateEpoch: Number(env.SOURCE_DATE_EPOCH) }
+      : {}),
   };
 }

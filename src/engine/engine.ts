@@ -12,7 +12,33 @@ import type { Digest } from './oci/digest.js';
 import { RegistrySource, RegistryTarget } from './image/registry-endpoint.js';
 import { StoreSource, StoreTarget } from './image/store-endpoint.js';
 import { importTarball, type ImportOptions, type ImportResult } from './archive/import.js';
-import type { Readable } from 'node:stream';
+import { importDirectory, type ImportDirectoryOptions } from './archive/import-dir.js';
+import { exportContainer, type ExportOptions, type ExportResult } from './archive/export.js';
+import { commitContainer, type CommitOptions, type CommitResult } from './commit/commit.js';
+import type { Readable, Writable } from 'node:stream';
+import { saveArchive, type SaveOptions, type SaveResult } from './archive/save.js';
+import { loadArchive, type LoadOptions, type LoadResult } from './archive/load.js';
+import {
+  containerImageRoots,
+  createContainer,
+  getContainer,
+  isContainerMounted,
+  listContainers,
+  mountContainer,
+  pruneLayerCache,
+  removeContainer,
+  unmountContainer,
+} from './container/containers.js';
+import type { ContainerRecord } from './container/record.js';
+import type { DriverName } from './union/snapshotter.js';
+import type { PruneLayersResult } from './union/layer-cache.js';
+import { unpackImage, type UnpackOptions, type UnpackResult } from './union/unpack.js';
+
+/** One row of `strata ps`. */
+export interface ContainerSummary extends ContainerRecord {
+  /** overlay: the root is mounted now; vfs: always true. */
+  readonly mounted: boolean;
+}
 
 /** Dependencies of an {@link Engine}. */
 export interface EngineOptions {
@@ -29,23 +55,33 @@ export interface TransferOptions {
   readonly concurrency?: number;
 }
 
+/** A reference `rmi` could not remove, with the reason (a {@link StrataError} with a stable code, usually). */
 export interface RmiFailure {
   readonly reference: string;
   readonly error: unknown;
 }
+
+/** What `rmi` did: refs removed, blobs deleted (unless `prune: false`) and the references that failed. */
 export interface RmiResult {
   readonly removed: string[];
   readonly failed: RmiFailure[];
   readonly gc?: GcResult;
+  /** Layer dirs pruned after the blobs (those no image and no container uses any more). */
+  readonly layers?: PruneLayersResult;
 }
+
+/** True when `input` names the ref `name` itself (in any form docker accepts), not an ID or digest of its image. */
 function namesRef(input: string, name: string): boolean {
   if (input === name) return true;
   try {
-    return formatReference(parseReference(input)) === name;
+    const ref = parseReference(input);
+    return formatReference(ref) === name;
   } catch {
     return false;
   }
 }
+
+/** `registry/repository` of a `repo@digest` input; undefined for anything else (an image ID). */
 function digestRepository(input: string): string | undefined {
   try {
     const ref = parseReference(input);
@@ -54,6 +90,7 @@ function digestRepository(input: string): string | undefined {
     return undefined;
   }
 }
+
 /** The result of a transfer: the reference written and what the copy did. */
 export interface TransferResult extends CopyResult {
   readonly reference: string;
@@ -104,6 +141,7 @@ export class Engine {
       new RegistryTarget(this.registry, dst),
       {
         ...options,
+        // `?? 'all'`, not a default before a spread: an explicit `platforms: undefined` must not mean "host only".
         platforms: options.platforms ?? 'all',
         mountSources: (d, registry) => this.locations.candidates(registry, d.digest),
       },
@@ -146,6 +184,57 @@ export class Engine {
     return importTarball(this.store, tarball, formatReference(ref), options);
   }
 
+  /** `import DIR REF`: a root filesystem directory becomes a one-layer image (see archive/import-dir.ts). */
+  importDirectory(
+    dir: string,
+    reference: string,
+    options: ImportDirectoryOptions = {},
+  ): Promise<ImportResult> {
+    const ref = parseUserReference(reference, 'import');
+    if (ref.digest)
+      throw new TerminalError(
+        'INVALID_REFERENCE',
+        `import: ${reference}: name the new image with a tag, not a digest`,
+      );
+    return importDirectory(this.store, dir, formatReference(ref), options);
+  }
+
+  /** `commit CONTAINER REF`: the container's changes become a new layer on its image, tagged REF (engine/commit). */
+  async commit(container: string, reference: string, options: CommitOptions = {}): Promise<CommitResult> {
+    const ref = parseUserReference(reference, 'commit');
+    if (ref.digest)
+      throw new TerminalError(
+        'INVALID_REFERENCE',
+        `commit: ${reference}: name the new image with a tag, not a digest`,
+      );
+    const record = await getContainer(this.store, container);
+    return commitContainer(this.store, record, formatReference(ref), options);
+  }
+
+  /** `export CONTAINER`: the container's merged filesystem as one tar written to `out` (mounting it if needed). */
+  async export(
+    container: string,
+    out: Writable,
+    options: Omit<ExportOptions, 'mount' | 'isMounted'> = {},
+  ): Promise<ExportResult> {
+    const record = await getContainer(this.store, container);
+    return exportContainer(record, out, {
+      ...options,
+      isMounted: (r) => isContainerMounted(this.store, r),
+      mount: (r) => mountContainer(this.store, r.name),
+    });
+  }
+
+  /** `save REF…`: writes local images as one docker-archive (default) or OCI layout tar to `out`. */
+  save(references: readonly string[], out: Writable, options: SaveOptions = {}): Promise<SaveResult> {
+    return saveArchive(this.store, references, out, options);
+  }
+
+  /** `load`: reads a docker-archive, OCI layout or legacy docker tar into the store and tags its images. */
+  load(input: Readable, options: LoadOptions = {}): Promise<LoadResult> {
+    return loadArchive(this.store, input, options);
+  }
+
   /** `images`: one row per local ref. */
   images(): Promise<ImageSummary[]> {
     return listImages(this.store);
@@ -164,6 +253,12 @@ export class Engine {
     return imageHistory(await loadLocalImage(this.store, entry, platform));
   }
 
+  /**
+   * `rmi REF…`: removes refs; with `prune` (the default, as docker does) the blobs no other image uses are
+   * deleted at once. Like docker, a reference that fails (unknown, or an image ID naming several refs without
+   * `force`) does not stop the others: it is reported in `failed`, and the caller decides the exit status.
+   * An image ID (or `repo@digest`) that several refs point at is a CONFLICT unless `force`, which removes them all.
+   */
   async rmi(
     references: readonly string[],
     options: { prune?: boolean; force?: boolean; signal?: AbortSignal } = {},
@@ -177,6 +272,7 @@ export class Engine {
         const entry = await findLocalRef(this.store, r);
         let targets = [entry];
         if (!namesRef(r, entry.name)) {
+          // Named by ID (or `repo@digest`): that is the image, whichever refs (of that repository) point at it.
           const repo = digestRepository(r);
           targets = (await this.store.listRefs()).filter(
             (x) =>
@@ -184,7 +280,10 @@ export class Engine {
               (repo === undefined || x.name.startsWith(`${repo}:`) || x.name.startsWith(`${repo}@`)),
           );
           if (targets.length > 1 && !options.force)
-            throw new TerminalError('CONFLICT', `rmi ${r}: image is referenced by ${targets.length} refs`);
+            throw new TerminalError(
+              'CONFLICT',
+              `rmi ${r}: image is referenced by ${targets.length} refs (${targets.map((t) => t.name).join(', ')}): remove them by name, or use --force`,
+            );
         }
         for (const t of targets) {
           if (options.prune !== false) for (const d of await imageClosure(this.store, t)) released.add(d);
@@ -196,15 +295,80 @@ export class Engine {
       }
     }
     if (options.prune === false || released.size === 0) return { removed, failed };
+    // Only the removed images' own blobs are candidates; whatever another image still reaches stays.
     return {
       removed,
       failed,
-      gc: await this.store.gc({ only: [...released], ...(options.signal ? { signal: options.signal } : {}) }),
+      gc: await this.store.gc({
+        only: [...released],
+        // Images of containers stay (commit reads their config); their layer dirs stay too (pruneLayerCache).
+        extraRoots: await containerImageRoots(this.store),
+        ...(options.signal ? { signal: options.signal } : {}),
+      }),
+      layers: await pruneLayerCache(this.store),
     };
   }
 
-  /** `gc`: removes every blob no ref reaches. */
-  gc(options: { dryRun?: boolean; signal?: AbortSignal } = {}): Promise<GcResult> {
-    return this.store.gc(options);
+  /**
+   * `gc`: removes every blob no ref (and no container's image) reaches, then the unpacked layer dirs that no
+   * image and no container uses.
+   */
+  async gc(
+    options: { dryRun?: boolean; signal?: AbortSignal } = {},
+  ): Promise<GcResult & { layers: PruneLayersResult }> {
+    const result = await this.store.gc({ ...options, extraRoots: await containerImageRoots(this.store) });
+    const layers = await pruneLayerCache(this.store, options.dryRun ? { dryRun: true } : {});
+    return { ...result, layers };
+  }
+
+  /** `unpack REF DIR`: the image's layers applied in order into DIR as one flat root filesystem. */
+  async unpack(
+    reference: string,
+    dir: string,
+    options: Omit<UnpackOptions, 'onLayer'> & { platform?: Platform } = {},
+  ): Promise<UnpackResult> {
+    const { platform, ...rest } = options;
+    const entry = await findLocalRef(this.store, reference);
+    const image = await loadLocalImage(this.store, entry, platform);
+    return unpackImage(this.store, image, dir, rest);
+  }
+
+  /** `create REF`: a container (writable root over the image's shared layers) on the chosen driver. */
+  async create(
+    reference: string,
+    options: { name?: string; driver?: DriverName; platform?: Platform; signal?: AbortSignal } = {},
+  ): Promise<ContainerRecord> {
+    const entry = await findLocalRef(this.store, reference);
+    const image = await loadLocalImage(this.store, entry, options.platform);
+    return createContainer(this.store, image, {
+      ...(options.name !== undefined ? { name: options.name } : {}),
+      ...(options.driver ? { driver: options.driver } : {}),
+      ...(options.signal ? { signal: options.signal } : {}),
+    });
+  }
+
+  /** `mount NAME`: mounts the container's root if needed and returns its path. */
+  mount(name: string): Promise<string> {
+    return mountContainer(this.store, name);
+  }
+
+  /** `umount NAME`: unmounts the container's root (no-op when not mounted). */
+  unmount(name: string, options: { force?: boolean } = {}): Promise<void> {
+    return unmountContainer(this.store, name, options);
+  }
+
+  /** `rm NAME…`: unmounts and deletes containers (a busy root is refused unless `force`); returns the names removed. */
+  async rm(names: readonly string[], options: { force?: boolean } = {}): Promise<string[]> {
+    const removed: string[] = [];
+    for (const n of names) removed.push(await removeContainer(this.store, n, options));
+    return removed;
+  }
+
+  /** `ps`: every container, oldest first, with whether its root is mounted. */
+  async ps(): Promise<ContainerSummary[]> {
+    const out: ContainerSummary[] = [];
+    for (const c of await listContainers(this.store))
+      out.push({ ...c, mounted: await isContainerMounted(this.store, c) });
+    return out;
   }
 }

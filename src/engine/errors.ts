@@ -26,6 +26,8 @@ export type StrataErrorCode =
   | 'ALREADY_EXISTS'
   | 'CONFLICT'
   | 'STORE_CORRUPT'
+  /** A layer tar is malformed or hostile (escaping paths, bad links, oversized headers); names layer and entry. */
+  | 'LAYER_INVALID'
   | 'ABORTED'
   | 'INTERNAL';
 

@@ -1,12 +1,13 @@
 import { execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { createReadStream } from 'node:fs';
-import { mkdir, mkdtemp, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { gzipSync } from 'node:zlib';
 import { importTarball } from '../../src/engine/archive/import.js';
 import { descriptorOf } from '../../src/engine/image/store-endpoint.js';
-import { digestOf } from '../../src/engine/oci/digest.js';
+import { digestOf, type Digest } from '../../src/engine/oci/digest.js';
 import { MediaType } from '../../src/engine/oci/media-types.js';
 import type { Platform } from '../../src/engine/oci/platform.js';
 import { parseManifest, type Descriptor } from '../../src/engine/oci/types.js';
@@ -78,4 +79,75 @@ export async function makeMultiPlatformImage(
   await store.putBytes(bytes);
   await store.setRef(name, descriptorOf(doc));
   return { index: descriptorOf(doc), children };
+}
+
+/** A layer blob in the store with its diffID. */
+export interface TestLayer {
+  readonly descriptor: Descriptor;
+  readonly diffId: Digest;
+}
+
+/**
+ * Builds one layer: `build(root)` fills an empty dir (owners, modes, links, whiteout files `.wh.x`,
+ * `.wh..wh..opq` as empty regular files), GNU tar archives it (names sorted, numeric owners, hardlinks kept), and
+ * the tar (gzip or plain) is written to the store.
+ */
+export async function makeLayer(
+  store: ContentStore,
+  build: (root: string) => Promise<void> | void,
+  compression: 'gzip' | 'none' = 'gzip',
+): Promise<TestLayer> {
+  const dir = await tempDir('strata-layer-');
+  const root = join(dir, 'root');
+  await mkdir(root);
+  await build(root);
+  const tar = join(dir, 'layer.tar');
+  execFileSync('tar', ['--sort=name', '--numeric-owner', '-cf', tar, '-C', root, '.']);
+  const bytes = await readFile(tar);
+  const diffId = digestOf(bytes);
+  const blob = compression === 'gzip' ? gzipSync(bytes) : bytes;
+  const put = await store.putBytes(blob);
+  await rm(dir, { recursive: true, force: true });
+  return {
+    descriptor: {
+      mediaType: compression === 'gzip' ? MediaType.OciLayerGzip : MediaType.OciLayer,
+      digest: put.digest,
+      size: put.size,
+    },
+    diffId,
+  };
+}
+
+/**
+ * Writes a config and an OCI manifest over `layers` (base first) and tags it `name`. `diffIds` overrides the
+ * config's `rootfs.diff_ids` (to test verification).
+ */
+export async function makeLayeredImage(
+  store: ContentStore,
+  name: string,
+  layers: readonly TestLayer[],
+  options: { platform?: Platform; diffIds?: readonly Digest[] } = {},
+): Promise<Descriptor> {
+  const platform = options.platform ?? { os: 'linux', architecture: 'amd64' };
+  const config = {
+    created: '2024-01-01T00:00:00Z',
+    architecture: platform.architecture,
+    os: platform.os,
+    config: { Cmd: ['/bin/sh'] },
+    rootfs: { type: 'layers', diff_ids: options.diffIds ?? layers.map((l) => l.diffId) },
+    history: layers.map((_l, i) => ({ created: '2024-01-01T00:00:00Z', created_by: `layer ${i}` })),
+  };
+  const cfg = await store.putBytes(Buffer.from(JSON.stringify(config)));
+  const manifest = Buffer.from(
+    JSON.stringify({
+      schemaVersion: 2,
+      mediaType: MediaType.OciManifest,
+      config: { mediaType: MediaType.OciConfig, digest: cfg.digest, size: cfg.size },
+      layers: layers.map((l) => l.descriptor),
+    }),
+  );
+  const put = await store.putBytes(manifest);
+  const descriptor: Descriptor = { mediaType: MediaType.OciManifest, digest: put.digest, size: put.size };
+  await store.setRef(name, descriptor);
+  return descriptor;
 }

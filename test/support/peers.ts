@@ -6,6 +6,9 @@ export const PEER_PACKAGES: Record<string, string> = {
   skopeo: 'skopeo',
   umoci: 'umoci',
   htpasswd: 'apache2-utils',
+  setfattr: 'attr',
+  getfattr: 'attr',
+  zstd: 'zstd',
 };
 
 /**

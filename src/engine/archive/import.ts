@@ -7,6 +7,7 @@ import { hostPlatform, type Platform } from '../oci/platform.js';
 import { parseManifest, type ImageConfig, type ImageManifest } from '../oci/types.js';
 import type { ContentStore } from '../store/types.js';
 import { descriptorOf } from '../image/store-endpoint.js';
+import { applyConfigChanges } from '../commit/changes-parser.js';
 
 /** Options of {@link importTarball}. */
 export interface ImportOptions {
@@ -16,6 +17,8 @@ export interface ImportOptions {
   readonly signal?: AbortSignal;
   /** Clock, for reproducible tests. */
   readonly now?: () => Date;
+  /** Dockerfile-style config changes (`docker import -c`): CMD, ENTRYPOINT, ENV, … (see engine/commit). */
+  readonly changes?: readonly string[];
 }
 
 /** Result of an import: the new image's manifest digest and its single layer. */
@@ -35,6 +38,7 @@ export async function importTarball(
   refName: string,
   options: ImportOptions = {},
 ): Promise<ImportResult> {
+  const runtimeConfig = applyConfigChanges({}, options.changes ?? []); // invalid -c fails before any work
   const { createGunzip, createGzip } = await import('node:zlib'); // loaded only by the verbs that compress
   const head = await peek(source, 2);
   const gz = head.length === 2 && head[0] === 0x1f && head[1] === 0x8b;
@@ -64,7 +68,7 @@ export async function importTarball(
     architecture: platform.architecture,
     os: platform.os,
     ...(platform.variant ? { variant: platform.variant } : {}),
-    config: {},
+    config: runtimeConfig,
     rootfs: { type: 'layers', diff_ids: [diff.digest] },
     history: [
       { created, created_by: 'strata import', ...(options.message ? { comment: options.message } : {}) },

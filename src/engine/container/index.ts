@@ -1,0 +1,2 @@
+export * from './containers.js';
+export * from './record.js';
