@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # demo.sh - the quickstart's main job on the embedded default: start Strata's own registry on loopback, make an
 # image on the spot, push it, pull it back into a second store, and show images / inspect / history.
-# Needs only Node.js, npm and tar. Leaves nothing behind but the build.
+# Then a container over it: change files, commit the change as a new layer, push that, save and load it, unpack it.
+# Needs only Node.js, npm and tar (as root, containers are overlayfs mounts; otherwise plain copies).
+# Leaves nothing behind but the build.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 [ -d node_modules ] || npm ci --no-audit --no-fund --loglevel=error
@@ -9,9 +11,14 @@ cd "$(dirname "$0")/.."
 
 work=$(mktemp -d)
 strata() { node bin/strata.js "$@"; }
-cleanup() { [ -n "${reg_pid:-}" ] && kill "$reg_pid" 2>/dev/null; wait 2>/dev/null; rm -rf "$work"; }
+cleanup() {
+    [ -n "${container:-}" ] && node bin/strata.js rm -f "$container" >/dev/null 2>&1
+    [ -n "${reg_pid:-}" ] && kill "$reg_pid" 2>/dev/null
+    wait 2>/dev/null
+    rm -rf "$work"
+}
 trap cleanup EXIT
-step() { printf '\n\033[1m$ strata %s\033[0m\n' "$*"; strata "$@"; }
+step() { printf '\n\033[1m$ strata'; printf ' %q' "$@"; printf '\033[0m\n'; strata "$@"; }
 
 # 1. The embedded registry, on a free loopback port (it prints its URL first).
 strata registry serve --listen 127.0.0.1:0 --root "$work/registry" >"$work/registry.out" 2>"$work/registry.log" &
@@ -38,4 +45,22 @@ step pull "$host/demo/hello:1"
 step images
 step history "$host/demo/hello:1"
 step inspect "$host/demo/hello:1"
-printf '\ndemo done: pushed and pulled %s/demo/hello:1 through the embedded registry\n' "$host"
+
+# 5. A container: a writable root over the image; change it and commit the change as a new layer.
+container=demo-box
+step create --name "$container" "$host/demo/hello:1"
+root=$(strata mount "$container")
+echo "container root: $root"
+echo 'a file added in the container' >"$root/app/added.txt"
+rm "$root/etc/os-release"
+step commit -m "add a file, drop os-release" -a "quickstart <demo@strata.dev>" -c 'CMD ["cat", "/app/added.txt"]' "$container" "$host/demo/hello:2"
+step history "$host/demo/hello:2"
+step push "$host/demo/hello:2"
+
+# 6. save / load / unpack: the committed image as a docker-archive, loaded into a third store, unpacked flat.
+step save -o "$work/hello.tar" "$host/demo/hello:2"
+export STRATA_STORE="$work/store-c"
+step load -i "$work/hello.tar"
+step unpack "$host/demo/hello:2" "$work/flat"
+echo "unpacked tree:"; (cd "$work/flat" && find . -mindepth 1 | sort)
+printf '\ndemo done: built, pushed, pulled, committed, saved, loaded and unpacked %s/demo/hello through the embedded registry\n' "$host"

@@ -26,11 +26,12 @@ export function registerRegistryCommands(program: Command, env: StrataEnvironmen
     .action(async (opts: { listen: string; root: string }) => {
       const { host, port } = parseListen(opts.listen);
       // Loaded here so that the engine verbs do not pay for the server and the logger at startup.
-      const [{ pino }, { startRegistryServer }] = await Promise.all([
+      const [{ pino, destination }, { startRegistryServer }] = await Promise.all([
         import('pino'),
         import('../mirror/registry-server.js'),
       ]);
-      const logger = pino({ level: env.logLevel });
+      // Logs go to stderr: stdout carries only the URL, for scripts to read.
+      const logger = pino({ level: env.logLevel }, destination(2));
       const store = await FsStore.open(opts.root);
       const server = await startRegistryServer({ store, host, port, logger });
       logger.info({ url: server.url, root: opts.root }, 'registry listening');
