@@ -21,6 +21,10 @@ import { pipeline } from 'node:stream/promises';
 import { BenchError, log, requireTool, run, sortedEntries, which } from './util.js';
 
 export const CORPUS_REF = 'bench/app:1';
+/** A second, small image in the same layout (one layer of about 1 MiB): `create` on images of different sizes. */
+export const SMALL_REF = 'bench/small:1';
+/** Bytes of the small image's files (64 files of 16 KiB). */
+const SMALL_BYTES = 1 << 20;
 const SUITE = 'bookworm';
 const CORPUS_VERSION = 3;
 const CREATED = '2024-01-01T00:00:00Z';
@@ -61,6 +65,14 @@ export interface Corpus {
   compressor: string;
   rootfs: string;
   params: CorpusParams;
+  /** The small image (`SMALL_REF`), added to the layout after the fact (so an older cache is kept). */
+  small?: SmallImage;
+}
+
+export interface SmallImage {
+  ref: string;
+  manifestDigest: string;
+  layers: LayerStat[];
 }
 
 interface CorpusParams {
@@ -91,7 +103,7 @@ export async function buildCorpus(opts: CorpusOptions): Promise<Corpus> {
   const cached = await readCached(statsFile, params);
   if (cached) {
     log(`corpus: cached in ${cached.layout}`);
-    return cached;
+    return ensureSmallImage(cached, statsFile);
   }
   await requireTool('tar', 'tar');
   const tarVersion = await run(['tar', '--version']);
@@ -147,7 +159,7 @@ export async function buildCorpus(opts: CorpusOptions): Promise<Corpus> {
     await rm(staging, { recursive: true, force: true });
     const corpus: Corpus = { layout, ref: CORPUS_REF, manifestDigest, layers, compressor, rootfs, params };
     await writeFile(statsFile, JSON.stringify(corpus, null, 2) + '\n');
-    return corpus;
+    return await ensureSmallImage(corpus, statsFile);
   } finally {
     process.umask(oldUmask);
   }
@@ -166,7 +178,44 @@ async function readCached(statsFile: string, params: CorpusParams): Promise<Corp
     if (!existsSync(path.join(c.layout, 'blobs', 'sha256', d.replace(/^sha256:/, '')))) return undefined;
   }
   if (!existsSync(path.join(c.layout, 'index.json'))) return undefined;
+  if (c.small) {
+    // A small image whose blobs went missing is simply rebuilt (ensureSmallImage); the big one stays cached.
+    const small = [c.small.manifestDigest, ...c.small.layers.map((l) => l.digest)];
+    if (small.some((d) => !existsSync(path.join(c.layout, 'blobs', 'sha256', d.replace(/^sha256:/, '')))))
+      delete c.small;
+  }
   return c;
+}
+
+/**
+ * Adds the small image (`SMALL_REF`: one layer of 64 × 16 KiB text files in `opt/small/`, about 1 MiB) to the
+ * corpus layout if it is not there yet, and records it in corpus.json. Separate from the main build so that a
+ * cached corpus (and its debootstrap layer) is extended instead of rebuilt.
+ */
+async function ensureSmallImage(c: Corpus, statsFile: string): Promise<Corpus> {
+  if (c.small) return c;
+  const t0 = Date.now();
+  const staging = path.join(path.dirname(c.layout), 'staging-small');
+  await rm(staging, { recursive: true, force: true });
+  const oldUmask = process.umask(0o022);
+  try {
+    const rng = new Rng(4);
+    const n = 64;
+    await mkdir(path.join(staging, 'opt', 'small'), { recursive: true });
+    for (let i = 0; i < n; i++) {
+      await writeFile(path.join(staging, 'opt', 'small', `f${pad(i)}.txt`), rng.text(SMALL_BYTES / n));
+    }
+    const layer = await tarLayer(c.layout, c.compressor, 'small', staging, {});
+    const { digest: manifestDigest } = await writeImageManifest(c.layout, [layer], c.params, 'small');
+    await addIndexEntry(c.layout, manifestDigest, SMALL_REF);
+    const out: Corpus = { ...c, small: { ref: SMALL_REF, manifestDigest, layers: [layer] } };
+    await writeFile(statsFile, JSON.stringify(out, null, 2) + '\n');
+    log(`corpus: small image ${SMALL_REF} added (${secs(t0)})`);
+    return out;
+  } finally {
+    process.umask(oldUmask);
+    await rm(staging, { recursive: true, force: true });
+  }
 }
 
 function secs(t0: number): string {
@@ -599,9 +648,16 @@ const HISTORY: Record<string, string> = {
   files: 'COPY app/ /opt/app/ # bench: small files',
   changes: 'RUN rm -rf … && rewrite /opt/app/… # bench: whiteouts and an opaque directory',
   blob: 'COPY random.bin /opt/blob/ # bench: incompressible blob',
+  small: 'COPY small/ /opt/small/ # bench: the small image (1 MiB)',
 };
 
-async function writeImage(layout: string, layers: LayerStat[], params: CorpusParams): Promise<string> {
+/** Config and manifest blobs of an image made of `layers`; returns the manifest descriptor. */
+async function writeImageManifest(
+  layout: string,
+  layers: LayerStat[],
+  params: CorpusParams,
+  label: string,
+): Promise<{ digest: string; size: number }> {
   const config = {
     created: CREATED,
     architecture: ociArch(),
@@ -610,7 +666,7 @@ async function writeImage(layout: string, layers: LayerStat[], params: CorpusPar
       Env: ['PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin'],
       Cmd: ['/bin/bash'],
       WorkingDir: '/',
-      Labels: { 'org.strata.bench.corpus': params.quick ? 'quick' : 'full' },
+      Labels: { 'org.strata.bench.corpus': label },
     },
     rootfs: { type: 'layers', diff_ids: layers.map((l) => l.diffId) },
     history: layers.map((l) => ({
@@ -626,7 +682,30 @@ async function writeImage(layout: string, layers: LayerStat[], params: CorpusPar
     config: { mediaType: MT_CONFIG, ...configDesc },
     layers: layers.map((l) => ({ mediaType: MT_LAYER, digest: l.digest, size: l.size })),
   };
-  const manifestDesc = await putJson(layout, manifest);
+  return putJson(layout, manifest);
+}
+
+/** Adds (or replaces) the index.json entry naming `ref`. */
+async function addIndexEntry(layout: string, manifestDigest: string, ref: string): Promise<void> {
+  const file = path.join(layout, 'index.json');
+  const index = JSON.parse(await readFile(file, 'utf8')) as {
+    manifests: { annotations?: Record<string, string> }[];
+  };
+  const data = await readFile(path.join(layout, 'blobs', 'sha256', manifestDigest.replace(/^sha256:/, '')));
+  index.manifests = index.manifests.filter(
+    (m) => m.annotations?.['org.opencontainers.image.ref.name'] !== ref,
+  );
+  index.manifests.push({
+    mediaType: MT_MANIFEST,
+    digest: manifestDigest,
+    size: data.length,
+    annotations: { 'org.opencontainers.image.ref.name': ref },
+  } as (typeof index.manifests)[number]);
+  await writeFile(file, JSON.stringify(index, null, 1) + '\n');
+}
+
+async function writeImage(layout: string, layers: LayerStat[], params: CorpusParams): Promise<string> {
+  const manifestDesc = await writeImageManifest(layout, layers, params, params.quick ? 'quick' : 'full');
   await writeFile(path.join(layout, 'oci-layout'), JSON.stringify({ imageLayoutVersion: '1.0.0' }));
   const index = {
     schemaVersion: 2,

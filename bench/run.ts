@@ -9,7 +9,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
-import { buildCorpus, type Corpus } from './corpus.js';
+import { buildCorpus, SMALL_REF, type Corpus } from './corpus.js';
 import { CountingProxy, type ProxyCounts } from './proxy.js';
 import { killAllSync, Registry, stopAll } from './registry.js';
 import {
@@ -23,6 +23,7 @@ import {
   run,
   runCapture,
 } from './util.js';
+import { makeChanges, verifyCommitted, verifyRootfs } from './union.js';
 
 // ---------------------------------------------------------------------------------------------
 // Targets (what we aim for; the table says whether each was met)
@@ -35,6 +36,11 @@ const PULL_RATIO_TARGET = 0.9;
 const RSS_TARGET_MIB = 150;
 /** A re-push of an unchanged image must take no longer than this, whole process. */
 const REPUSH_SECONDS_TARGET = 0.1;
+/** Issue 3: `strata unpack` against `umoci unpack`, and `strata commit` against `umoci repack`. */
+const UNPACK_RATIO_TARGET = 0.7;
+const COMMIT_RATIO_TARGET = 0.7;
+/** Issue 3: an overlay container's creation (layers already unpacked), whole process, whatever the image size. */
+const CREATE_SECONDS_TARGET = 0.1;
 
 // ---------------------------------------------------------------------------------------------
 // Arguments
@@ -43,7 +49,8 @@ const USAGE = `usage: npm run bench -- [options]     (or: node dist/bench/run.js
 
   --runs N          timed runs per side and scenario (default 5, env STRATA_BENCH_RUNS); +1 warm-up
   --quick           small corpus (2,000 files, 32 MiB blob, generated rootfs: no debootstrap)
-  --only LIST       comma-separated scenarios: startup,pull,push-new,push-cold,repush (default: all)
+  --only LIST       comma-separated scenarios: startup,pull,push-new,push-cold,repush,
+                    unpack,commit,create (default: all)
   --corpus-only     build (or find cached) the corpus, print its sizes, and stop
   --timeout S       a command running longer than S seconds fails the bench (default 600)
   --strata-cmd CMD  developer override of "node bin/strata.js" (a command prefix); the value
@@ -53,13 +60,26 @@ const USAGE = `usage: npm run bench -- [options]     (or: node dist/bench/run.js
 Work dir: STRATA_BENCH_WORK, default <repo>/.bench-work (results in WORK/results.md).
 Debian mirror for debootstrap: from /etc/apt sources, or STRATA_BENCH_MIRROR.`;
 
-const SCENARIO_IDS = ['startup', 'pull', 'push-new', 'push-cold', 'repush'] as const;
+const SCENARIO_IDS = [
+  'startup',
+  'pull',
+  'push-new',
+  'push-cold',
+  'repush',
+  'unpack',
+  'commit',
+  'create',
+] as const;
+/** The issue-3 scenarios: they need root (overlay, ownership) and umoci, and the real strata CLI. */
+const UNION_IDS: readonly ScenarioId[] = ['unpack', 'commit', 'create'];
 type ScenarioId = (typeof SCENARIO_IDS)[number];
 
 interface Args {
   runs: number;
   quick: boolean;
   only: Set<ScenarioId>;
+  /** --only was given (else every scenario this machine can run). */
+  onlyGiven: boolean;
   corpusOnly: boolean;
   strataCmd: string | undefined;
   work: string;
@@ -114,6 +134,7 @@ function parse(argv: string[]): Args {
     runs,
     quick: values.quick ?? false,
     only,
+    onlyGiven: values.only !== undefined,
     corpusOnly: values['corpus-only'] ?? false,
     strataCmd: values['strata-cmd'],
     work: path.resolve(process.env.STRATA_BENCH_WORK ?? path.join(root, '.bench-work')),
@@ -124,11 +145,14 @@ function parse(argv: string[]): Args {
 // ---------------------------------------------------------------------------------------------
 // The two sides
 
-type Side = 'strata' | 'skopeo';
+/** strata, and the tool it is compared with (skopeo, umoci; a scenario without a peer runs strata only). */
+type Side = 'strata' | 'peer';
 
 /** How the strata side is invoked: the real CLI, or (developer override) another command. */
 interface StrataCli {
   describe: string;
+  /** The command prefix (absent in the skopeo self-test, which has no union verbs). */
+  prefix?: string[];
   version(): string[];
   pull(store: string, ref: string): string[];
   push(store: string, src: string, dst: string): string[];
@@ -161,11 +185,50 @@ function strataCli(args: Args): StrataCli {
     : [process.execPath, path.join(args.root, 'bin', 'strata.js')];
   return {
     describe: args.strataCmd ? `${args.strataCmd} (override)` : 'node bin/strata.js',
+    prefix,
     version: () => [...prefix, '--version'],
     pull: (store, ref) => [...prefix, '--store', store, 'pull', ref],
     push: (store, src, dst) => [...prefix, '--store', store, 'push', src, dst],
   };
 }
+
+/** The container verbs (issue 3) of the strata CLI over one store. */
+function strataUnion(prefix: string[], store: string) {
+  const s = [...prefix, '--store', store];
+  return {
+    unpack: (ref: string, dir: string) => [...s, 'unpack', ref, dir],
+    create: (ref: string, name: string, driver?: string) => [
+      ...s,
+      'create',
+      ref,
+      '--name',
+      name,
+      ...(driver ? ['--driver', driver] : []),
+    ],
+    commit: (name: string, ref: string) => [...s, 'commit', name, ref],
+    mount: (name: string) => [...s, '--json', 'mount', name],
+    rm: (name: string) => [...s, 'rm', name],
+    rmi: (ref: string) => [...s, 'rmi', ref],
+    ps: () => [...s, '--json', 'ps'],
+  };
+}
+
+const UMOCI = {
+  unpack: (layout: string, tag: string, bundle: string) => [
+    'umoci',
+    'unpack',
+    '--image',
+    `${layout}:${tag}`,
+    bundle,
+  ],
+  repack: (layout: string, tag: string, bundle: string) => [
+    'umoci',
+    'repack',
+    '--image',
+    `${layout}:${tag}`,
+    bundle,
+  ],
+};
 
 const SKOPEO = {
   pull: (ref: string, layout: string) => [
@@ -217,7 +280,11 @@ async function timed(argv: string[], label: string, tmpDir: string): Promise<Sam
 
 interface Scenario {
   id: ScenarioId;
+  /** Names the scenario in progress lines when one id has several rows (default: the id). */
+  label?: string;
   title: string;
+  /** The peer tool's name (progress lines); undefined: strata runs alone (no ratio). */
+  peer: string | undefined;
   target: string;
   /** Which targets apply besides the ratio. */
   checks: {
@@ -255,17 +322,21 @@ interface ScenarioResult {
 async function runScenario(sc: Scenario, runs: number, tmpDir: string): Promise<ScenarioResult> {
   const res: ScenarioResult = {
     scenario: sc,
-    samples: { strata: [], skopeo: [] },
-    counts: { strata: [], skopeo: [] },
+    samples: { strata: [], peer: [] },
+    counts: { strata: [], peer: [] },
   };
-  log(`scenario ${sc.id}: ${sc.title} — 1 warm-up + ${runs} runs per side, alternating`);
+  const name = sc.label ?? sc.id;
+  log(
+    `scenario ${name}: ${sc.title} — 1 warm-up + ${runs} runs ${sc.peer ? 'per side, alternating' : '(strata only)'}`,
+  );
   await sc.setup?.();
   for (let i = 0; i <= runs; i++) {
     // Alternate which side goes first, so neither always runs right after the other.
-    const order: Side[] = i % 2 === 0 ? ['strata', 'skopeo'] : ['skopeo', 'strata'];
+    const order: Side[] = !sc.peer ? ['strata'] : i % 2 === 0 ? ['strata', 'peer'] : ['peer', 'strata'];
     for (const side of order) {
+      const who = side === 'strata' ? 'strata' : sc.peer!;
       await sc.before?.(side, i);
-      const label = `${sc.id} ${side} run ${i}`;
+      const label = `${name} ${who} run ${i}`;
       const s = await timed(sc.cmd(side, i), label, tmpDir);
       await sc.verify?.(side, i).catch((err: unknown) => {
         throw new BenchError(
@@ -277,7 +348,7 @@ async function runScenario(sc: Scenario, runs: number, tmpDir: string): Promise<
       await run(['sync']);
       const tag = i === 0 ? 'warm-up' : `run ${i}/${runs}`;
       log(
-        `  ${sc.id} ${side.padEnd(6)} ${tag}: ${s.seconds.toFixed(3)} s, ${(s.rssKiB / 1024).toFixed(0)} MiB RSS` +
+        `  ${name} ${who.padEnd(6)} ${tag}: ${s.seconds.toFixed(3)} s, ${(s.rssKiB / 1024).toFixed(0)} MiB RSS` +
           (c ? `, blob bytes ${c.how} ${c.blobBytes}` : ''),
       );
       if (i === 0) continue;
@@ -327,6 +398,23 @@ async function verifyPushed(host: string, repo: string, corpus: Corpus): Promise
     throw new Error(`${url} is ${digest}, want ${corpus.manifestDigest} (digest not preserved)`);
 }
 
+/**
+ * Lazily unmounts whatever is mounted under `dir` (container roots a failed or interrupted run left behind in
+ * the strata store), deepest first, so that the store can be deleted.
+ */
+async function unmountUnder(dir: string): Promise<void> {
+  const text = await readFile('/proc/self/mountinfo', 'utf8').catch(() => '');
+  const prefix = path.resolve(dir) + '/';
+  const points = text
+    .split('\n')
+    .map((l) =>
+      l.split(' ')[4]?.replace(/\\([0-7]{3})/g, (_m, o: string) => String.fromCharCode(parseInt(o, 8))),
+    )
+    .filter((p): p is string => p !== undefined && p.startsWith(prefix))
+    .sort((a, b) => b.length - a.length);
+  for (const p of points) await runCapture(['umount', '-l', p]);
+}
+
 /** Bytes of the blobs a docker-registry stores (its data/…/blobs/ tree: layers and configs). */
 async function storedBlobBytes(dataDir: string): Promise<number> {
   const root = path.join(dataDir, 'docker', 'registry', 'v2', 'blobs');
@@ -352,10 +440,11 @@ function rssMiB(samples: Sample[]): number {
 
 function resultRow(r: ScenarioResult): string {
   const sm = median(r.samples.strata.map((s) => s.seconds));
-  const km = median(r.samples.skopeo.map((s) => s.seconds));
+  const peer = r.samples.peer.length > 0;
+  const km = median(r.samples.peer.map((s) => s.seconds));
   const ratio = sm / km;
   const srss = rssMiB(r.samples.strata);
-  const krss = rssMiB(r.samples.skopeo);
+  const krss = peer ? rssMiB(r.samples.peer) : NaN;
   const blob = r.counts.strata.length ? Math.max(...r.counts.strata.map((c) => c.blobBytes)) : 0;
   const { rss, zeroBlobBytes, informational, seconds } = r.scenario.checks;
   const ratioOk = seconds !== undefined || ratio <= (r.scenario.checks.ratio ?? RATIO_TARGET);
@@ -365,13 +454,15 @@ function resultRow(r: ScenarioResult): string {
     (!zeroBlobBytes || blob === 0) &&
     (seconds === undefined || sm <= seconds);
   const verdict = informational ? '' : met ? ' — met' : ' — **missed**';
-  return `| ${r.scenario.title} | ${sm.toFixed(3)} | ${km.toFixed(3)} | ${ratio.toFixed(2)} | ${srss.toFixed(0)} | ${krss.toFixed(0)} | ${r.scenario.target}${verdict} |`;
+  const dash = (x: number, digits: number) => (peer ? x.toFixed(digits) : '—');
+  return `| ${r.scenario.title} | ${sm.toFixed(3)} | ${dash(km, 3)} | ${dash(ratio, 2)} | ${srss.toFixed(0)} | ${dash(krss, 0)} | ${r.scenario.target}${verdict} |`;
 }
 
 function detailRows(r: ScenarioResult): string[] {
   const rows: string[] = [];
-  for (const side of ['strata', 'skopeo'] as const) {
+  for (const side of ['strata', 'peer'] as const) {
     const xs = r.samples[side].map((s) => s.seconds);
+    if (xs.length === 0) continue;
     const counts = r.counts[side];
     let bytes = '';
     if (counts.length) {
@@ -388,7 +479,7 @@ function detailRows(r: ScenarioResult): string[] {
       }
     }
     rows.push(
-      `| ${r.scenario.title} | ${side} | ${xs.map((x) => x.toFixed(3)).join(' ')} | ${Math.min(...xs).toFixed(3)} | ${Math.max(...xs).toFixed(3)} | ${bytes} |`,
+      `| ${r.scenario.title} | ${side === 'strata' ? 'strata' : r.scenario.peer} | ${xs.map((x) => x.toFixed(3)).join(' ')} | ${Math.min(...xs).toFixed(3)} | ${Math.max(...xs).toFixed(3)} | ${bytes} |`,
     );
   }
   return rows;
@@ -461,6 +552,13 @@ async function main(): Promise<void> {
     );
   }
 
+  if (UNION_IDS.some((id) => args.only.has(id)) && process.getuid?.() !== 0) {
+    // Overlay mounts and the files' owners (for both tools) need root.
+    if (args.onlyGiven) throw new BenchError('unpack, commit and create need root (sudo npm run bench)');
+    log('not root: skipping unpack, commit and create (they need root)');
+    for (const id of UNION_IDS) args.only.delete(id);
+  }
+
   const tmpDir = path.join(args.work, 'tmp');
   await rm(tmpDir, { recursive: true, force: true });
   await mkdir(tmpDir, { recursive: true });
@@ -482,6 +580,7 @@ async function main(): Promise<void> {
   const needsPushState = [...args.only].some((s) => s !== 'pull');
   if (needsPushState) {
     // Once: the image in a persistent strata store and in a skopeo OCI layout (push sources).
+    await unmountUnder(store);
     await rm(store, { recursive: true, force: true });
     await rm(layout, { recursive: true, force: true });
     await mkdir(store, { recursive: true });
@@ -498,12 +597,41 @@ async function main(): Promise<void> {
     }
   }
 
+  // Issue 3 (unpack, commit, create): the strata side works on the same store (its containers and layer
+  // cache live there); umoci on a copy of the skopeo layout, since `umoci repack` adds to its layout.
+  const umociLayout = path.join(args.work, 'umoci-layout');
+  const smallRef = `${reg.host}/${SMALL_REF}`;
+  let su: ReturnType<typeof strataUnion> | undefined;
+  if (UNION_IDS.some((id) => args.only.has(id))) {
+    if (!cli.prefix)
+      throw new BenchError('unpack, commit and create need the strata CLI (not --strata-cmd skopeo)');
+    su = strataUnion(cli.prefix, store);
+    cleanup = async () => {
+      await unmountUnder(store);
+      await proxy?.stop();
+      await stopAll();
+      await rm(tmpDir, { recursive: true, force: true });
+    };
+    if (args.only.has('unpack') || args.only.has('commit')) {
+      await requireTool('umoci', 'umoci');
+      await rm(umociLayout, { recursive: true, force: true });
+      await run(['cp', '-a', layout, umociLayout]);
+    }
+    if (args.only.has('create')) {
+      if (!corpus.small) throw new BenchError('the corpus has no small image (corpus.json: "small")');
+      await reg.seed(corpus.layout, SMALL_REF, SMALL_REF);
+      log(`prepare: strata pull ${smallRef} into ${store}`);
+      await timed(cli.pull(store, smallRef), 'prepare strata pull (small image)', tmpDir);
+    }
+  }
+
   const scenarios: Scenario[] = [];
   if (args.only.has('startup')) {
     scenarios.push({
       id: 'startup',
       title: 'startup (`--version`, no I/O)',
       target: 'informational: the fixed cost in every row below',
+      peer: 'skopeo',
       checks: { informational: true },
       cmd: (side) => (side === 'strata' ? cli.version() : ['skopeo', '--version']),
     });
@@ -515,6 +643,7 @@ async function main(): Promise<void> {
       id: 'pull',
       title: 'pull (fresh destination)',
       target: `≤ ${PULL_RATIO_TARGET.toFixed(2)}× skopeo, RSS ≤ ${RSS_TARGET_MIB} MiB`,
+      peer: 'skopeo',
       checks: { rss: true, ratio: PULL_RATIO_TARGET },
       before: async (side, i) =>
         void dirs.set(key(side, i), await mkdtemp(path.join(tmpDir, `pull-${side}-${i}-`))),
@@ -535,12 +664,14 @@ async function main(): Promise<void> {
       id: 'push-new',
       title: 'push to an empty repository (same registry)',
       target: `≤ ${RATIO_TARGET.toFixed(2)}× skopeo (cross-repo mount allowed)`,
+      peer: 'skopeo',
       checks: {},
       cmd: (side, i) =>
         side === 'strata'
           ? cli.push(store, srcRef, `${reg.host}/push-strata-${i}:1`)
           : SKOPEO.push(layout, `${reg.host}/push-skopeo-${i}:1`),
-      verify: (side, i) => verifyPushed(reg.host, `push-${side}-${i}`, corpus),
+      verify: (side, i) =>
+        verifyPushed(reg.host, `push-${side === 'strata' ? 'strata' : 'skopeo'}-${i}`, corpus),
     });
   }
   if (args.only.has('push-cold')) {
@@ -549,6 +680,7 @@ async function main(): Promise<void> {
       id: 'push-cold',
       title: 'push (cold registry: every blob uploaded)',
       target: `≤ ${RATIO_TARGET.toFixed(2)}× skopeo, RSS ≤ ${RSS_TARGET_MIB} MiB`,
+      peer: 'skopeo',
       checks: { rss: true },
       setup: async () => {
         cold = await Registry.start(path.join(args.work, 'registry-cold'), { fresh: true });
@@ -559,7 +691,8 @@ async function main(): Promise<void> {
         side === 'strata'
           ? cli.push(store, srcRef, `${cold!.host}/push-strata-${i}:1`)
           : SKOPEO.push(layout, `${cold!.host}/push-skopeo-${i}:1`),
-      verify: (side, i) => verifyPushed(cold!.host, `push-${side}-${i}`, corpus),
+      verify: (side, i) =>
+        verifyPushed(cold!.host, `push-${side === 'strata' ? 'strata' : 'skopeo'}-${i}`, corpus),
       // The registry started empty: what it now stores is what was uploaded (proof of a real upload).
       after: async () => ({ how: 'stored', blobBytes: await storedBlobBytes(cold!.dataDir) }),
       teardown: async () => cold?.stop(),
@@ -570,6 +703,7 @@ async function main(): Promise<void> {
       id: 'repush',
       title: 're-push (every blob already there)',
       target: `≤ ${REPUSH_SECONDS_TARGET} s whole process, 0 blob bytes sent`,
+      peer: 'skopeo',
       checks: { zeroBlobBytes: true, seconds: REPUSH_SECONDS_TARGET },
       setup: async () => {
         proxy = await CountingProxy.start(reg.port);
@@ -597,13 +731,122 @@ async function main(): Promise<void> {
     });
   }
 
+  if (args.only.has('unpack')) {
+    const dirs = new Map<string, string>();
+    const key = (side: Side, i: number) => `${side}-${i}`;
+    // Both tools create their output dir (strata: DIR; umoci: BUNDLE, with BUNDLE/rootfs and its config).
+    const out = (side: Side, i: number) =>
+      path.join(dirs.get(key(side, i))!, side === 'strata' ? 'rootfs' : 'bundle');
+    scenarios.push({
+      id: 'unpack',
+      title: 'unpack (fresh directory) vs `umoci unpack`',
+      peer: 'umoci',
+      target: `≤ ${UNPACK_RATIO_TARGET.toFixed(2)}× umoci, RSS ≤ ${RSS_TARGET_MIB} MiB`,
+      checks: { rss: true, ratio: UNPACK_RATIO_TARGET },
+      before: async (side, i) =>
+        void dirs.set(key(side, i), await mkdtemp(path.join(tmpDir, `unpack-${side}-${i}-`))),
+      cmd: (side, i) =>
+        side === 'strata'
+          ? su!.unpack(srcRef, out(side, i))
+          : UMOCI.unpack(umociLayout, 'bench', out(side, i)),
+      verify: (side, i) =>
+        verifyRootfs(side === 'strata' ? out(side, i) : path.join(out(side, i), 'rootfs'), corpus),
+      after: async (side, i) => {
+        await rm(dirs.get(key(side, i))!, { recursive: true, force: true });
+        dirs.delete(key(side, i));
+        return undefined;
+      },
+    });
+  }
+  if (args.only.has('commit')) {
+    const bundles = new Map<number, string>();
+    const container = (i: number) => `bench-commit-${i}`;
+    const strataRef = (i: number) => `${reg.host}/bench/commit-${i}:1`;
+    const bundle = (i: number) => path.join(bundles.get(i)!, 'bundle');
+    scenarios.push({
+      id: 'commit',
+      title: 'commit 1,000 added, 100 deleted, 10 changed files vs `umoci repack`',
+      peer: 'umoci',
+      target: `≤ ${COMMIT_RATIO_TARGET.toFixed(2)}× umoci repack, RSS ≤ ${RSS_TARGET_MIB} MiB`,
+      checks: { rss: true, ratio: COMMIT_RATIO_TARGET },
+      // Untimed: a container (strata: create + mount; umoci: unpack) with the changes made in its root.
+      before: async (side, i) => {
+        if (side === 'strata') {
+          await run(su!.create(srcRef, container(i)));
+          const lines = (await run(su!.mount(container(i)))).trim().split('\n');
+          const root = (JSON.parse(lines[lines.length - 1]!) as { path: string }).path;
+          await makeChanges(root);
+        } else {
+          bundles.set(i, await mkdtemp(path.join(tmpDir, `commit-umoci-${i}-`)));
+          await run(UMOCI.unpack(umociLayout, 'bench', bundle(i)));
+          await makeChanges(path.join(bundle(i), 'rootfs'));
+        }
+        await run(['sync']); // the timed commit does not pay for writing back the setup
+      },
+      cmd: (side, i) =>
+        side === 'strata'
+          ? su!.commit(container(i), strataRef(i))
+          : UMOCI.repack(umociLayout, `commit-${i}`, bundle(i)),
+      verify: (side, i) =>
+        side === 'strata'
+          ? verifyCommitted(store, strataRef(i), corpus)
+          : verifyCommitted(umociLayout, `commit-${i}`, corpus),
+      after: async (side, i) => {
+        if (side === 'strata') {
+          await run(su!.rm(container(i)));
+          await run(su!.rmi(strataRef(i)));
+        } else {
+          await rm(bundles.get(i)!, { recursive: true, force: true });
+          bundles.delete(i);
+          await run(['umoci', 'rm', '--image', `${umociLayout}:commit-${i}`]);
+          await run(['umoci', 'gc', '--layout', umociLayout]);
+        }
+        return undefined;
+      },
+    });
+  }
+  if (args.only.has('create')) {
+    const totalSize = corpus.layers.reduce((n, l) => n + l.uncompressedSize, 0);
+    const images = [
+      ['full', srcRef, `${corpus.layers.length} layers, ${fmtBytes(totalSize)}`],
+      ['small', smallRef, `1 layer, ${fmtBytes(corpus.small?.layers[0]?.uncompressedSize ?? 0)}`],
+    ] as const;
+    for (const [which, ref, what] of images) {
+      const container = (i: number | string) => `bench-create-${which}-${i}`;
+      scenarios.push({
+        id: 'create',
+        label: `create-${which}`,
+        title: `overlay container creation (${what})`,
+        peer: undefined,
+        target: `≤ ${CREATE_SECONDS_TARGET} s whole process, RSS ≤ ${RSS_TARGET_MIB} MiB`,
+        checks: { rss: true, seconds: CREATE_SECONDS_TARGET },
+        // The image's layers are unpacked into the store's layer cache once, untimed: creation is then
+        // independent of the image size (the warm-up run only warms the page cache).
+        setup: async () => {
+          await run(su!.create(ref, container('setup'), 'overlay'));
+          await run(su!.rm(container('setup')));
+        },
+        cmd: (_side, i) => su!.create(ref, container(i), 'overlay'),
+        verify: async (_side, i) => {
+          const rows = JSON.parse(await run(su!.ps())) as { name: string; driver: string }[];
+          const row = rows.find((r) => r.name === container(i));
+          if (row?.driver !== 'overlay') throw new Error(`strata ps: no overlay container ${container(i)}`);
+        },
+        after: async (_side, i) => {
+          await run(su!.rm(container(i)));
+          return undefined;
+        },
+      });
+    }
+  }
+
   const results: ScenarioResult[] = [];
   for (const sc of scenarios) results.push(await runScenario(sc, args.runs, tmpDir));
 
   const out = [
     `# Strata benchmark${corpus.params.quick ? ' (--quick smoke run)' : ''}`,
     '',
-    '| scenario | strata median s | skopeo median s | ratio (strata/skopeo) | strata peak RSS MiB | skopeo peak RSS MiB | target |',
+    '| scenario | strata median s | peer median s | ratio (strata/peer) | strata peak RSS MiB | peer peak RSS MiB | target |',
     '|---|---:|---:|---:|---:|---:|---|',
     ...results.map(resultRow),
     '',

@@ -167,6 +167,8 @@ export async function writeLayer(
     try {
       [ingested] = await Promise.all([store.ingest(out, { what }, signalOpt), finished]);
     } catch (err) {
+      // The store may fail first (disk full…): the compressor would otherwise stay blocked on its stdout forever.
+      child.kill('SIGKILL');
       if (options.signal?.aborted) throw new AbortedError(`${what}: aborted`, err);
       throw err;
     } finally {

@@ -5,6 +5,7 @@
  * `security.capability` survive, which string-valued PAX writers cannot do). File contents are read in chunks:
  * the layer is never held in memory.
  */
+import { constants } from 'node:fs';
 import { open } from 'node:fs/promises';
 import { throwIfAborted, TerminalError } from '../errors.js';
 import { clampMtime, type LayerEntry } from './order.js';
@@ -266,8 +267,16 @@ export async function* tarChunks(
       const source = entry.change.source;
       if (!source)
         throw new TerminalError('INVALID_ARGUMENT', `layer entry ${entry.name}: no content source`);
-      const fh = await open(source, 'r');
+      // The tree may belong to a live container: a file swapped for a symlink (or a different file) after the walk
+      // must not put host data into the layer. O_NOFOLLOW refuses a final symlink; the inode check catches the rest.
+      const fh = await open(source, constants.O_RDONLY | constants.O_NOFOLLOW).catch((err: unknown) => {
+        if ((err as NodeJS.ErrnoException).code === 'ELOOP') throw changedUnderneath(source);
+        throw err;
+      });
       try {
+        const st = await fh.stat({ bigint: true });
+        if (!st.isFile() || (info?.ino !== undefined && (st.ino !== info.ino || st.dev !== info.dev)))
+          throw changedUnderneath(source);
         let remaining = header.size;
         while (remaining > 0) {
           const want = Math.min(remaining, CHUNK);
@@ -297,6 +306,13 @@ export async function* tarChunks(
   }
   push(Buffer.alloc(BLOCK * 2));
   yield drain();
+}
+
+function changedUnderneath(source: string): TerminalError {
+  return new TerminalError(
+    'INVALID_ARGUMENT',
+    `${source} was replaced while the layer was being written: stop what writes to it and retry`,
+  );
 }
 
 /** Fresh zeroed {@link TarStats}. */

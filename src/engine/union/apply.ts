@@ -1,5 +1,21 @@
-import { constants } from 'node:fs';
-import { chmod, lchown, link, lstat, lutimes, mkdir, open, readdir, symlink } from 'node:fs/promises';
+import {
+  chmodSync,
+  closeSync,
+  constants,
+  fchmodSync,
+  fchownSync,
+  futimesSync,
+  lchownSync,
+  linkSync,
+  lstatSync,
+  lutimesSync,
+  mkdirSync,
+  openSync,
+  symlinkSync,
+  writeSync,
+  type Stats,
+} from 'node:fs';
+import { chmod, lchown, lutimes, readdir } from 'node:fs/promises';
 import type { Readable } from 'node:stream';
 import { AbortedError, StrataError, TerminalError, throwIfAborted } from '../errors.js';
 import { SafeRoot } from './safe-path.js';
@@ -76,13 +92,16 @@ function errno(err: unknown): string | undefined {
   return (err as NodeJS.ErrnoException | undefined)?.code;
 }
 
-async function lstatOrUndefined(path: string): Promise<import('node:fs').Stats | undefined> {
-  try {
-    return await lstat(path);
-  } catch (err) {
-    if (errno(err) === 'ENOENT') return undefined;
-    throw err;
-  }
+/*
+ * Per-entry syscalls are synchronous on purpose. A layer has tens of thousands of small entries, each needing
+ * several syscalls (lstat, open, write, fchown, fchmod, futimes, close); through fs/promises each one is a
+ * thread-pool round trip plus a FileHandle, which measured ~11× slower than the same calls made synchronously
+ * (20,000 files: 8.9 s against 0.8 s) and made `unpack` and the first `create` slower than umoci. Each call is a
+ * few microseconds on a local file system; the event loop gets control back between tar chunks (decompression
+ * keeps running in the thread pool meanwhile), so abort signals and other work still get through.
+ */
+function lstatOrUndefined(path: string): Stats | undefined {
+  return lstatSync(path, { throwIfNoEntry: false });
 }
 
 /** Refuses an entry: LAYER_INVALID naming the layer and the entry. */
@@ -234,7 +253,7 @@ class LayerApplier {
     }
     if (this.pendingNodes.has(rel)) await this.flushNodes();
     const host = this.root.host(rel);
-    const existing = await lstatOrUndefined(host);
+    const existing = lstatOrUndefined(host);
     if (existing) {
       if (h.type === 'directory' && existing.isDirectory()) {
         // Directory over directory: keep it and its lower children, update the attributes.
@@ -251,20 +270,20 @@ class LayerApplier {
         await this.writeFile(h, host, body);
         break;
       case 'directory':
-        await mkdir(host, { mode: 0o700 });
+        mkdirSync(host, { mode: 0o700 });
         this.root.noteDir(rel);
         this.stats.dirs++;
         await this.setDirAttributes(h, rel);
         this.noteWhitedOutDir(rel);
         break;
       case 'symlink':
-        await symlink(h.linkname, host);
+        symlinkSync(h.linkname, host);
         this.stats.symlinks++;
-        if (this.preserveOwnership) await lchown(host, h.uid, h.gid);
-        await lutimes(host, h.atime ?? h.mtime, h.mtime);
+        if (this.preserveOwnership) lchownSync(host, h.uid, h.gid);
+        lutimesSync(host, h.atime ?? h.mtime, h.mtime);
         break;
       case 'link':
-        await link(this.root.host(linkTarget!), host);
+        linkSync(this.root.host(linkTarget!), host);
         this.stats.hardlinks++;
         break;
       case 'char':
@@ -282,11 +301,13 @@ class LayerApplier {
     }
     this.markCreated(rel);
     this.whitedOut.delete(rel);
-    if (h.xattrs.size > 0 && h.type !== 'link') this.queueXattrs(h, rel);
+    // Directories queued theirs in setDirAttributes (queuing again set and counted every xattr twice).
+    if (h.xattrs.size > 0 && h.type !== 'link' && h.type !== 'directory') this.queueXattrs(h, rel);
   }
 
   private async writeFile(h: TarHeader, host: string, body: AsyncIterable<Buffer>): Promise<void> {
-    const fh = await open(
+    // Synchronous calls: see lstatOrUndefined.
+    const fd = openSync(
       host,
       constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW,
       0o600,
@@ -294,18 +315,15 @@ class LayerApplier {
     try {
       for await (const chunk of body) {
         let off = 0;
-        while (off < chunk.length) {
-          const { bytesWritten } = await fh.write(chunk, off, chunk.length - off);
-          off += bytesWritten;
-        }
+        while (off < chunk.length) off += writeSync(fd, chunk, off, chunk.length - off);
         this.stats.bytes += chunk.length;
       }
       // chown before chmod: chown clears setuid/setgid.
-      if (this.preserveOwnership) await fh.chown(h.uid, h.gid);
-      await fh.chmod(h.mode);
-      await fh.utimes(h.atime ?? h.mtime, h.mtime);
+      if (this.preserveOwnership) fchownSync(fd, h.uid, h.gid);
+      fchmodSync(fd, h.mode);
+      futimesSync(fd, h.atime ?? h.mtime, h.mtime);
     } finally {
-      await fh.close();
+      closeSync(fd);
     }
     this.stats.files++;
   }
@@ -319,7 +337,7 @@ class LayerApplier {
     if (r.status === 'refused')
       throw this.refuse(h.name, `hardlink target ${JSON.stringify(h.linkname)}: ${r.reason}`);
     if (r.status === 'ok' && this.pendingNodes.has(r.rel)) await this.flushNodes();
-    const st = r.status === 'ok' ? await lstatOrUndefined(this.root.host(r.rel)) : undefined;
+    const st = r.status === 'ok' ? lstatOrUndefined(this.root.host(r.rel)) : undefined;
     if (r.status === 'missing' || !st)
       throw this.refuse(h.name, `hardlink target ${JSON.stringify(h.linkname)} does not exist in the image`);
     if (st.isDirectory())
@@ -329,8 +347,8 @@ class LayerApplier {
 
   private async setDirAttributes(h: TarHeader, rel: string): Promise<void> {
     const host = this.root.host(rel);
-    if (this.preserveOwnership) await lchown(host, h.uid, h.gid);
-    await chmod(host, h.mode); // host is a verified real directory: chmod cannot follow a symlink here
+    if (this.preserveOwnership) lchownSync(host, h.uid, h.gid);
+    chmodSync(host, h.mode); // host is a verified real directory: chmod cannot follow a symlink here
     this.dirTimes.set(rel, { atime: h.atime ?? h.mtime, mtime: h.mtime });
     if (h.xattrs.size > 0) this.queueXattrs(h, rel);
   }
@@ -340,6 +358,13 @@ class LayerApplier {
       if (!validXattrName(name)) {
         this.stats.xattrsSkipped++;
         this.warn(`skipped xattr ${JSON.stringify(name)} on ${rel}: invalid name`);
+        continue;
+      }
+      // overlayfs' own attributes (redirect, metacopy, origin, opaque…) are never layer content (commit strips
+      // them too): in overlay format the kernel would obey them, e.g. a redirect pointing a directory elsewhere.
+      if (name.startsWith('trusted.overlay.') || name.startsWith('user.overlay.')) {
+        this.stats.xattrsSkipped++;
+        this.warn(`skipped xattr ${name} on ${rel}: overlayfs-private attributes are not layer content`);
         continue;
       }
       if (!this.preserveOwnership && !name.startsWith('user.')) {
@@ -364,7 +389,7 @@ class LayerApplier {
    */
   private async prune(rel: string): Promise<void> {
     const host = this.root.host(rel);
-    const st = await lstatOrUndefined(host);
+    const st = lstatOrUndefined(host);
     if (!st) return;
     const ownDir = this.created.has(rel) || this.createdAncestors.has(rel);
     if (st.isDirectory() && ownDir) {
@@ -400,11 +425,11 @@ class LayerApplier {
     const rel = (await this.resolve(h, target, true))!;
     if (this.created.has(rel)) {
       // This layer's own entry already hides the lower one; a directory must also hide the lower children.
-      if ((await lstatOrUndefined(this.root.host(rel)))?.isDirectory()) this.opaqueDirs.add(rel);
+      if (lstatOrUndefined(this.root.host(rel))?.isDirectory()) this.opaqueDirs.add(rel);
       return;
     }
     if (this.pendingNodes.has(rel)) await this.flushNodes();
-    if (await lstatOrUndefined(this.root.host(rel))) await this.remove(rel);
+    if (lstatOrUndefined(this.root.host(rel))) await this.remove(rel);
     this.pendingNodes.set(rel, {
       rel,
       spec: { host: this.root.host(rel), type: 'char', major: 0, minor: 0, mode: 0 },
@@ -439,6 +464,9 @@ class LayerApplier {
     );
     for (const n of nodes) {
       if (this.preserveOwnership) await lchown(n.spec.host, n.uid, n.gid);
+      // mknod -m takes permission bits only, and chown clears setuid/setgid on every non-directory (nodes and
+      // FIFOs included): the special bits are set here, after the chown.
+      if (n.spec.mode & 0o7000) await chmod(n.spec.host, n.spec.mode & 0o7777);
       await lutimes(n.spec.host, n.atime, n.mtime);
     }
     this.stats.nodes += nodes.length;
@@ -469,7 +497,7 @@ class LayerApplier {
         const specs = [];
         for (const x of wanted) {
           const host = await this.recheck(x.rel);
-          const st = host === undefined ? undefined : await lstatOrUndefined(host);
+          const st = host === undefined ? undefined : lstatOrUndefined(host);
           if (!host || !st || st.isSymbolicLink() !== x.symlink) continue; // replaced later in the layer
           specs.push({ host, name: x.name, value: x.value });
         }
@@ -481,8 +509,8 @@ class LayerApplier {
     for (const [rel, t] of this.dirTimes) {
       const host = await this.recheck(rel);
       if (host === undefined) continue;
-      const st = await lstatOrUndefined(host);
-      if (st?.isDirectory()) await lutimes(host, t.atime, t.mtime);
+      const st = lstatOrUndefined(host);
+      if (st?.isDirectory()) lutimesSync(host, t.atime, t.mtime);
     }
   }
 }

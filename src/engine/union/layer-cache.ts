@@ -1,6 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { mkdir, readdir, rename, rm, stat, utimes, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
+import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { TerminalError, throwIfAborted, VerificationError } from '../errors.js';
 import { digestHex, digestOf, DigestingStream, type Digest } from '../oci/digest.js';
@@ -123,8 +124,13 @@ export async function applyVerifiedLayer(
   const hasher = new DigestingStream(undefined, 'sha256');
   const hashing = pipeline(tar, hasher);
   hashing.catch(() => undefined); // observed below; the apply error wins when both fail
+  // The tar reader stops at the end-of-archive marker and then ends its source (readTar destroys a Readable it
+  // leaves early). Handing it `hasher` itself made the diffID check racy: when the hasher had not seen its end yet
+  // (the trailing zero blocks still in flight), the destroy failed `hashing` with AbortError ("The operation was
+  // aborted") instead of draining below. The reader gets a view that leaves the hasher alive on return.
+  const view = Readable.from(hasher.iterator({ destroyOnReturn: false }), { objectMode: false });
   try {
-    await applyLayer(hasher, root, {
+    await applyLayer(view, root, {
       format,
       layerName: layer.descriptor.digest,
       ...(options.signal ? { signal: options.signal } : {}),
@@ -135,6 +141,7 @@ export async function applyVerifiedLayer(
   } catch (err) {
     raw.destroy();
     tar.destroy();
+    view.destroy();
     hasher.destroy();
     throw err;
   }

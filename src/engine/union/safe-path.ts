@@ -1,4 +1,5 @@
-import { lstat, mkdir, readlink, realpath, rm, unlink } from 'node:fs/promises';
+import { lstatSync, mkdirSync, readlinkSync } from 'node:fs';
+import { lstat, realpath, rm, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
 
 /**
@@ -132,27 +133,24 @@ export class SafeRoot {
     return rel === '' ? this.root : join(this.root, rel);
   }
 
-  private readonly lookup = async (rel: string): Promise<NodeKind> => {
+  // lookup and create use synchronous calls: they run once per path component not yet cached, i.e. for many
+  // entries of a layer, where a thread-pool round trip per call costs far more than the syscall (see apply.ts).
+  private readonly lookup = (rel: string): NodeKind => {
     if (this.dirs.has(rel)) return { kind: 'dir' };
     const host = this.host(rel);
-    let st;
-    try {
-      st = await lstat(host);
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return { kind: 'missing' };
-      throw err;
-    }
+    const st = lstatSync(host, { throwIfNoEntry: false });
+    if (!st) return { kind: 'missing' };
     if (st.isDirectory()) {
       this.dirs.add(rel);
       return { kind: 'dir' };
     }
-    if (st.isSymbolicLink()) return { kind: 'symlink', target: await readlink(host) };
+    if (st.isSymbolicLink()) return { kind: 'symlink', target: readlinkSync(host) };
     return { kind: 'other' };
   };
 
   private readonly create = async (rel: string): Promise<void> => {
     const host = this.host(rel);
-    await mkdir(host, { mode: 0o755 });
+    mkdirSync(host, { mode: 0o755 });
     this.dirs.add(rel);
     await this.onCreateDir(host, rel);
   };

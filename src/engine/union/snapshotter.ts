@@ -1,6 +1,7 @@
 import { execFile } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { mkdir, readFile, rm } from 'node:fs/promises';
+import { mkdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
+import { release } from 'node:os';
 import { join } from 'node:path';
 import { StrataError, TerminalError } from '../errors.js';
 import type { LocalImage } from '../image/local.js';
@@ -98,14 +99,48 @@ export async function mountPoints(): Promise<Map<string, string>> {
 let overlayProbe: Promise<boolean> | undefined;
 
 /**
+ * The file remembering a successful test mount: `strata/overlay-ok`, holding the kernel release and the device of
+ * the store's `strata/` dir it was made with. Every CLI call is a new process, and the test mount (two child
+ * processes, mount(8) and umount(8)) cost about 15 ms of the ~0.1 s that `create` may take; a verdict that
+ * holds for this kernel and this filesystem need not be probed again. Only success is remembered: a failing
+ * probe (module not loaded yet, a filesystem overlayfs cannot use) is retried by the next process.
+ */
+export const OVERLAY_PROBE_FILE = 'overlay-ok';
+
+interface ProbeVerdict {
+  readonly kernel: string;
+  readonly dev: number;
+}
+
+async function probeKey(storeRoot: string): Promise<ProbeVerdict | undefined> {
+  const st = await stat(strataDir(storeRoot)).catch(() => undefined);
+  return st ? { kernel: release(), dev: st.dev } : undefined;
+}
+
+async function rememberedOk(storeRoot: string): Promise<boolean> {
+  const key = await probeKey(storeRoot);
+  if (!key) return false;
+  try {
+    const v = JSON.parse(
+      await readFile(join(strataDir(storeRoot), OVERLAY_PROBE_FILE), 'utf8'),
+    ) as ProbeVerdict;
+    return v.kernel === key.kernel && v.dev === key.dev;
+  } catch {
+    return false; // missing or unreadable (e.g. half-written by a concurrent process): probe
+  }
+}
+
+/**
  * True when overlayfs mounts work here: running as root, `overlay` in /proc/filesystems, and a test mount under
- * the store's `strata/` dir succeeds (so the store's filesystem can hold upper dirs). Probed once per process.
+ * the store's `strata/` dir succeeds (so the store's filesystem can hold upper dirs). Probed once per process, and
+ * a success is remembered in the store for later processes (same kernel, same filesystem: {@link OVERLAY_PROBE_FILE}).
  */
 export function overlaySupported(storeRoot: string): Promise<boolean> {
   overlayProbe ??= (async () => {
     if (process.platform !== 'linux' || process.getuid?.() !== 0) return false;
     const fss = await readFile('/proc/filesystems', 'utf8').catch(() => '');
     if (!/\boverlay\b/.test(fss)) return false;
+    if (await rememberedOk(storeRoot)) return true;
     const dir = join(strataDir(storeRoot), `.probe-${randomBytes(6).toString('hex')}`);
     try {
       for (const d of ['lower', 'upper', 'work', 'merged']) await mkdir(join(dir, d), { recursive: true });
@@ -115,12 +150,17 @@ export function overlaySupported(storeRoot: string): Promise<boolean> {
         { cwd: dir, what: 'overlay probe' },
       );
       await run('umount', [join(dir, 'merged')], { what: 'overlay probe' });
-      return true;
     } catch {
       return false;
     } finally {
       await rm(dir, { recursive: true, force: true }).catch(() => undefined);
     }
+    const key = await probeKey(storeRoot);
+    if (key)
+      await writeFile(join(strataDir(storeRoot), OVERLAY_PROBE_FILE), `${JSON.stringify(key)}\n`).catch(
+        () => undefined, // only an optimisation
+      );
+    return true;
   })();
   return overlayProbe;
 }

@@ -14,7 +14,7 @@ export interface NodeSpec {
   readonly type: 'char' | 'block' | 'fifo';
   readonly major: number;
   readonly minor: number;
-  /** Permission bits (incl. setuid/setgid/sticky), set by `mknod -m` regardless of the umask. */
+  /** Permission bits, set by `mknod -m` regardless of the umask; setuid/setgid/sticky are left to the caller. */
   readonly mode: number;
 }
 
@@ -89,7 +89,9 @@ export async function makeNodes(nodes: readonly NodeSpec[], signal?: AbortSignal
   for (const n of nodes) {
     const t = n.type === 'char' ? 'c' : n.type === 'block' ? 'b' : 'p';
     const item = [
-      (n.mode & 0o7777).toString(8).padStart(4, '0'),
+      // GNU mknod -m refuses setuid/setgid/sticky ("mode must specify only file permission bits"): the caller
+      // sets those with chmod afterwards.
+      (n.mode & 0o777).toString(8).padStart(4, '0'),
       n.host,
       t,
       String(n.major),

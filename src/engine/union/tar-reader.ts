@@ -255,6 +255,9 @@ async function* readEntries(
   let longName: string | undefined;
   let longLink: string | undefined;
   let extBytes = 0;
+  // Global PAX headers outlive their entry: without a running total, a layer could pile up one capped `g` header
+  // per entry and grow the global map (copied into every later entry, as xattrs too) without bound.
+  let globalBytes = 0;
   let previous: string | undefined;
   for (;;) {
     const context =
@@ -270,9 +273,10 @@ async function* readEntries(
     const padded = Math.ceil(size / BLOCK) * BLOCK;
     if (flag === 'x' || flag === 'g' || flag === 'L' || flag === 'K') {
       extBytes += size;
-      if (extBytes > options.maxHeaderBytes)
+      if (flag === 'g') globalBytes += size;
+      if (extBytes > options.maxHeaderBytes || globalBytes > options.maxHeaderBytes)
         throw new TarFormatError(
-          `extended header of ${extBytes} bytes exceeds the limit of ${options.maxHeaderBytes} bytes`,
+          `extended header of ${Math.max(extBytes, globalBytes)} bytes exceeds the limit of ${options.maxHeaderBytes} bytes`,
           label,
         );
       const data = (await reader.readExact(padded, 'an extended header', label)) ?? EMPTY;
