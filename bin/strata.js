@@ -8,7 +8,7 @@ process.on('exit', (code) => {
     process.exitCode = 70;
   }
 });
-import('../dist/strata.mjs')
+import('../dist/bundle/strata.js')
   .then((cli) => cli.run(process.argv))
   .then(
     (code) => {
@@ -17,7 +17,11 @@ import('../dist/strata.mjs')
     },
     (err) => {
       settled = true;
-      if (err && err.code === 'ERR_MODULE_NOT_FOUND' && String(err.message).includes('dist/strata.mjs')) {
+      if (
+        err &&
+        err.code === 'ERR_MODULE_NOT_FOUND' &&
+        String(err.message).includes('dist/bundle/strata.js')
+      ) {
         process.stderr.write('strata: not built yet; run `npm run build` first\n');
       } else {
         process.stderr.write(`strata: ${err && err.stack ? err.stack : err}\n`);

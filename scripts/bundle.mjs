@@ -1,10 +1,13 @@
-// bundle.mjs - bundles the compiled CLI (dist/src/cli/main.js) into one ESM file, dist/strata.mjs, which
-// bin/strata.js loads: one file to read and compile instead of dozens, for a faster start (docs/adr/0005).
+// bundle.mjs - bundles the compiled CLI (dist/src/cli/main.js) into dist/bundle/strata.js (plus chunks
+// loaded on first use), which bin/strata.js loads: a faster start (docs/adr/0005).
 import { build } from 'esbuild';
 
 await build({
-  entryPoints: ['dist/src/cli/main.js'],
-  outfile: 'dist/strata.mjs',
+  entryPoints: { strata: 'dist/src/cli/main.js' },
+  outdir: 'dist/bundle',
+  // Dynamic imports become chunks loaded on first use: a verb parses only the code it runs.
+  splitting: true,
+  chunkNames: 'chunks/[name]-[hash]',
   bundle: true,
   platform: 'node',
   format: 'esm',

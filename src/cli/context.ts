@@ -1,10 +1,7 @@
 import type { Command } from 'commander';
 import type { StrataEnvironment } from '../config/index.js';
-import { Engine } from '../engine/engine.js';
+import type { Engine } from '../engine/engine.js';
 import { AbortedError } from '../engine/errors.js';
-import { DockerConfigCredentials } from '../engine/registry/credentials.js';
-import { RegistryClient } from '../engine/registry/client.js';
-import { FsStore } from '../engine/store/fs-store.js';
 import { createProgress, type ProgressMode } from './progress.js';
 
 /** The global flags every verb sees. */
@@ -35,6 +32,13 @@ export function globalOptions(cmd: Command): GlobalOptions {
 /** Opens the store and a registry client for a verb; Ctrl-C aborts the verb's signal. */
 export async function openContext(cmd: Command, env: StrataEnvironment): Promise<CliContext> {
   const options = globalOptions(cmd);
+  // Loaded on first use: `--help` and `--version` stay as fast as Node itself allows (docs/adr/0005-bundled-cli.md).
+  const [{ Engine }, { FsStore }, { RegistryClient }, { DockerConfigCredentials }] = await Promise.all([
+    import('../engine/engine.js'),
+    import('../engine/store/fs-store.js'),
+    import('../engine/registry/client.js'),
+    import('../engine/registry/credentials.js'),
+  ]);
   const store = await FsStore.open(options.store);
   const registry = new RegistryClient({
     credentials: new DockerConfigCredentials({ path: env.dockerConfigPath }),

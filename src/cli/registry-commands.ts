@@ -1,7 +1,6 @@
 import type { Command } from 'commander';
 import type { StrataEnvironment } from '../config/index.js';
 import { TerminalError } from '../engine/errors.js';
-import { FsStore } from '../engine/store/fs-store.js';
 
 /** Parses `HOST:PORT` or `PORT` (host defaults to 127.0.0.1). */
 export function parseListen(value: string): { host: string; port: number } {
@@ -32,6 +31,7 @@ export function registerRegistryCommands(program: Command, env: StrataEnvironmen
       ]);
       // Logs go to stderr: stdout carries only the URL, for scripts to read.
       const logger = pino({ level: env.logLevel }, destination(2));
+      const { FsStore } = await import('../engine/store/fs-store.js');
       const store = await FsStore.open(opts.root);
       const server = await startRegistryServer({ store, host, port, logger });
       logger.info({ url: server.url, root: opts.root }, 'registry listening');

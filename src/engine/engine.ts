@@ -11,28 +11,23 @@ import { findLocalRef, imageClosure, listImages, loadLocalImage, type ImageSumma
 import type { Digest } from './oci/digest.js';
 import { RegistrySource, RegistryTarget } from './image/registry-endpoint.js';
 import { StoreSource, StoreTarget } from './image/store-endpoint.js';
-import { importTarball, type ImportOptions, type ImportResult } from './archive/import.js';
-import { importDirectory, type ImportDirectoryOptions } from './archive/import-dir.js';
-import { exportContainer, type ExportOptions, type ExportResult } from './archive/export.js';
-import { commitContainer, type CommitOptions, type CommitResult } from './commit/commit.js';
+import type { ImportOptions, ImportResult } from './archive/import.js';
+import type { ImportDirectoryOptions } from './archive/import-dir.js';
+import type { ExportOptions, ExportResult } from './archive/export.js';
+import type { CommitOptions, CommitResult } from './commit/commit.js';
 import type { Readable, Writable } from 'node:stream';
-import { saveArchive, type SaveOptions, type SaveResult } from './archive/save.js';
-import { loadArchive, type LoadOptions, type LoadResult } from './archive/load.js';
-import {
-  containerImageRoots,
-  createContainer,
-  getContainer,
-  isContainerMounted,
-  listContainers,
-  mountContainer,
-  pruneLayerCache,
-  removeContainer,
-  unmountContainer,
-} from './container/containers.js';
+
+// The verbs beyond pull/push/copy load their modules on first use, so every CLI call does not pay for parsing
+// union, commit, archive and container code at start-up (docs/adr/0005-bundled-cli.md).
+const containers = (): Promise<typeof import('./container/containers.js')> =>
+  import('./container/containers.js');
+import type { SaveOptions, SaveResult } from './archive/save.js';
+import type { LoadOptions, LoadResult } from './archive/load.js';
+
 import type { ContainerRecord } from './container/record.js';
 import type { DriverName } from './union/snapshotter.js';
 import type { PruneLayersResult } from './union/layer-cache.js';
-import { unpackImage, type UnpackOptions, type UnpackResult } from './union/unpack.js';
+import type { UnpackOptions, UnpackResult } from './union/unpack.js';
 
 /** One row of `strata ps`. */
 export interface ContainerSummary extends ContainerRecord {
@@ -174,18 +169,19 @@ export class Engine {
   }
 
   /** `import TARBALL REF`: a flat root filesystem tar (plain or gzip) becomes a one-layer image. */
-  import(tarball: Readable, reference: string, options: ImportOptions = {}): Promise<ImportResult> {
+  async import(tarball: Readable, reference: string, options: ImportOptions = {}): Promise<ImportResult> {
     const ref = parseUserReference(reference, 'import');
     if (ref.digest)
       throw new TerminalError(
         'INVALID_REFERENCE',
         `import: ${reference}: name the new image with a tag, not a digest`,
       );
+    const { importTarball } = await import('./archive/import.js');
     return importTarball(this.store, tarball, formatReference(ref), options);
   }
 
   /** `import DIR REF`: a root filesystem directory becomes a one-layer image (see archive/import-dir.ts). */
-  importDirectory(
+  async importDirectory(
     dir: string,
     reference: string,
     options: ImportDirectoryOptions = {},
@@ -196,6 +192,7 @@ export class Engine {
         'INVALID_REFERENCE',
         `import: ${reference}: name the new image with a tag, not a digest`,
       );
+    const { importDirectory } = await import('./archive/import-dir.js');
     return importDirectory(this.store, dir, formatReference(ref), options);
   }
 
@@ -207,6 +204,10 @@ export class Engine {
         'INVALID_REFERENCE',
         `commit: ${reference}: name the new image with a tag, not a digest`,
       );
+    const [{ getContainer }, { commitContainer }] = await Promise.all([
+      containers(),
+      import('./commit/commit.js'),
+    ]);
     const record = await getContainer(this.store, container);
     return commitContainer(this.store, record, formatReference(ref), options);
   }
@@ -217,6 +218,10 @@ export class Engine {
     out: Writable,
     options: Omit<ExportOptions, 'mount' | 'isMounted'> = {},
   ): Promise<ExportResult> {
+    const [{ getContainer, isContainerMounted, mountContainer }, { exportContainer }] = await Promise.all([
+      containers(),
+      import('./archive/export.js'),
+    ]);
     const record = await getContainer(this.store, container);
     return exportContainer(record, out, {
       ...options,
@@ -226,12 +231,14 @@ export class Engine {
   }
 
   /** `save REF…`: writes local images as one docker-archive (default) or OCI layout tar to `out`. */
-  save(references: readonly string[], out: Writable, options: SaveOptions = {}): Promise<SaveResult> {
+  async save(references: readonly string[], out: Writable, options: SaveOptions = {}): Promise<SaveResult> {
+    const { saveArchive } = await import('./archive/save.js');
     return saveArchive(this.store, references, out, options);
   }
 
   /** `load`: reads a docker-archive, OCI layout or legacy docker tar into the store and tags its images. */
-  load(input: Readable, options: LoadOptions = {}): Promise<LoadResult> {
+  async load(input: Readable, options: LoadOptions = {}): Promise<LoadResult> {
+    const { loadArchive } = await import('./archive/load.js');
     return loadArchive(this.store, input, options);
   }
 
@@ -295,6 +302,7 @@ export class Engine {
       }
     }
     if (options.prune === false || released.size === 0) return { removed, failed };
+    const { containerImageRoots, pruneLayerCache } = await containers();
     // Only the removed images' own blobs are candidates; whatever another image still reaches stays.
     return {
       removed,
@@ -316,6 +324,7 @@ export class Engine {
   async gc(
     options: { dryRun?: boolean; signal?: AbortSignal } = {},
   ): Promise<GcResult & { layers: PruneLayersResult }> {
+    const { containerImageRoots, pruneLayerCache } = await containers();
     const result = await this.store.gc({ ...options, extraRoots: await containerImageRoots(this.store) });
     const layers = await pruneLayerCache(this.store, options.dryRun ? { dryRun: true } : {});
     return { ...result, layers };
@@ -330,6 +339,7 @@ export class Engine {
     const { platform, ...rest } = options;
     const entry = await findLocalRef(this.store, reference);
     const image = await loadLocalImage(this.store, entry, platform);
+    const { unpackImage } = await import('./union/unpack.js');
     return unpackImage(this.store, image, dir, rest);
   }
 
@@ -340,6 +350,7 @@ export class Engine {
   ): Promise<ContainerRecord> {
     const entry = await findLocalRef(this.store, reference);
     const image = await loadLocalImage(this.store, entry, options.platform);
+    const { createContainer } = await containers();
     return createContainer(this.store, image, {
       ...(options.name !== undefined ? { name: options.name } : {}),
       ...(options.driver ? { driver: options.driver } : {}),
@@ -348,17 +359,20 @@ export class Engine {
   }
 
   /** `mount NAME`: mounts the container's root if needed and returns its path. */
-  mount(name: string): Promise<string> {
+  async mount(name: string): Promise<string> {
+    const { mountContainer } = await containers();
     return mountContainer(this.store, name);
   }
 
   /** `umount NAME`: unmounts the container's root (no-op when not mounted). */
-  unmount(name: string, options: { force?: boolean } = {}): Promise<void> {
+  async unmount(name: string, options: { force?: boolean } = {}): Promise<void> {
+    const { unmountContainer } = await containers();
     return unmountContainer(this.store, name, options);
   }
 
   /** `rm NAME…`: unmounts and deletes containers (a busy root is refused unless `force`); returns the names removed. */
   async rm(names: readonly string[], options: { force?: boolean } = {}): Promise<string[]> {
+    const { removeContainer } = await containers();
     const removed: string[] = [];
     for (const n of names) removed.push(await removeContainer(this.store, n, options));
     return removed;
@@ -366,6 +380,7 @@ export class Engine {
 
   /** `ps`: every container, oldest first, with whether its root is mounted. */
   async ps(): Promise<ContainerSummary[]> {
+    const { isContainerMounted, listContainers } = await containers();
     const out: ContainerSummary[] = [];
     for (const c of await listContainers(this.store))
       out.push({ ...c, mounted: await isContainerMounted(this.store, c) });
