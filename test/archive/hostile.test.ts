@@ -193,3 +193,26 @@ describe('hostile archives are refused clearly and tag nothing', () => {
     );
   });
 });
+
+describe('a gzip-compressed archive that expands without end', () => {
+  it('is cut at the archive cap with SIZE_LIMIT, tagging nothing', async () => {
+    const { gzipSync } = await import('node:zlib');
+    const ok = await validImage('bomb:1');
+    const tar = await buildTar([
+      { name: 'padding.bin', data: Buffer.alloc(4 * 1024 * 1024) },
+      ...ok.members,
+      { name: 'manifest.json', data: JSON.stringify([ok.entry]) },
+    ]);
+    const { readFile } = await import('node:fs/promises');
+    const file = join(await scratch(), 'bomb.tar.gz');
+    await writeFile(file, gzipSync(await readFile(tar)));
+    const store = await freshStore();
+    await expect(loadFrom(store, file, { limits: { archiveBytes: 1024 * 1024 } })).rejects.toMatchObject({
+      code: 'SIZE_LIMIT',
+      message: expect.stringContaining('expands beyond 1048576 bytes'),
+    });
+    expect(await store.listRefs()).toEqual([]);
+    // The same archive under the default cap loads.
+    await expect(loadFrom(await freshStore(), file)).resolves.toMatchObject({ images: [expect.anything()] });
+  });
+});

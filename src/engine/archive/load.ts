@@ -1,6 +1,6 @@
 import type { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import { Writable } from 'node:stream';
+import { Transform, Writable } from 'node:stream';
 import { extract as createExtract } from 'tar-stream';
 import { StrataError, TerminalError, throwIfAborted, VerificationError } from '../errors.js';
 import type { ProgressListener } from '../image/events.js';
@@ -23,6 +23,7 @@ import {
 import type { ContentStore } from '../store/types.js';
 import { ANNOTATION_IMAGE_NAME, ANNOTATION_REF_NAME, blobMember } from './save.js';
 import { linkTarget, memberName, peekStream, sniffCompression, type SniffedCompression } from './tar.js';
+import { DEFAULT_MAX_UNCOMPRESSED_BYTES } from '../union/decompress.js';
 
 /** The archive layouts `load` understands. */
 export type ArchiveKind = 'docker-archive' | 'oci-layout' | 'docker-legacy';
@@ -35,6 +36,8 @@ export interface LoadLimits {
   readonly legacyJsonBytes?: number;
   /** All metadata files together (default 64 MiB). */
   readonly totalMetadataBytes?: number;
+  /** Bytes a gzip-compressed archive may expand to (default 64 GiB, the layer cap): a bomb must not fill the disk. */
+  readonly archiveBytes?: number;
 }
 
 /** Options of {@link loadArchive}. */
@@ -149,7 +152,18 @@ async function readMembers(
     const { createGunzip } = await import('node:zlib');
     const gunzip = createGunzip();
     raw.on('error', (err) => gunzip.destroy(err));
-    input = raw.pipe(gunzip);
+    const cap = options.limits?.archiveBytes ?? DEFAULT_MAX_UNCOMPRESSED_BYTES;
+    let expanded = 0;
+    const capped = new Transform({
+      transform(chunk: Buffer, _enc, cb) {
+        expanded += chunk.length;
+        if (expanded > cap)
+          cb(new TerminalError('SIZE_LIMIT', `load: the gzip archive expands beyond ${cap} bytes`));
+        else cb(null, chunk);
+      },
+    });
+    gunzip.on('error', (err) => capped.destroy(err));
+    input = raw.pipe(gunzip).pipe(capped);
   } else if (outer !== 'none') {
     throw new TerminalError(
       'UNSUPPORTED_MEDIA_TYPE',
