@@ -39,7 +39,7 @@ import type { BlobReadOptions, CallOptions, RegistryApi, RepositoryRef, UploadOp
 import { parseContentRange, parseLinkNext, parseUploadRangeEnd, registryBaseUrl } from './wire.js';
 
 /** Blobs up to this size are uploaded in one PUT; larger ones in PATCH chunks of this size. */
-export const DEFAULT_CHUNK_SIZE = 8 * 1024 * 1024;
+export const DEFAULT_CHUNK_SIZE = 32 * 1024 * 1024;
 
 /** Tag lists larger than this (per page) are refused. */
 const MAX_TAGS_PAGE_BYTES = 16 * 1024 * 1024;
@@ -65,7 +65,7 @@ export interface RegistryClientOptions {
   readonly sleep?: SleepFn;
   /** Concurrent connections per registry origin (requests beyond queue up). Default 16. */
   readonly maxConcurrentRequests?: number;
-  /** Monolithic upload threshold and PATCH chunk size. Default 8 MiB. */
+  /** Monolithic upload threshold and PATCH chunk size. Default 32 MiB (fewer round trips per large layer). */
   readonly chunkSize?: number;
   /** Clock in ms, for token expiry and `Retry-After` dates. */
   readonly now?: () => number;
