@@ -1,6 +1,7 @@
 import type { Command } from 'commander';
 import type { StrataEnvironment } from '../config/index.js';
 import type { Engine } from '../engine/engine.js';
+import type { RegistryApi } from '../engine/registry/types.js';
 import { AbortedError } from '../engine/errors.js';
 import { createProgress, type ProgressMode } from './progress.js';
 
@@ -33,16 +34,21 @@ export function globalOptions(cmd: Command): GlobalOptions {
 export async function openContext(cmd: Command, env: StrataEnvironment): Promise<CliContext> {
   const options = globalOptions(cmd);
   // Loaded on first use: `--help` and `--version` stay as fast as Node itself allows (docs/adr/0005-bundled-cli.md).
-  const [{ Engine }, { FsStore }, { RegistryClient }, { DockerConfigCredentials }] = await Promise.all([
+  const [{ Engine }, { FsStore }] = await Promise.all([
     import('../engine/engine.js'),
     import('../engine/store/fs-store.js'),
-    import('../engine/registry/client.js'),
-    import('../engine/registry/credentials.js'),
   ]);
   const store = await FsStore.open(options.store);
-  const registry = new RegistryClient({
-    credentials: new DockerConfigCredentials({ path: env.dockerConfigPath }),
-    insecureRegistries: options.insecureRegistry,
+  // The registry client (and node:http with it) loads only when a verb talks to a registry.
+  const registry = lazyRegistry(async () => {
+    const [{ RegistryClient }, { DockerConfigCredentials }] = await Promise.all([
+      import('../engine/registry/client.js'),
+      import('../engine/registry/credentials.js'),
+    ]);
+    return new RegistryClient({
+      credentials: new DockerConfigCredentials({ path: env.dockerConfigPath }),
+      insecureRegistries: options.insecureRegistry,
+    });
   });
   const controller = new AbortController();
   // The reason is what an aborted call rethrows: an AbortedError, so the CLI's exit status does not depend on which
@@ -51,7 +57,7 @@ export async function openContext(cmd: Command, env: StrataEnvironment): Promise
   process.once('SIGINT', onSigint);
   const mode: ProgressMode = options.json ? 'json' : options.quiet || !process.stderr.isTTY ? 'quiet' : 'tty';
   return {
-    engine: new Engine({ store, registry }),
+    engine: new Engine({ store, registry: registry.api }),
     options,
     signal: controller.signal,
     progress: () => createProgress(mode, process.stderr, process.stdout),
@@ -61,6 +67,23 @@ export async function openContext(cmd: Command, env: StrataEnvironment): Promise
       await registry.close();
     },
   };
+}
+
+/** A {@link RegistryApi} that creates the real client on its first call; `close` releases it if it was made. */
+function lazyRegistry(make: () => Promise<RegistryApi & { close(): Promise<void> }>): {
+  api: RegistryApi;
+  close(): Promise<void>;
+} {
+  let client: Promise<RegistryApi & { close(): Promise<void> }> | undefined;
+  const api = new Proxy({} as RegistryApi, {
+    get:
+      (_target, method) =>
+      async (...args: unknown[]) => {
+        const real = await (client ??= make());
+        return Reflect.apply(Reflect.get(real, method) as (...a: unknown[]) => unknown, real, args);
+      },
+  });
+  return { api, close: async () => void (client && (await (await client).close())) };
 }
 
 /** Runs a verb with a context and always closes it. */
