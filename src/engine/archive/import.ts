@@ -7,6 +7,7 @@ import { hostPlatform, type Platform } from '../oci/platform.js';
 import { parseManifest, type ImageConfig, type ImageManifest } from '../oci/types.js';
 import type { ContentStore } from '../store/types.js';
 import { descriptorOf } from '../image/store-endpoint.js';
+import { peekStream } from './tar.js';
 import { applyConfigChanges } from '../commit/changes-parser.js';
 
 /** Options of {@link importTarball}. */
@@ -40,7 +41,7 @@ export async function importTarball(
 ): Promise<ImportResult> {
   const runtimeConfig = applyConfigChanges({}, options.changes ?? []); // invalid -c fails before any work
   const { createGunzip, createGzip } = await import('node:zlib'); // loaded only by the verbs that compress
-  const head = await peek(source, 2);
+  const head = await peekStream(source, 2);
   const gz = head.length === 2 && head[0] === 0x1f && head[1] === 0x8b;
   const diff = new DigestingStream(undefined, 'sha256');
   const gzip = createGzip({ level: 6 });
@@ -91,34 +92,4 @@ export async function importTarball(
     digest: doc.digest,
     layer: { digest: ingested.digest, diffId: diff.digest, size: ingested.size },
   };
-}
-
-/** Reads the first `n` bytes of a stream and puts them back, so the stream can still be consumed whole. */
-async function peek(stream: Readable, n: number): Promise<Buffer> {
-  const chunk = await new Promise<Buffer>((resolve, reject) => {
-    const onReadable = (): void => {
-      const c = stream.read() as Buffer | null;
-      if (c === null) return;
-      cleanup();
-      resolve(c);
-    };
-    const onEnd = (): void => {
-      cleanup();
-      resolve(Buffer.alloc(0));
-    };
-    const onError = (err: Error): void => {
-      cleanup();
-      reject(err);
-    };
-    const cleanup = (): void => {
-      stream.off('readable', onReadable);
-      stream.off('end', onEnd);
-      stream.off('error', onError);
-    };
-    stream.on('readable', onReadable);
-    stream.on('end', onEnd);
-    stream.on('error', onError);
-  });
-  if (chunk.length > 0) stream.unshift(chunk);
-  return chunk.subarray(0, n);
 }

@@ -40,19 +40,22 @@ export function skipBytes(source: Readable, count: number): Readable {
   return source.pipe(skipper);
 }
 
-/** A registry repository (named by a reference) as a copy source. */
-export class RegistrySource implements ImageSource {
+/** What both registry endpoints hold: the client, the reference, and the names derived from it. */
+abstract class RegistryEndpoint {
   readonly name: string;
   readonly repository: RepositoryRef;
 
   constructor(
-    private readonly registry: RegistryApi,
-    private readonly ref: ImageReference,
+    protected readonly registry: RegistryApi,
+    protected readonly ref: ImageReference,
   ) {
     this.name = formatReference(ref);
     this.repository = repositoryOf(ref);
   }
+}
 
+/** A registry repository (named by a reference) as a copy source. */
+export class RegistrySource extends RegistryEndpoint implements ImageSource {
   resolve(signal?: AbortSignal): Promise<ManifestDocument> {
     return this.registry.getManifest(this.ref, { ...(signal ? { signal } : {}) });
   }
@@ -78,20 +81,10 @@ export class RegistrySource implements ImageSource {
 }
 
 /** A registry repository as a copy target; `commit` puts the top manifest under the reference's tag or digest. */
-export class RegistryTarget implements ImageTarget {
+export class RegistryTarget extends RegistryEndpoint implements ImageTarget {
   readonly manifestImpliesBlobs = true;
   readonly acceptsPartialIndex = false;
   readonly verifiesBlobs = false;
-  readonly name: string;
-  readonly repository: RepositoryRef;
-
-  constructor(
-    private readonly registry: RegistryApi,
-    private readonly ref: ImageReference,
-  ) {
-    this.name = formatReference(ref);
-    this.repository = repositoryOf(ref);
-  }
 
   async hasBlob(descriptor: Descriptor, signal?: AbortSignal): Promise<boolean> {
     return (

@@ -111,9 +111,9 @@ function refuse(layer: string, entry: string, reason: string): TerminalError {
   });
 }
 
-/** One layer's application; see {@link applyLayer}. */
-class LayerApplier {
-  readonly stats: ApplyStats = {
+/** Zeroed statistics, the start of every count. */
+export function emptyStats(): ApplyStats {
+  return {
     entries: 0,
     files: 0,
     dirs: 0,
@@ -128,6 +128,11 @@ class LayerApplier {
     xattrsSkipped: 0,
     warnings: [],
   };
+}
+
+/** One layer's application; see {@link applyLayer}. */
+class LayerApplier {
+  readonly stats: ApplyStats = emptyStats();
   /** Canonical paths this layer created (its own entries survive its whiteouts and opaque markers). */
   private readonly created = new Set<string>();
   /** Proper ancestors of created paths. */

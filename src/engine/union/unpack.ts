@@ -2,7 +2,7 @@ import { mkdir, readdir } from 'node:fs/promises';
 import { TerminalError, throwIfAborted } from '../errors.js';
 import type { LocalImage } from '../image/local.js';
 import type { ContentStore } from '../store/types.js';
-import { applyLayer, type ApplyOptions, type ApplyStats } from './apply.js';
+import { applyLayer, emptyStats, type ApplyOptions, type ApplyStats } from './apply.js';
 import { decompressedStream } from './decompress.js';
 
 /** Options of {@link unpackImage}. */
@@ -27,21 +27,7 @@ export interface UnpackResult {
 }
 
 function sumStats(all: readonly ApplyStats[]): ApplyStats {
-  const total: ApplyStats = {
-    entries: 0,
-    files: 0,
-    dirs: 0,
-    symlinks: 0,
-    hardlinks: 0,
-    whiteouts: 0,
-    opaques: 0,
-    devicesSkipped: 0,
-    bytes: 0,
-    nodes: 0,
-    xattrs: 0,
-    xattrsSkipped: 0,
-    warnings: [],
-  };
+  const total: ApplyStats = emptyStats();
   for (const s of all) {
     for (const k of Object.keys(total) as (keyof ApplyStats)[]) {
       if (k === 'warnings') total.warnings.push(...s.warnings);
