@@ -2,12 +2,13 @@
 # bench-deps.sh - install (as root, with apt-get) what `npm run bench` needs, only the missing ones:
 #   docker-registry  the peer registry (CNCF distribution)   skopeo       the peer client
 #   debootstrap      the base layer's Debian rootfs          pigz         parallel gzip for the corpus
-#   time             GNU time, for peak RSS (/usr/bin/time)
+#   time             GNU time, for peak RSS (/usr/bin/time)   umoci        the peer for unpack and commit
+#   attr             setfattr/getfattr (xattrs, overlay)
 # GNU tar, gzip and git are assumed (Debian essentials / the repository itself).
 set -euo pipefail
 
 # "command:package" pairs; a command with a slash is checked as a path
-need=(docker-registry:docker-registry skopeo:skopeo debootstrap:debootstrap pigz:pigz /usr/bin/time:time)
+need=(docker-registry:docker-registry skopeo:skopeo umoci:umoci setfattr:attr debootstrap:debootstrap pigz:pigz /usr/bin/time:time)
 
 missing=()
 for pair in "${need[@]}"; do
