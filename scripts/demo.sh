@@ -12,8 +12,9 @@ cd "$(dirname "$0")/.."
 work=$(mktemp -d)
 strata() { node bin/strata.js "$@"; }
 cleanup() {
-    [ -n "${container:-}" ] && node bin/strata.js rm -f "$container" >/dev/null 2>&1
-    [ -n "${reg_pid:-}" ] && kill "$reg_pid" 2>/dev/null
+    # A container left by a failed run is unmounted and removed (it lives in the second store).
+    if [ -n "${container:-}" ]; then STRATA_STORE="$work/store-b" node bin/strata.js rm -f "$container" >/dev/null 2>&1 || true; fi
+    if [ -n "${reg_pid:-}" ]; then kill "$reg_pid" 2>/dev/null || true; fi
     wait 2>/dev/null
     rm -rf "$work"
 }
@@ -56,6 +57,8 @@ rm "$root/etc/os-release"
 step commit -m "add a file, drop os-release" -a "quickstart <demo@strata.dev>" -c 'CMD ["cat", "/app/added.txt"]' "$container" "$host/demo/hello:2"
 step history "$host/demo/hello:2"
 step push "$host/demo/hello:2"
+step rm "$container"
+container=""
 
 # 6. save / load / unpack: the committed image as a docker-archive, loaded into a third store, unpacked flat.
 step save -o "$work/hello.tar" "$host/demo/hello:2"
