@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
 # install-deps.sh - install what Strata's tests need on a Debian machine (as root), only what is missing:
-# the Debian peers the interoperability tests run (docker-registry, skopeo, umoci, htpasswd) and the npm packages.
+# the Debian peers the interoperability tests run (docker-registry, skopeo, umoci, htpasswd, openssl) and the npm packages.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 need=()
-for pair in docker-registry:docker-registry skopeo:skopeo umoci:umoci htpasswd:apache2-utils tar:tar gzip:gzip curl:curl setfattr:attr zstd:zstd; do
+for pair in docker-registry:docker-registry skopeo:skopeo umoci:umoci htpasswd:apache2-utils tar:tar gzip:gzip curl:curl setfattr:attr zstd:zstd openssl:openssl; do
     command -v "${pair%%:*}" >/dev/null 2>&1 || need+=("${pair#*:}")
 done
 if [ ${#need[@]} -gt 0 ]; then

@@ -48,6 +48,7 @@ export async function openContext(cmd: Command, env: StrataEnvironment): Promise
     return new RegistryClient({
       credentials: new DockerConfigCredentials({ path: env.dockerConfigPath }),
       insecureRegistries: options.insecureRegistry,
+      certsDirs: env.certsDirs,
     });
   });
   const controller = new AbortController();

@@ -27,7 +27,7 @@ export function buildProgram(): Command {
     .option('-q, --quiet', 'no progress output', false)
     .option(
       '--insecure-registry <host>',
-      'talk plain HTTP to this registry (repeatable; loopback hosts always are)',
+      'skip TLS verification for this registry, falling back to plain HTTP (repeatable; loopback hosts are always plain HTTP)',
       collect,
       [...env.insecureRegistries],
     )

@@ -9,8 +9,16 @@ export interface StrataEnvironment {
   readonly registryRoot: string;
   /** Docker `config.json` for credentials: `$DOCKER_CONFIG/config.json`, else `~/.docker/config.json`. */
   readonly dockerConfigPath: string;
-  /** Registries reached over plain HTTP besides loopback ones: `$STRATA_INSECURE_REGISTRIES` (comma-separated). */
+  /**
+   * Insecure registries (HTTPS without certificate verification, falling back to plain HTTP):
+   * `$STRATA_INSECURE_REGISTRIES` (comma-separated). Loopback registries are always plain HTTP.
+   */
   readonly insecureRegistries: readonly string[];
+  /**
+   * certs.d directories with per-registry CAs and client certificates: `$STRATA_CERTS_DIRS` (colon-separated), else
+   * `/etc/containers/certs.d` and `/etc/docker/certs.d`.
+   */
+  readonly certsDirs: readonly string[];
   /** Log level for servers: `$STRATA_LOG_LEVEL` (default `info`). */
   readonly logLevel: string;
   /** `$SOURCE_DATE_EPOCH` (reproducible builds): commit/import/export clamp file mtimes to it. */
@@ -30,6 +38,11 @@ export function readEnvironment(env: NodeJS.ProcessEnv = process.env): StrataEnv
       .split(',')
       .map((s) => s.trim())
       .filter(Boolean),
+    certsDirs: env.STRATA_CERTS_DIRS
+      ? env.STRATA_CERTS_DIRS.split(':')
+          .map((s) => s.trim())
+          .filter(Boolean)
+      : ['/etc/containers/certs.d', '/etc/docker/certs.d'],
     logLevel: env.STRATA_LOG_LEVEL || 'info',
     ...(env.SOURCE_DATE_EPOCH && /^\d+$/.test(env.SOURCE_DATE_EPOCH)
       ? { sourceDateEpoch: Number(env.SOURCE_DATE_EPOCH) }

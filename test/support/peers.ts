@@ -9,6 +9,7 @@ export const PEER_PACKAGES: Record<string, string> = {
   setfattr: 'attr',
   getfattr: 'attr',
   zstd: 'zstd',
+  openssl: 'openssl',
 };
 
 /**

@@ -3,7 +3,8 @@
  * retries. One HTTP transport (keep-alive agents) and one token cache per client; no process-global state.
  */
 import { Readable, Transform, pipeline } from 'node:stream';
-import { drainBody, HttpTransport } from './http.js';
+import { DEFAULT_CERTS_DIRS, tlsSettingsFor } from './certs.js';
+import { drainBody, HttpTransport, type TlsSettings } from './http.js';
 import type { IncomingMessage } from 'node:http';
 import { AbortedError, RegistryError, StrataError, TerminalError, VerificationError } from '../errors.js';
 import {
@@ -20,10 +21,12 @@ import { MAX_MANIFEST_BYTES, parseManifest, type Descriptor, type ManifestDocume
 import { Authenticator, repositoryScope, type TokenHttp } from './auth.js';
 import type { CredentialProvider } from './credentials.js';
 import {
+  isAbortError,
   isRetryableStatus,
   readBounded,
   readErrorBody,
   registryErrorFor,
+  tlsErrorFor,
   toStrataError,
   type ErrorContext,
 } from './errors.js';
@@ -36,7 +39,13 @@ import {
   type SleepFn,
 } from './retry.js';
 import type { BlobReadOptions, CallOptions, RegistryApi, RepositoryRef, UploadOptions } from './types.js';
-import { parseContentRange, parseLinkNext, parseUploadRangeEnd, registryBaseUrl } from './wire.js';
+import {
+  matchesRegistry,
+  parseContentRange,
+  parseLinkNext,
+  parseUploadRangeEnd,
+  registryBaseUrl,
+} from './wire.js';
 
 /** Blobs up to this size are uploaded in one PUT; larger ones in PATCH chunks of this size. */
 export const DEFAULT_CHUNK_SIZE = 32 * 1024 * 1024;
@@ -50,8 +59,18 @@ const OCTET = 'application/octet-stream';
 export interface RegistryClientOptions {
   /** Where credentials come from; anonymous when absent. */
   readonly credentials?: CredentialProvider;
-  /** Registries (`host:port` or host) reached over plain HTTP. Loopback hosts always are. */
+  /**
+   * Insecure registries (`host:port` or host), docker's meaning: HTTPS without certificate verification, and plain
+   * HTTP when HTTPS fails at the TLS/transport level (remembered for the client's life).
+   */
   readonly insecureRegistries?: readonly string[];
+  /** Loopback hosts (`localhost`, `127.0.0.0/8`, `::1`) are reached over plain HTTP. Default true. */
+  readonly plainHttpLoopback?: boolean;
+  /**
+   * certs.d directories: `<dir>/<host[:port]>/*.crt` are extra CAs, `*.cert` + `*.key` a client certificate.
+   * The first directory that has the host wins. Default `/etc/containers/certs.d`, `/etc/docker/certs.d`.
+   */
+  readonly certsDirs?: readonly string[];
   /** The User-Agent header. */
   readonly userAgent?: string;
   /** Retry policy for transient failures (408/429/5xx/network): defaults 4 retries, 200 ms base, 10 s cap. */
@@ -175,13 +194,20 @@ class ByteSlicer {
 
 /**
  * A Distribution API client implementing {@link RegistryApi}, to the standard of crane and skopeo.
- * Plain HTTP for loopback and `insecureRegistries`, HTTPS otherwise; `docker.io` is reached at registry-1.docker.io.
+ * Plain HTTP for loopback, HTTPS otherwise (per-host CAs and client certificates from certs.d; `insecureRegistries`
+ * skip verification and fall back to plain HTTP); `docker.io` is reached at registry-1.docker.io.
  * Call {@link RegistryClient.close} when done.
  */
 export class RegistryClient implements RegistryApi {
   private readonly transport: HttpTransport;
   private readonly auth: Authenticator;
   private readonly insecure: readonly string[];
+  private readonly plainHttpLoopback: boolean;
+  private readonly certsDirs: readonly string[];
+  /** TLS settings per `host[:port]`, read from certs.d once. */
+  private readonly tlsByHost = new Map<string, Promise<TlsSettings | undefined>>();
+  /** Insecure hosts whose HTTPS failed and that answered plain HTTP. */
+  private readonly plainHttp = new Set<string>();
   private readonly userAgent: string;
   private readonly policy: RetryPolicy;
   private readonly sleep: SleepFn;
@@ -198,6 +224,8 @@ export class RegistryClient implements RegistryApi {
       idleTimeoutMs: 300_000,
     });
     this.insecure = options.insecureRegistries ?? [];
+    this.plainHttpLoopback = options.plainHttpLoopback ?? true;
+    this.certsDirs = options.certsDirs ?? DEFAULT_CERTS_DIRS;
     this.userAgent = options.userAgent ?? 'strata/0.1';
     this.policy = retryPolicy(options.retry);
     this.sleep = options.sleep ?? abortableSleep;
@@ -873,7 +901,24 @@ export class RegistryClient implements RegistryApi {
   // ---- HTTP core ----
 
   private base(registry: string): string {
-    return registryBaseUrl(registry, this.insecure);
+    return this.effectiveUrl(new URL(registryBaseUrl(registry, [], this.plainHttpLoopback))).origin;
+  }
+
+  /** `url`, switched to plain HTTP when its host is an insecure registry that fell back to it. */
+  private effectiveUrl(url: URL): URL {
+    if (url.protocol !== 'https:' || !this.plainHttp.has(url.host)) return url;
+    const plain = new URL(url);
+    plain.protocol = 'http:';
+    return plain;
+  }
+
+  private tlsFor(host: string): Promise<TlsSettings | undefined> {
+    let settings = this.tlsByHost.get(host);
+    if (!settings) {
+      settings = tlsSettingsFor(this.certsDirs, host, matchesRegistry(host, this.insecure));
+      this.tlsByHost.set(host, settings);
+    }
+    return settings;
   }
 
   private repoUrl(repo: RepositoryRef, suffix: string): URL {
@@ -912,11 +957,13 @@ export class RegistryClient implements RegistryApi {
     const { registry, signal, ctx } = req;
     const scopes = req.scopes ?? [];
     // Credentials go to the registry's own origin only (never to redirect targets or foreign upload hosts).
-    const registryOrigin = registry === undefined ? req.url.origin : new URL(this.base(registry)).origin;
+    let url = this.effectiveUrl(req.url);
+    let registryOrigin = registry === undefined ? url.origin : new URL(this.base(registry)).origin;
     let auth = registry === undefined ? undefined : await this.auth.authorize(registry, scopes, signal);
     let reauthorized = false;
     let redirects = 0;
-    let url = req.url;
+    // Set while an insecure registry is retried over plain HTTP after its HTTPS attempt failed.
+    let fellBack: string | undefined;
     let method: Method = req.method;
     let explicit: Record<string, string> = { ...req.headers };
     for (;;) {
@@ -924,6 +971,13 @@ export class RegistryClient implements RegistryApi {
       if (auth && url.origin === registryOrigin) headers.authorization = auth;
       const body = req.body && method === req.method ? await req.body() : undefined;
       let res: Awaited<ReturnType<HttpTransport['request']>>;
+      let tls: TlsSettings | undefined;
+      try {
+        tls = url.protocol === 'https:' ? await this.tlsFor(url.host) : undefined;
+      } catch (err) {
+        destroyBody(body);
+        throw err;
+      }
       try {
         res = await this.transport.request({
           origin: url.origin,
@@ -932,10 +986,30 @@ export class RegistryClient implements RegistryApi {
           headers,
           body: body ?? null,
           signal,
+          tls,
         });
       } catch (err) {
         destroyBody(body);
-        throw toStrataError(err, ctx, signal);
+        if (
+          url.protocol === 'https:' &&
+          matchesRegistry(url.host, this.insecure) &&
+          !signal?.aborted &&
+          !isAbortError(err) &&
+          (req.body === undefined || req.replayable !== false)
+        ) {
+          // docker's insecure registries: HTTPS failed at the TLS/transport level, so try plain HTTP.
+          const wasRegistry = url.origin === registryOrigin;
+          fellBack = url.host;
+          url = new URL(url);
+          url.protocol = 'http:';
+          if (wasRegistry) registryOrigin = url.origin;
+          continue;
+        }
+        throw tlsErrorFor(err, ctx, url.host, this.certsDirs[0]) ?? toStrataError(err, ctx, signal);
+      }
+      if (fellBack !== undefined) {
+        this.plainHttp.add(fellBack);
+        fellBack = undefined;
       }
       const status = res.statusCode;
       const resHeaders = res.headers as Headers;

@@ -189,11 +189,71 @@ const NETWORK_CODES = new Set([
   'ERR_STREAM_PREMATURE_CLOSE',
 ]);
 
+/** OpenSSL/Node codes of a server certificate that failed verification. */
+const CERT_CODES = new Set([
+  'SELF_SIGNED_CERT_IN_CHAIN',
+  'DEPTH_ZERO_SELF_SIGNED_CERT',
+  'UNABLE_TO_VERIFY_LEAF_SIGNATURE',
+  'UNABLE_TO_GET_ISSUER_CERT',
+  'UNABLE_TO_GET_ISSUER_CERT_LOCALLY',
+  'CERT_HAS_EXPIRED',
+  'CERT_NOT_YET_VALID',
+  'CERT_UNTRUSTED',
+  'CERT_REJECTED',
+  'CERT_SIGNATURE_FAILURE',
+  'CERT_CHAIN_TOO_LONG',
+  'INVALID_CA',
+  'HOSTNAME_MISMATCH',
+  'ERR_TLS_CERT_ALTNAME_INVALID',
+]);
+
+/** OpenSSL alerts a server sends when it refuses the client certificate (or its absence). */
+const CLIENT_CERT_ALERT =
+  /^ERR_SSL_(TLSV13_ALERT_CERTIFICATE_REQUIRED|SSLV3_ALERT_BAD_CERTIFICATE|TLSV1_ALERT_UNKNOWN_CA|SSLV3_ALERT_CERTIFICATE_(UNKNOWN|REVOKED|EXPIRED|UNSUPPORTED)|SSLV3_ALERT_HANDSHAKE_FAILURE)$/;
+
+/**
+ * A terminal NETWORK error for a TLS failure retrying cannot fix (untrusted or mismatched server certificate, or a
+ * client certificate refused by the server), naming the registry host and what to do; undefined for other errors.
+ * `certsDir` is the certs.d directory suggested in the message.
+ */
+export function tlsErrorFor(
+  err: unknown,
+  ctx: ErrorContext,
+  host: string,
+  certsDir = '/etc/containers/certs.d',
+): StrataError | undefined {
+  let cur: unknown = err;
+  for (let depth = 0; depth < 5 && cur instanceof Error; depth++) {
+    const code = (cur as { code?: unknown }).code;
+    if (typeof code === 'string') {
+      const dir = `${certsDir}/${host}`;
+      let what: string | undefined;
+      if (CERT_CODES.has(code)) {
+        what =
+          code === 'ERR_TLS_CERT_ALTNAME_INVALID' || code === 'HOSTNAME_MISMATCH'
+            ? `TLS certificate of ${host} does not match its name (${code}); fix the server certificate or mark the registry insecure`
+            : `TLS certificate of ${host} not trusted (${code}); put the registry's CA in ${dir}/ca.crt or mark the registry insecure`;
+      } else if (CLIENT_CERT_ALERT.test(code)) {
+        what = `TLS handshake with ${host} refused (${code}); if the registry requires a client certificate, put it in ${dir}/client.cert and ${dir}/client.key`;
+      }
+      if (what) {
+        return new StrataError('NETWORK', `${ctx.op} ${ctx.subject}: ${what}`, {
+          retryable: false,
+          cause: err,
+          detail: { host, tlsCode: code },
+        });
+      }
+    }
+    cur = cur.cause;
+  }
+  return undefined;
+}
+
 /** True for transport failures a retry may fix (connection reset/refused, socket hang up, undici socket errors). */
 export function isNetworkError(err: unknown): boolean {
   let cur: unknown = err;
   for (let depth = 0; depth < 5 && cur instanceof Error; depth++) {
-    if (cur instanceof StrataError) return cur.code === 'NETWORK';
+    if (cur instanceof StrataError) return cur.code === 'NETWORK' && cur.retryable;
     const code = (cur as { code?: unknown }).code;
     if (typeof code === 'string' && NETWORK_CODES.has(code)) return true;
     if (/socket hang up|other side closed|terminated/i.test(cur.message)) return true;

@@ -19,6 +19,17 @@ export interface HttpTransportOptions {
   readonly idleTimeoutMs: number;
 }
 
+/**
+ * TLS settings of an https request. `ca` replaces the default trust store (callers pass Node's root certificates
+ * plus their own); `cert`/`key` are a PEM client certificate; `rejectUnauthorized: false` skips verification.
+ */
+export interface TlsSettings {
+  readonly ca?: readonly string[];
+  readonly cert?: string;
+  readonly key?: string;
+  readonly rejectUnauthorized?: boolean;
+}
+
 /** One HTTP request; `body` is sent as is (streams are piped, never buffered). */
 export interface TransportRequest {
   readonly origin: string;
@@ -27,6 +38,11 @@ export interface TransportRequest {
   readonly headers: Record<string, string>;
   readonly body: Readable | Uint8Array | string | null;
   readonly signal?: AbortSignal | undefined;
+  /**
+   * TLS settings for https; each distinct settings object gets its own keep-alive agent, so callers keep one
+   * object per registry host. Node's defaults when absent.
+   */
+  readonly tls?: TlsSettings | undefined;
 }
 
 /** A response whose body is a Node stream the caller must consume or destroy. */
@@ -49,7 +65,9 @@ export class HttpTransport {
   private readonly httpAgent: HttpAgent;
   private readonly agentOptions: { keepAlive: true; maxSockets: number; timeout: number; scheduling: 'lifo' };
   // node:https (and TLS) load on the first https request: loopback registries never pay for them.
-  private https: Promise<{ agent: HttpsAgent; request: typeof httpRequest }> | undefined;
+  private https: Promise<{ Agent: typeof HttpsAgent; request: typeof httpRequest }> | undefined;
+  // One https agent per TLS settings object (undefined: Node's defaults), so keep-alive works per setting.
+  private readonly httpsAgents = new Map<TlsSettings | undefined, HttpsAgent>();
 
   constructor(private readonly options: HttpTransportOptions) {
     this.agentOptions = {
@@ -61,30 +79,43 @@ export class HttpTransport {
     this.httpAgent = new HttpAgent(this.agentOptions);
   }
 
-  private loadHttps(): Promise<{ agent: HttpsAgent; request: typeof httpRequest }> {
-    this.https ??= import('node:https').then((m) => ({
-      agent: new m.Agent(this.agentOptions),
-      request: m.request,
-    }));
+  private loadHttps(): Promise<{ Agent: typeof HttpsAgent; request: typeof httpRequest }> {
+    this.https ??= import('node:https').then((m) => ({ Agent: m.Agent, request: m.request }));
     return this.https;
+  }
+
+  private httpsAgent(Agent: typeof HttpsAgent, tls: TlsSettings | undefined): HttpsAgent {
+    let agent = this.httpsAgents.get(tls);
+    if (!agent) {
+      agent = new Agent({
+        ...this.agentOptions,
+        ...(tls?.ca ? { ca: [...tls.ca] } : {}),
+        ...(tls?.cert !== undefined ? { cert: tls.cert } : {}),
+        ...(tls?.key !== undefined ? { key: tls.key } : {}),
+        ...(tls?.rejectUnauthorized === false ? { rejectUnauthorized: false } : {}),
+      });
+      this.httpsAgents.set(tls, agent);
+    }
+    return agent;
   }
 
   /** Sends a request and resolves once the response headers arrived. Network errors reject with Node's codes. */
   async request(req: TransportRequest): Promise<TransportResponse> {
     const url = new URL(req.path, req.origin);
     const secure = url.protocol === 'https:';
-    const tls = secure ? await this.loadHttps() : undefined;
+    const https = secure ? await this.loadHttps() : undefined;
+    const agent = https ? this.httpsAgent(https.Agent, req.tls) : this.httpAgent;
     return new Promise((resolve, reject) => {
       if (req.signal?.aborted)
         return reject(req.signal.reason ?? Object.assign(new Error('aborted'), { name: 'AbortError' }));
-      const r = (tls ? tls.request : httpRequest)({
+      const r = (https ? https.request : httpRequest)({
         protocol: url.protocol,
         hostname: url.hostname.replace(/^\[|\]$/g, ''),
         port: url.port || (secure ? 443 : 80),
         path: `${url.pathname}${url.search}`,
         method: req.method,
         headers: req.headers,
-        agent: tls ? tls.agent : this.httpAgent,
+        agent,
         ...(req.signal ? { signal: req.signal } : {}),
       });
       const headersTimer = setTimeout(
@@ -124,7 +155,8 @@ export class HttpTransport {
   /** Closes every pooled socket; requests in flight fail. */
   destroy(): void {
     this.httpAgent.destroy();
-    void this.https?.then((h) => h.agent.destroy());
+    for (const agent of this.httpsAgents.values()) agent.destroy();
+    this.httpsAgents.clear();
   }
 }
 

@@ -33,6 +33,7 @@ export {
   errorCodeFor,
   isNetworkError,
   isRetryableStatus,
+  tlsErrorFor,
   parseOciErrors,
   registryErrorFor,
   type ErrorContext,
@@ -52,9 +53,12 @@ export {
 export {
   hostnameOf,
   isLoopbackHost,
+  matchesRegistry,
   parseContentRange,
   parseLinkNext,
   parseUploadRangeEnd,
   registryBaseUrl,
   registryScheme,
 } from './wire.js';
+export { DEFAULT_CERTS_DIRS, readRegistryCerts, tlsSettingsFor, type RegistryCerts } from './certs.js';
+export type { TlsSettings } from './http.js';

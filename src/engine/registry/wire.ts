@@ -18,23 +18,32 @@ export function hostnameOf(registry: string): string {
   return colon >= 0 && r.indexOf(':') === colon ? r.slice(0, colon) : r;
 }
 
-/**
- * `http` for loopback hosts and for registries listed as insecure (by `host:port` or by host name alone),
- * `https` otherwise.
- */
-export function registryScheme(host: string, insecureRegistries: readonly string[] = []): 'http' | 'https' {
-  if (isLoopbackHost(host)) return 'http';
+/** True when `host` (`host:port` or host) matches an entry of `registries` (by `host:port` or by host name alone). */
+export function matchesRegistry(host: string, registries: readonly string[]): boolean {
   const h = host.toLowerCase();
   const name = hostnameOf(h);
-  for (const entry of insecureRegistries) {
+  for (const entry of registries) {
     const e = entry
       .trim()
       .toLowerCase()
       .replace(/^[a-z]+:\/\//, '')
       .replace(/\/.*$/, '');
-    if (e === h || e === name) return 'http';
+    if (e === h || e === name) return true;
   }
-  return 'https';
+  return false;
+}
+
+/**
+ * `http` for loopback hosts (unless `plainHttpLoopback` is false) and for the registries listed in
+ * `plainHttpRegistries` (by `host:port` or by host name alone), `https` otherwise.
+ */
+export function registryScheme(
+  host: string,
+  plainHttpRegistries: readonly string[] = [],
+  plainHttpLoopback = true,
+): 'http' | 'https' {
+  if (plainHttpLoopback && isLoopbackHost(host)) return 'http';
+  return matchesRegistry(host, plainHttpRegistries) ? 'http' : 'https';
 }
 
 /**
@@ -80,12 +89,16 @@ export function parseContentRange(
 
 /**
  * The base URL of a registry's Distribution API (no trailing slash): `docker.io` → `https://registry-1.docker.io`,
- * `localhost:5000` → `http://localhost:5000`; insecure entries may name the registry or its API host.
+ * `localhost:5000` → `http://localhost:5000`; plain-HTTP entries may name the registry or its API host.
  */
-export function registryBaseUrl(registry: string, insecureRegistries: readonly string[] = []): string {
+export function registryBaseUrl(
+  registry: string,
+  plainHttpRegistries: readonly string[] = [],
+  plainHttpLoopback = true,
+): string {
   const host = apiHost(registry);
   const plain =
-    registryScheme(registry, insecureRegistries) === 'http' ||
-    registryScheme(host, insecureRegistries) === 'http';
+    registryScheme(registry, plainHttpRegistries, plainHttpLoopback) === 'http' ||
+    registryScheme(host, plainHttpRegistries, plainHttpLoopback) === 'http';
   return `${plain ? 'http' : 'https'}://${host}`;
 }
