@@ -229,8 +229,9 @@ describe('FsStore reads', () => {
     expect((await rejection(store.openBlob(digest, { start: 5, end: 4 }))).code).toBe('INVALID_ARGUMENT');
 
     const absent = digestOf('absent');
-    for (const p of [store.readBlob(absent), store.openBlob(absent)]) {
-      const err = await rejection(p);
+    // One call at a time: a second promise created up front would reject before anyone awaits it.
+    for (const call of [() => store.readBlob(absent), () => store.openBlob(absent)]) {
+      const err = await rejection(call());
       expect(err.code).toBe('BLOB_UNKNOWN');
       expect(err.retryable).toBe(false);
       expect(err.message).toContain(absent);
