@@ -14,7 +14,7 @@ export function parseListen(value: string): { host: string; port: number } {
   return { host: (m[1] ?? '127.0.0.1').replace(/^\[|\]$/g, ''), port };
 }
 
-/** Registers `strata registry serve`. */
+/** Registers `strata registry serve` and `strata registry gc`. */
 export function registerRegistryCommands(program: Command, env: StrataEnvironment): void {
   const registry = program.command('registry').description('the embedded OCI registry');
   registry
@@ -45,5 +45,23 @@ export function registerRegistryCommands(program: Command, env: StrataEnvironmen
         process.on('SIGINT', stop);
         process.on('SIGTERM', stop);
       });
+    });
+
+  registry
+    .command('gc')
+    .description("delete the registry storage's blobs that no tag or manifest reaches")
+    .option('--root <dir>', 'registry storage (an OCI image layout)', env.registryRoot)
+    .option('--dry-run', 'only report what would be deleted')
+    .action(async (opts: { root: string; dryRun?: boolean }) => {
+      const [{ FsStore }, { collectRegistryGarbage }] = await Promise.all([
+        import('../engine/store/fs-store.js'),
+        import('../mirror/gc.js'),
+      ]);
+      const result = await collectRegistryGarbage(await FsStore.open(opts.root), {
+        dryRun: opts.dryRun ?? false,
+      });
+      process.stdout.write(
+        `${opts.dryRun ? 'Would delete' : 'Deleted'} ${result.removed.length} blobs, ${result.bytesFreed} bytes (${result.kept} kept)\n`,
+      );
     });
 }

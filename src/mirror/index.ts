@@ -4,5 +4,6 @@ export type { RegistryBackend, StoredManifest, PutManifestResult } from './backe
 export { StoreBackend } from './store-backend.js';
 export { RepositoryMetadata, REPOSITORIES_DIR, tagRefName } from './repository-metadata.js';
 export { UPLOADS_DIR } from './upload-sessions.js';
+export { collectRegistryGarbage } from './gc.js';
 export { DistributionError, toHttpError, type DistributionErrorCode } from './errors.js';
 export { isValidRepositoryName, isValidTag } from './routes.js';
