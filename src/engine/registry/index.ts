@@ -17,6 +17,7 @@ export {
   type TokenHttp,
 } from './auth.js';
 export {
+  DOCKER_HUB_HELPER_URL,
   DockerConfigCredentials,
   StaticCredentials,
   decodeAuthEntry,
