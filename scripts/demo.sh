@@ -22,7 +22,8 @@ trap cleanup EXIT
 step() { printf '\n\033[1m$ strata'; printf ' %q' "$@"; printf '\033[0m\n'; strata "$@"; }
 
 # 1. The embedded registry, on a free loopback port (it prints its URL first).
-strata registry serve --listen 127.0.0.1:0 --root "$work/registry" >"$work/registry.out" 2>"$work/registry.log" &
+# node itself in the background (not the strata function): $! must be the server, so cleanup can stop it.
+node bin/strata.js registry serve --listen 127.0.0.1:0 --root "$work/registry" >"$work/registry.out" 2>"$work/registry.log" &
 reg_pid=$!
 for _ in $(seq 100); do [ -s "$work/registry.out" ] && break; sleep 0.1; done
 url=$(head -n 1 "$work/registry.out"); host=${url#http://}

@@ -3,7 +3,7 @@ import { randomBytes } from 'node:crypto';
 import { createReadStream } from 'node:fs';
 import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { gzipSync } from 'node:zlib';
 import { importTarball } from '../../src/engine/archive/import.js';
 import { descriptorOf } from '../../src/engine/image/store-endpoint.js';
@@ -50,10 +50,14 @@ export async function makeImage(
   platform?: Platform,
 ): Promise<Descriptor> {
   const tar = await makeTarball(files);
-  await importTarball(store, createReadStream(tar), name, {
-    ...(platform ? { platform } : {}),
-    message: `test image ${name}`,
-  });
+  try {
+    await importTarball(store, createReadStream(tar), name, {
+      ...(platform ? { platform } : {}),
+      message: `test image ${name}`,
+    });
+  } finally {
+    await rm(dirname(tar), { recursive: true, force: true }); // the tarball's own temp dir: no leftovers
+  }
   const d = await store.getRef(name);
   if (!d) throw new Error(`makeImage: ${name} not set`);
   return d;
