@@ -277,7 +277,7 @@ export function selectManifests(
   return picked;
 }
 
-/** True for the errors Node and undici raise when a signal aborts an operation. */
+/** True for the errors Node raises when a signal aborts an operation. */
 function isAbortError(err: unknown): boolean {
   return (
     err instanceof Error && (err.name === 'AbortError' || (err as { code?: unknown }).code === 'ABORT_ERR')

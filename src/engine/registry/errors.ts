@@ -249,7 +249,7 @@ export function tlsErrorFor(
   return undefined;
 }
 
-/** True for transport failures a retry may fix (connection reset/refused, socket hang up, undici socket errors). */
+/** True for transport failures a retry may fix (connection reset/refused, socket hang up, timeouts). */
 export function isNetworkError(err: unknown): boolean {
   let cur: unknown = err;
   for (let depth = 0; depth < 5 && cur instanceof Error; depth++) {
@@ -262,7 +262,7 @@ export function isNetworkError(err: unknown): boolean {
   return false;
 }
 
-/** True when `err` is an abort (ours or undici's/the DOM's AbortError). */
+/** True when `err` is an abort (ours, Node's or the DOM's AbortError). */
 export function isAbortError(err: unknown): boolean {
   if (err instanceof AbortedError) return true;
   return (
