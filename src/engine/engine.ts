@@ -216,17 +216,16 @@ export class Engine {
   async export(
     container: string,
     out: Writable,
-    options: Omit<ExportOptions, 'mount' | 'isMounted'> = {},
+    options: Omit<ExportOptions, 'mount' | 'isMounted' | 'unmount'> = {},
   ): Promise<ExportResult> {
-    const [{ getContainer, isContainerMounted, mountContainer }, { exportContainer }] = await Promise.all([
-      containers(),
-      import('./archive/export.js'),
-    ]);
+    const [{ getContainer, isContainerMounted, mountContainer, unmountContainer }, { exportContainer }] =
+      await Promise.all([containers(), import('./archive/export.js')]);
     const record = await getContainer(this.store, container);
     return exportContainer(record, out, {
       ...options,
       isMounted: (r) => isContainerMounted(this.store, r),
       mount: (r) => mountContainer(this.store, r.name),
+      unmount: (r) => unmountContainer(this.store, r.name),
     });
   }
 

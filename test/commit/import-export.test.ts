@@ -79,6 +79,8 @@ describe('import DIR → export', () => {
     expect(diffTrees(want, await exportTo('rt-vfs'))).toEqual([]);
     await engine.create('example.com/rt:1', { name: 'rt-ovl', driver: 'overlay' });
     expect(diffTrees(want, await exportTo('rt-ovl'))).toEqual([]);
+    // Like docker export, it leaves the container as it found it: unmounted.
+    expect((await engine.ps()).find((c) => c.name === 'rt-ovl')?.mounted).toBe(false);
   });
 
   it('the same directory imports to the same layer twice (deterministic)', async () => {

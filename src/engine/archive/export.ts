@@ -22,6 +22,8 @@ export interface ExportOptions {
   readonly isMounted?: (record: ContainerRecord) => Promise<boolean>;
   /** Mounts the container's root and returns its path (overlay; idempotent). */
   readonly mount?: (record: ContainerRecord) => Promise<string>;
+  /** Unmounts a root this export mounted itself, so it leaves the container as it found it. */
+  readonly unmount?: (record: ContainerRecord) => Promise<void>;
 }
 
 /** What an export wrote. */
@@ -61,6 +63,7 @@ export async function exportContainer(
   options: ExportOptions = {},
 ): Promise<ExportResult> {
   let root = record.merged;
+  let mountedHere = false;
   if (record.driver === 'overlay') {
     const mounted = options.isMounted ? await options.isMounted(record) : false;
     if (!mounted) {
@@ -70,8 +73,13 @@ export async function exportContainer(
           `export: container ${record.name} is not mounted (run \`strata mount ${record.name}\` first)`,
         );
       root = await options.mount(record);
+      mountedHere = true;
     }
   }
-  const stats = await exportDirectory(root, out, options);
-  return { container: record.name, stats };
+  try {
+    const stats = await exportDirectory(root, out, options);
+    return { container: record.name, stats };
+  } finally {
+    if (mountedHere) await options.unmount?.(record);
+  }
 }
