@@ -224,9 +224,21 @@ export function registerEngineCommands(program: Command, env: StrataEnvironment)
     .action((refs: string[], opts: { platform?: string }, cmd: Command) =>
       withContext(cmd, env, async (ctx) => {
         const platform = opts.platform ? parsePlatform(opts.platform) : undefined;
+        // Like docker: print every image found, then fail naming the ones that were not.
         const docs = [];
-        for (const r of refs) docs.push(await ctx.engine.inspect(r, platform));
+        const missing: unknown[] = [];
+        for (const r of refs) {
+          try {
+            docs.push(await ctx.engine.inspect(r, platform));
+          } catch (err) {
+            missing.push(err);
+          }
+        }
         ctx.print(JSON.stringify(docs, null, 4));
+        if (missing.length === 1) throw missing[0];
+        if (missing.length > 1) {
+          throw new TerminalError('NOT_FOUND', missing.map((e) => describeError(e)).join('; '));
+        }
       }),
     );
 

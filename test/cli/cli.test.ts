@@ -125,3 +125,15 @@ describe('strata CLI on the embedded registry', () => {
     expect(usage.code).toBe(2);
   });
 });
+
+describe('inspect of several images', () => {
+  it('prints the ones found and fails naming the missing one, like docker', async () => {
+    const tar = await makeTarball({ 'a.txt': 'a' });
+    expect((await runCli(['import', tar, 'several/one:1'], A())).code).toBe(0);
+    const res = await runCli(['inspect', 'several/one:1', 'several/missing:1'], A());
+    expect(res.code).toBe(1);
+    const docs = JSON.parse(res.stdout) as Array<{ RepoTags: string[] }>;
+    expect(docs.map((d) => d.RepoTags[0])).toEqual(['docker.io/several/one:1']);
+    expect(res.stderr).toContain('several/missing:1');
+  });
+});
