@@ -5,6 +5,7 @@ import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { createGunzip } from 'node:zlib';
 import * as tar from 'tar-stream';
+import { fileType } from '../support/file-type.js';
 
 /** What the end-to-end tests compare of each path. */
 export interface TreeNode {
@@ -25,19 +26,7 @@ export async function snapshotTree(root: string): Promise<Map<string, TreeNode>>
     for (const name of (await readdir(abs)).sort()) {
       const p = rel ? `${rel}/${name}` : name;
       const st = await lstat(`${abs}/${name}`);
-      const type = st.isDirectory()
-        ? 'dir'
-        : st.isSymbolicLink()
-          ? 'symlink'
-          : st.isFile()
-            ? 'file'
-            : st.isCharacterDevice()
-              ? 'char'
-              : st.isBlockDevice()
-                ? 'block'
-                : st.isFIFO()
-                  ? 'fifo'
-                  : 'other';
+      const type = fileType(st);
       const node: TreeNode = {
         type,
         mode: st.mode & 0o7777,

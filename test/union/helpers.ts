@@ -9,6 +9,7 @@ import { digestOf } from '../../src/engine/oci/digest.js';
 import { MediaType } from '../../src/engine/oci/media-types.js';
 import { hostPlatform } from '../../src/engine/oci/platform.js';
 import type { ContentStore } from '../../src/engine/store/types.js';
+import { fileType } from '../support/file-type.js';
 
 const dirs: string[] = [];
 
@@ -47,19 +48,7 @@ export async function snapshot(
   const visit = async (rel: string): Promise<void> => {
     const host = rel === '.' ? root : join(root, rel);
     const st = await lstat(host);
-    const type: NodeInfo['type'] = st.isFile()
-      ? 'file'
-      : st.isDirectory()
-        ? 'dir'
-        : st.isSymbolicLink()
-          ? 'symlink'
-          : st.isCharacterDevice()
-            ? 'char'
-            : st.isBlockDevice()
-              ? 'block'
-              : st.isFIFO()
-                ? 'fifo'
-                : 'socket';
+    const type: NodeInfo['type'] = fileType(st);
     const info: NodeInfo = {
       type,
       mode: st.mode & 0o7777,
