@@ -28,7 +28,14 @@ export type StrataErrorCode =
   | 'STORE_CORRUPT'
   /** A layer tar is malformed or hostile (escaping paths, bad links, oversized headers); names layer and entry. */
   | 'LAYER_INVALID'
+  /** The disk or quota is full (ENOSPC, EDQUOT); nothing partial was kept. Retry after freeing space. */
+  | 'STORAGE_FULL'
+  /** The filesystem refused access (EACCES, EPERM, EROFS); names the path. */
+  | 'PERMISSION_DENIED'
+  /** A lock (store index, ingest, lease table) was not free within its timeout; retryable. */
+  | 'LOCK_TIMEOUT'
   | 'ABORTED'
+  /** A bug: anything a caller can act on has its own code. */
   | 'INTERNAL';
 
 /** Options accepted by every {@link StrataError}. */
@@ -87,6 +94,32 @@ export class AbortedError extends StrataError {
   constructor(message = 'operation aborted', cause?: unknown) {
     super('ABORTED', message, { cause });
   }
+}
+
+/**
+ * Maps a filesystem error to the code a caller can act on: ENOSPC/EDQUOT → STORAGE_FULL (retryable once space is
+ * freed), EACCES/EPERM/EROFS → PERMISSION_DENIED. Anything else (and StrataErrors) is returned unchanged.
+ * `what` names the operation and path for the message.
+ */
+export function classifySystemError(err: unknown, what: string): unknown {
+  if (err instanceof StrataError) return err;
+  const code = (err as NodeJS.ErrnoException | undefined)?.code;
+  if (code === 'ENOSPC' || code === 'EDQUOT') {
+    return new StrataError(
+      'STORAGE_FULL',
+      `${what}: no space left on device${code === 'EDQUOT' ? ' (disk quota exceeded)' : ''}; free some space (strata rmi, strata gc) and retry`,
+      { retryable: true, cause: err },
+    );
+  }
+  if (code === 'EACCES' || code === 'EPERM' || code === 'EROFS') {
+    const path = (err as NodeJS.ErrnoException).path;
+    return new TerminalError(
+      'PERMISSION_DENIED',
+      `${what}: ${code === 'EROFS' ? 'read-only file system' : 'permission denied'}${path ? ` (${path})` : ''}`,
+      { cause: err },
+    );
+  }
+  return err;
 }
 
 /** True when `err` is a {@link StrataError} with the given code. */

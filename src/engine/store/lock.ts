@@ -27,7 +27,7 @@ export interface HeldLock {
 /** Thrown when a lock could not be taken within its timeout; retrying later may succeed. */
 export class LockTimeoutError extends StrataError {
   constructor(message: string, detail: Record<string, unknown>) {
-    super('INTERNAL', message, { retryable: true, detail });
+    super('LOCK_TIMEOUT', message, { retryable: true, detail });
   }
 }
 
