@@ -16,6 +16,7 @@ import type { ImportDirectoryOptions } from './archive/import-dir.js';
 import type { ExportOptions, ExportResult } from './archive/export.js';
 import type { CommitOptions, CommitResult } from './commit/commit.js';
 import type { Readable, Writable } from 'node:stream';
+import { createObserver, type EngineEventListener, type EngineLogger, type Observer } from './observe.js';
 
 // The verbs beyond pull/push/copy load their modules on first use, so every CLI call does not pay for parsing
 // union, commit, archive and container code at start-up (docs/adr/0005-bundled-cli.md).
@@ -39,6 +40,10 @@ export interface ContainerSummary extends ContainerRecord {
 export interface EngineOptions {
   readonly store: ContentStore;
   readonly registry: RegistryApi;
+  /** Where the engine logs (a pino-compatible subset); silent by default. */
+  readonly logger?: EngineLogger;
+  /** Receive every {@link EngineEvent} (HTTP requests, retries, lock waits, leases, apply/commit progress). */
+  readonly listeners?: readonly EngineEventListener[];
 }
 
 /** Options shared by the transfer verbs. */
@@ -106,11 +111,17 @@ function parseUserReference(input: string, role: string): ImageReference {
 export class Engine {
   readonly store: ContentStore;
   readonly registry: RegistryApi;
+  /** Logger and event listeners, guarded so that a throwing listener never breaks an operation. */
+  readonly observer: Observer;
   private readonly locations: BlobLocations;
 
   constructor(options: EngineOptions) {
     this.store = options.store;
     this.registry = options.registry;
+    this.observer = createObserver({
+      ...(options.logger ? { logger: options.logger } : {}),
+      ...(options.listeners ? { listeners: options.listeners } : {}),
+    });
     this.locations = new BlobLocations(options.store.root);
   }
 
