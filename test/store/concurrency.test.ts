@@ -1,49 +1,14 @@
-import { execFile } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { existsSync, statSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { fileURLToPath, pathToFileURL } from 'node:url';
 import { pipeline } from 'node:stream/promises';
-import { promisify } from 'node:util';
 import { beforeAll, describe, expect, it } from 'vitest';
 import type { Digest } from '../../src/engine/oci/digest.js';
 import { FsStore } from '../../src/engine/store/index.js';
+import { child, requireFreshStoreBuild } from './child.js';
 import { names, tempDir } from './helpers.js';
 
-const run = promisify(execFile);
-const repo = fileURLToPath(new URL('../../', import.meta.url));
-// Child processes run the compiled store (`npm test` builds first; by hand: npx tsc -p tsconfig.build.json).
-const built = join(repo, 'dist', 'src', 'engine', 'store', 'index.js');
-
-/** Runs `body` (ESM JavaScript with `FsStore`, `args` and `goAt` in scope) in a separate node process. */
-async function child(body: string, args: unknown): Promise<string> {
-  const script = `
-    import { FsStore } from ${JSON.stringify(pathToFileURL(built).href)};
-    const args = JSON.parse(process.env.STRATA_ARGS);
-    const goAt = args.goAt;
-    await new Promise((r) => setTimeout(r, Math.max(0, goAt - Date.now()))); // start together
-    ${body}
-  `;
-  const { stdout } = await run(process.execPath, ['--input-type=module', '-e', script], {
-    env: { ...process.env, STRATA_ARGS: JSON.stringify(args) },
-    maxBuffer: 16 * 1024 * 1024,
-  });
-  return stdout;
-}
-
-beforeAll(() => {
-  if (!existsSync(built))
-    throw new Error(`${built} is missing: build first (npm test does; or npx tsc -p tsconfig.build.json)`);
-  for (const f of ['fs-store', 'lock', 'walk']) {
-    const src = statSync(join(repo, 'src', 'engine', 'store', `${f}.ts`)).mtimeMs;
-    const out = statSync(join(repo, 'dist', 'src', 'engine', 'store', `${f}.js`)).mtimeMs;
-    if (out < src)
-      throw new Error(
-        `dist/ is older than src/engine/store/${f}.ts: rebuild (npx tsc -p tsconfig.build.json)`,
-      );
-  }
-});
+beforeAll(requireFreshStoreBuild);
 
 describe('FsStore across processes', () => {
   it('two processes setting 50 refs each at once: all 100 land, and readers never see a partial index.json', async () => {
@@ -83,7 +48,7 @@ describe('FsStore across processes', () => {
     const seen = JSON.parse(readOut) as { reads: number; bad: number; max: number };
     expect(seen.bad).toBe(0);
     expect(seen.reads).toBeGreaterThan(0);
-    expect(await names(root)).toEqual(['blobs', 'index.json', 'ingest', 'oci-layout']); // no lock or temp left
+    expect(await names(root)).toEqual(['blobs', 'index.json', 'ingest', 'oci-layout', 'strata']); // no lock or temp left
   });
 
   it('two processes ingesting the same blob at once both succeed', async () => {

@@ -85,7 +85,7 @@ describe('FsStore.gc', () => {
     const after = await blobSet(store);
     expect([...after].sort()).toEqual([...reachable, young.digest].sort());
     expect(await names(join(store.root, 'ingest'))).toEqual(['young-part']);
-    expect(await names(store.root)).toEqual(['blobs', 'index.json', 'ingest', 'oci-layout']);
+    expect(await names(store.root)).toEqual(['blobs', 'index.json', 'ingest', 'oci-layout', 'strata']);
 
     // Remove one of the two images sharing the base layer: the shared layer survives.
     expect(await store.deleteRef('ex.com/one:1')).toBe(true);

@@ -1,17 +1,28 @@
 import { spawnSync } from 'node:child_process';
-import { readFile, utimes, writeFile } from 'node:fs/promises';
+import { readdir, readFile, stat, unlink, utimes, writeFile } from 'node:fs/promises';
 import { hostname } from 'node:os';
-import { join } from 'node:path';
+import { isAbsolute, join, relative } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { StrataError } from '../../src/engine/errors.js';
+import { silentLogger } from '../../src/engine/observe.js';
 import { digestOf } from '../../src/engine/oci/digest.js';
 import { MediaType } from '../../src/engine/oci/media-types.js';
 import type { Descriptor } from '../../src/engine/oci/types.js';
 import { acquireLock, FsStore, LockTimeoutError, REF_NAME_ANNOTATION } from '../../src/engine/store/index.js';
+import { selfIdentity } from '../../src/engine/store/proc-identity.js';
 import { names, tempDir } from './helpers.js';
 
 function desc(content: string, extra: Partial<Descriptor> = {}): Descriptor {
   return { mediaType: MediaType.OciManifest, digest: digestOf(content), size: content.length, ...extra };
+}
+
+/** Names and mtimes of a directory and its subdirectories' entries (one level down). */
+async function snapshot(root: string): Promise<Record<string, number>> {
+  const out: Record<string, number> = { '.': (await stat(root)).mtimeMs };
+  for (const name of await readdir(root)) {
+    out[name] = (await stat(join(root, name))).mtimeMs;
+  }
+  return out;
 }
 
 async function indexJson(
@@ -36,6 +47,26 @@ describe('FsStore.open', () => {
     await store.setRef('example.com/a:1', desc('m'));
     const again = await FsStore.open(root);
     expect(await again.getRef('example.com/a:1')).toEqual(desc('m'));
+  });
+
+  it('resolves a relative root to an absolute path once', async () => {
+    const root = await tempDir();
+    const store = await FsStore.open(relative(process.cwd(), root));
+    expect(isAbsolute(store.root)).toBe(true);
+    expect(store.root).toBe(root);
+    expect(store.blobPath(digestOf('x'))).toBe(join(root, 'blobs', 'sha256', digestOf('x').slice(7)));
+  });
+
+  it('opening and reading a complete layout writes nothing (no temp file, directories untouched)', async () => {
+    const root = await tempDir();
+    const first = await FsStore.open(root);
+    await first.setRef('example.com/a:1', desc('m'));
+    const before = await snapshot(root);
+    const store = await FsStore.open(root);
+    await store.listRefs();
+    await store.getRef('example.com/a:1');
+    // A created-then-removed temp file would still move the directory's mtime.
+    expect(await snapshot(root)).toEqual(before);
   });
 
   it('completes a layout that has only oci-layout, and survives concurrent opens of an empty directory', async () => {
@@ -150,21 +181,43 @@ describe('FsStore refs', () => {
     });
     await store.setRef('ex.com/a@sha256:' + 'a'.repeat(64), desc('a'));
     await store.setRef('ex.com/a__b/c:v1.0-', desc('a')); // legal Docker names outside the strict OCI grammar
-    expect(await names(store.root)).toEqual(['blobs', 'index.json', 'ingest', 'oci-layout']);
+    // strata/ holds the reserve that lets rmi and gc rewrite index.json on a full disk.
+    expect(await names(store.root)).toEqual(['blobs', 'index.json', 'ingest', 'oci-layout', 'strata']);
   });
 });
 
 describe('index lock', () => {
-  it('breaks a lock left by a dead process', async () => {
+  it('breaks at once a lock whose holder provably died: same PID namespace and boot, pid gone or reused', async () => {
     const store = await FsStore.open(await tempDir(), { lockTimeoutMs: 2000 });
+    const me = selfIdentity();
+    expect(me).toBeDefined(); // Linux with /proc: the tests run nowhere else
     const dead = spawnSync(process.execPath, ['-e', '0']).pid;
-    await writeFile(
-      join(store.root, 'index.json.lock'),
-      JSON.stringify({ pid: dead, host: hostname(), token: 't', created: 0 }),
-    );
+    const lock = join(store.root, 'index.json.lock');
+    const started = Date.now();
+    await writeFile(lock, JSON.stringify({ ...me, pid: dead, host: 'h', token: 't', created: 0 }));
     await store.setRef('ex.com/a:1', desc('a'));
-    expect(await store.getRef('ex.com/a:1')).toEqual(desc('a'));
+    // Our own (live) pid with another start time: the pid was reused by us, so the holder is dead.
+    await writeFile(lock, JSON.stringify({ ...me, startTime: '1', host: 'h', token: 'u', created: 0 }));
+    await store.setRef('ex.com/a:2', desc('a'));
+    expect(Date.now() - started).toBeLessThan(1500); // neither waited for the stale time
+    expect((await store.listRefs()).length).toBe(2);
     expect(await names(store.root)).not.toContain('index.json.lock');
+  });
+
+  it('never breaks a fresh lock by pid when the holder is in another PID namespace, another boot, or a legacy file', async () => {
+    const store = await FsStore.open(await tempDir(), { lockTimeoutMs: 300 });
+    const me = selfIdentity()!;
+    const dead = spawnSync(process.execPath, ['-e', '0']).pid;
+    const lock = join(store.root, 'index.json.lock');
+    for (const holder of [
+      { ...me, pid: dead, pidNs: 'pid:[1]' }, // a pod: its pid means nothing here
+      { ...me, pid: dead, bootId: 'another-boot' },
+      { pid: dead, host: hostname() }, // written by an older strata: no namespace recorded
+    ]) {
+      await writeFile(lock, JSON.stringify({ host: 'h', token: 't', created: 0, ...holder }));
+      await expect(store.setRef('ex.com/a:1', desc('a'))).rejects.toMatchObject({ code: 'LOCK_TIMEOUT' });
+    }
+    expect(await store.listRefs()).toEqual([]);
   });
 
   it('breaks a lock that was not refreshed for staleLockMs (another host, an empty file)', async () => {
@@ -178,6 +231,36 @@ describe('index lock', () => {
     await utimes(lock, old, old);
     await store.setRef('ex.com/a:2', desc('a'));
     expect((await store.listRefs()).length).toBe(2);
+  });
+
+  it('a holder whose lock was broken and retaken learns it (verify) and leaves the new lock alone', async () => {
+    const path = join(await tempDir(), 'x.lock');
+    const events: unknown[] = [];
+    const observer = { log: silentLogger, emit: (e: unknown) => events.push(e) };
+    const first = await acquireLock(path, { observer });
+    expect(await first.verify()).toBe(true);
+    expect(events).toEqual([]); // no wait, no event
+    await unlink(path); // as a waiter breaking it after a stall would
+    const second = await acquireLock(path, { observer });
+    expect(await first.verify()).toBe(false);
+    await first.release();
+    expect(await second.verify()).toBe(true); // still there: first did not remove it
+    const third = acquireLock(path, { observer, timeoutMs: 2000 });
+    setTimeout(() => void second.release(), 100);
+    await (await third).release();
+    expect(events).toEqual([
+      { type: 'lock-wait', lock: path, waitedMs: expect.any(Number) as number, outcome: 'acquired' },
+    ]);
+    expect((events[0] as { waitedMs: number }).waitedMs).toBeGreaterThanOrEqual(90);
+    const held = await acquireLock(path);
+    await expect(acquireLock(path, { observer, timeoutMs: 50 })).rejects.toMatchObject({
+      code: 'LOCK_TIMEOUT',
+    });
+    await expect(acquireLock(path, { observer, signal: AbortSignal.timeout(50) })).rejects.toMatchObject({
+      code: 'ABORTED',
+    });
+    await held.release();
+    expect(events.slice(1).map((e) => (e as { outcome: string }).outcome)).toEqual(['timeout', 'aborted']);
   });
 
   it('waits a bounded time for a live holder, then fails retryably; is abortable; refreshes a long hold', async () => {

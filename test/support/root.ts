@@ -57,3 +57,14 @@ export function unmountAllUnder(dir: string): void {
     }
   }
 }
+
+/**
+ * Fails (throws) unless the tests run as root: namespaces, mounts of small filesystems. Never a skip, in CI
+ * (`CI=true`) or locally: `what` names the tests that need it.
+ */
+export function requireRoot(what: string): void {
+  if (process.getuid?.() !== 0)
+    throw new Error(
+      `${what} need root${process.env.CI === 'true' ? ' (CI=true)' : ''}: run the suite as root (sudo npm test)`,
+    );
+}

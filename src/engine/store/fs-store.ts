@@ -12,10 +12,18 @@ import {
   utimes,
   type FileHandle,
 } from 'node:fs/promises';
-import { join } from 'node:path';
+import { join, resolve } from 'node:path';
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import { AbortedError, StrataError, TerminalError, throwIfAborted, VerificationError } from '../errors.js';
+import {
+  AbortedError,
+  classifySystemError,
+  StrataError,
+  TerminalError,
+  throwIfAborted,
+  VerificationError,
+} from '../errors.js';
+import type { Observer } from '../observe.js';
 import {
   digestAlgorithm,
   digestHex,
@@ -28,6 +36,7 @@ import {
 import { MediaType } from '../oci/media-types.js';
 import { MAX_MANIFEST_BYTES, validateDescriptor, type Descriptor } from '../oci/types.js';
 import { acquireLock, type HeldLock } from './lock.js';
+import { ensureReserve, releaseReserve } from './reserve.js';
 import type {
   ContentStore,
   ExpectedContent,
@@ -54,6 +63,8 @@ const LAYOUT_VERSION = '1.0.0';
 const IO_CHUNK = 1024 * 1024;
 const DEFAULT_LOCK_TIMEOUT_MS = 30_000;
 const DEFAULT_TEMP_GRACE_MS = 60 * 60 * 1000;
+// An update whose lock was broken under it is redone this many times before giving up (retryable).
+const LOST_LOCK_ATTEMPTS = 3;
 // The character set of OCI `org.opencontainers.image.ref.name` (annotations.md). Its full grammar is only a SHOULD
 // and is stricter than Docker tags (which may end in '.' or '-') and repository names ('__'), so only the set is
 // enforced: every full reference and every tag users can push still fits.
@@ -74,6 +85,8 @@ export interface FsStoreOptions {
   readonly now?: () => number;
   /** A lock not refreshed for this long is stale and broken (default 60 s). */
   readonly staleLockMs?: number;
+  /** Receives `lock-wait` events when an index update or gc had to wait for another holder. */
+  readonly observer?: Observer;
 }
 
 /** The raw `index.json`: we own entries with a ref name we set, and preserve every other field and entry. */
@@ -94,6 +107,7 @@ export class FsStore implements ContentStore {
   private readonly lockTimeoutMs: number;
   private readonly tempGraceMs: number;
   private readonly staleLockMs: number | undefined;
+  private readonly observer: Observer | undefined;
   private readonly now: () => number;
 
   private constructor(
@@ -104,17 +118,24 @@ export class FsStore implements ContentStore {
     this.lockTimeoutMs = options.lockTimeoutMs ?? DEFAULT_LOCK_TIMEOUT_MS;
     this.tempGraceMs = options.tempGraceMs ?? DEFAULT_TEMP_GRACE_MS;
     this.staleLockMs = options.staleLockMs;
+    this.observer = options.observer;
     this.now = options.now ?? Date.now;
   }
 
   /**
-   * Opens the OCI layout at `root`, creating it (and `root`) when missing or empty. Throws STORE_CORRUPT when
-   * `root` holds something that is not an OCI layout, an unsupported layout version, or an unreadable `index.json`.
-   * Safe to call from several processes at once.
+   * Opens the OCI layout at `root` (resolved to an absolute path once), creating it (and `root`) when missing or
+   * empty; opening a complete layout writes nothing, so it works on a full or read-only disk. Throws STORE_CORRUPT
+   * when `root` holds something that is not an OCI layout, an unsupported layout version, or an unreadable
+   * `index.json`; PERMISSION_DENIED or STORAGE_FULL when it cannot be created. Safe from several processes at once.
    */
   static async open(root: string, options: FsStoreOptions = {}): Promise<FsStore> {
-    await ensureLayout(root);
-    const store = new FsStore(root, options);
+    const abs = resolve(root);
+    try {
+      await ensureLayout(abs);
+    } catch (err) {
+      throw classifySystemError(err, `store ${abs}`);
+    }
+    const store = new FsStore(abs, options);
     await store.readIndex(); // validates index.json now rather than at the first ref operation
     return store;
   }
@@ -399,6 +420,7 @@ export class FsStore implements ContentStore {
         bytesFreed += blob.size;
       }
       if (!only) bytesFreed += await this.sweepTemps(cutoff, dryRun, signal);
+      if (!dryRun && bytesFreed > 0) await ensureReserve(this.root, 0); // a full disk freed: take the reserve back
       return { removed, bytesFreed, kept };
     } finally {
       await lock.release();
@@ -563,6 +585,7 @@ export class FsStore implements ContentStore {
       timeoutMs: this.lockTimeoutMs,
       ...(this.staleLockMs !== undefined ? { staleMs: this.staleLockMs } : {}),
       ...(signal ? { signal } : {}),
+      ...(this.observer ? { observer: this.observer } : {}),
       what: `store ${this.root}`,
     });
   }
@@ -573,6 +596,8 @@ export class FsStore implements ContentStore {
     try {
       text = await readFile(this.indexPath, 'utf8');
     } catch (err) {
+      const classified = classifySystemError(err, `store ${this.root}: reading ${INDEX_FILE}`);
+      if (classified !== err) throw classified;
       throw new TerminalError('STORE_CORRUPT', `${this.indexPath}: cannot read the layout index`, {
         cause: err,
       });
@@ -600,23 +625,55 @@ export class FsStore implements ContentStore {
     return index;
   }
 
-  /** Read-modify-write of `index.json` under the lock; the new file replaces the old by rename, never partially. */
+  /**
+   * Read-modify-write of `index.json` under the lock; the new file replaces the old by rename, never partially.
+   * `change` may run more than once: when our lock was broken while we worked (a stall past the stale time), the
+   * write is dropped and the whole update redone on the new index rather than clobbering the other holder's.
+   */
   private async updateIndex(
     change: (index: IndexFile) => boolean,
     signal: AbortSignal | undefined,
   ): Promise<void> {
-    const lock = await this.lock(signal);
-    try {
-      const index = await this.readIndex();
-      if (!change(index)) return;
-      await writeFileAtomic(this.root, INDEX_FILE, `${JSON.stringify(index)}\n`);
-    } finally {
-      await lock.release();
+    for (let attempt = 1; ; attempt++) {
+      const lock = await this.lock(signal);
+      try {
+        const index = await this.readIndex();
+        if (!change(index)) return;
+        if (await this.writeIndex(`${JSON.stringify(index)}\n`, lock)) return;
+      } finally {
+        await lock.release();
+      }
+      if (attempt >= LOST_LOCK_ATTEMPTS) {
+        throw new StrataError(
+          'LOCK_TIMEOUT',
+          `store ${this.root}: lost the index lock ${LOST_LOCK_ATTEMPTS} times while updating ${INDEX_FILE} (is the event loop stalling longer than the stale-lock time?); retry later`,
+          { retryable: true, detail: { root: this.root } },
+        );
+      }
     }
+  }
+
+  /**
+   * Replaces `index.json` (lock held), unless the lock turned out lost (false). On ENOSPC/EDQUOT the store's
+   * reserve is released and the write retried once, so untagging works on a full disk; errors become STORAGE_FULL
+   * or PERMISSION_DENIED with no temp file left. After a write the reserve is re-created when there is room.
+   */
+  private async writeIndex(content: string, lock: HeldLock): Promise<boolean> {
+    for (let retried = false; ; retried = true) {
+      try {
+        if (!(await writeFileAtomic(this.root, INDEX_FILE, content, () => lock.verify()))) return false;
+        break;
+      } catch (err) {
+        if (!retried && isNoSpace(err) && (await releaseReserve(this.root))) continue;
+        throw classifySystemError(err, `store ${this.root}: writing ${INDEX_FILE}`);
+      }
+    }
+    await ensureReserve(this.root, 2 * Buffer.byteLength(content));
+    return true;
   }
 }
 
-/** Creates the layout files that are missing, or checks the ones present. */
+/** Creates the layout files that are missing, or checks the ones present; a complete layout is only read. */
 async function ensureLayout(root: string): Promise<void> {
   try {
     const st = await stat(root);
@@ -662,26 +719,56 @@ async function ensureLayout(root: string): Promise<void> {
       );
     }
   }
-  await mkdir(join(root, 'blobs', 'sha256'), { recursive: true });
-  await mkdir(join(root, INGEST_DIR), { recursive: true });
-  await createIfAbsent(
-    root,
-    INDEX_FILE,
-    `${JSON.stringify({ schemaVersion: 2, mediaType: MediaType.OciIndex, manifests: [] })}\n`,
-  );
+  await mkdirIfAbsent(join(root, 'blobs', 'sha256'));
+  await mkdirIfAbsent(join(root, INGEST_DIR));
+  if (!(await exists(join(root, INDEX_FILE)))) {
+    await createIfAbsent(
+      root,
+      INDEX_FILE,
+      `${JSON.stringify({ schemaVersion: 2, mediaType: MediaType.OciIndex, manifests: [] })}\n`,
+    );
+  }
 }
 
-/** Writes `root/name` through a temp file, fsync and rename, then fsyncs the directory. */
-async function writeFileAtomic(root: string, name: string, content: string): Promise<void> {
+async function exists(path: string): Promise<boolean> {
+  try {
+    await stat(path);
+    return true;
+  } catch (err) {
+    if (isNotFound(err)) return false;
+    throw err;
+  }
+}
+
+/** mkdir only when missing: even `mkdir -p` of an existing directory fails on some read-only mounts. */
+async function mkdirIfAbsent(dir: string): Promise<void> {
+  if (!(await exists(dir))) await mkdir(dir, { recursive: true });
+}
+
+/**
+ * Writes `root/name` through a temp file, fsync and rename, then fsyncs the directory. When `guard` is given it
+ * runs right before the rename; if it says no, the temp file is removed, nothing is replaced, and false returned.
+ */
+async function writeFileAtomic(
+  root: string,
+  name: string,
+  content: string,
+  guard?: () => Promise<boolean>,
+): Promise<boolean> {
   const tmp = join(root, `${name}.tmp-${randomBytes(8).toString('hex')}`);
   try {
     await writeDurable(tmp, content);
+    if (guard && !(await guard())) {
+      await unlinkQuiet(tmp);
+      return false;
+    }
     await rename(tmp, join(root, name));
   } catch (err) {
     await unlinkQuiet(tmp).catch(() => undefined);
     throw err;
   }
   await fsyncDir(root);
+  return true;
 }
 
 /** Creates `root/name` with `content` only if it does not exist (link fails on EEXIST), never clobbering. */
@@ -803,6 +890,11 @@ function checkRefName(name: string): void {
       `invalid ref name ${JSON.stringify(name)}: want letters, digits and -._:@/+ only`,
     );
   }
+}
+
+function isNoSpace(err: unknown): boolean {
+  const code = (err as NodeJS.ErrnoException | undefined)?.code;
+  return code === 'ENOSPC' || code === 'EDQUOT';
 }
 
 function isNotFound(err: unknown): boolean {
