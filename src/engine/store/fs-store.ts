@@ -12,7 +12,7 @@ import {
   utimes,
   type FileHandle,
 } from 'node:fs/promises';
-import { join, resolve } from 'node:path';
+import { dirname, join, resolve } from 'node:path';
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import {
@@ -580,14 +580,18 @@ export class FsStore implements ContentStore {
     return freed;
   }
 
-  private lock(signal: AbortSignal | undefined): Promise<HeldLock> {
-    return acquireLock(join(this.root, LOCK_FILE), {
-      timeoutMs: this.lockTimeoutMs,
-      ...(this.staleLockMs !== undefined ? { staleMs: this.staleLockMs } : {}),
-      ...(signal ? { signal } : {}),
-      ...(this.observer ? { observer: this.observer } : {}),
-      what: `store ${this.root}`,
-    });
+  private async lock(signal: AbortSignal | undefined): Promise<HeldLock> {
+    try {
+      return await acquireLock(join(this.root, LOCK_FILE), {
+        timeoutMs: this.lockTimeoutMs,
+        ...(this.staleLockMs !== undefined ? { staleMs: this.staleLockMs } : {}),
+        ...(signal ? { signal } : {}),
+        ...(this.observer ? { observer: this.observer } : {}),
+        what: `store ${this.root}`,
+      });
+    } catch (err) {
+      throw classifySystemError(err, `store ${this.root}: taking the index lock`);
+    }
   }
 
   /** Reads `index.json`; throws STORE_CORRUPT when it is not a JSON object with a `manifests` array. */
@@ -684,7 +688,7 @@ async function ensureLayout(root: string): Promise<void> {
       );
   } catch (err) {
     if (!isNotFound(err)) throw err;
-    await mkdir(root, { recursive: true });
+    await mkdirIfAbsent(root);
   }
   const layoutPath = join(root, OCI_LAYOUT_FILE);
   let layoutText: string | undefined;
@@ -740,9 +744,21 @@ async function exists(path: string): Promise<boolean> {
   }
 }
 
-/** mkdir only when missing: even `mkdir -p` of an existing directory fails on some read-only mounts. */
+/**
+ * `mkdir -p`, but only when missing (even creating an existing directory fails on some read-only mounts), and
+ * reporting the real error: Node's recursive mkdir says ENOENT where the kernel said EROFS.
+ */
 async function mkdirIfAbsent(dir: string): Promise<void> {
-  if (!(await exists(dir))) await mkdir(dir, { recursive: true });
+  if (await exists(dir)) return;
+  try {
+    await mkdir(dir);
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code === 'EEXIST') return;
+    if (code !== 'ENOENT' || dirname(dir) === dir) throw err;
+    await mkdirIfAbsent(dirname(dir));
+    await mkdirIfAbsent(dir);
+  }
 }
 
 /**
