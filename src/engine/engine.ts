@@ -44,6 +44,11 @@ export interface EngineOptions {
   readonly logger?: EngineLogger;
   /** Receive every {@link EngineEvent} (HTTP requests, retries, lock waits, leases, apply/commit progress). */
   readonly listeners?: readonly EngineEventListener[];
+  /**
+   * Cap on the bytes one layer (unpack) or one gzip archive (load) may expand to; default 64 GiB. The free space
+   * of the target filesystem caps both too (STORAGE_FULL).
+   */
+  readonly maxUncompressedBytes?: number;
 }
 
 /** Options shared by the transfer verbs. */
@@ -114,8 +119,10 @@ export class Engine {
   /** Logger and event listeners, guarded so that a throwing listener never breaks an operation. */
   readonly observer: Observer;
   private readonly locations: BlobLocations;
+  private readonly maxUncompressedBytes: number | undefined;
 
   constructor(options: EngineOptions) {
+    this.maxUncompressedBytes = options.maxUncompressedBytes;
     this.store = options.store;
     this.registry = options.registry;
     this.observer = createObserver({
@@ -249,7 +256,9 @@ export class Engine {
   /** `load`: reads a docker-archive, OCI layout or legacy docker tar into the store and tags its images. */
   async load(input: Readable, options: LoadOptions = {}): Promise<LoadResult> {
     const { loadArchive } = await import('./archive/load.js');
-    return loadArchive(this.store, input, options);
+    const cap = this.maxUncompressedBytes;
+    const limits = { ...(cap !== undefined ? { archiveBytes: cap } : {}), ...options.limits };
+    return loadArchive(this.store, input, { ...options, limits });
   }
 
   /** `images`: one row per local ref. */
@@ -350,7 +359,11 @@ export class Engine {
     const entry = await findLocalRef(this.store, reference);
     const image = await loadLocalImage(this.store, entry, platform);
     const { unpackImage } = await import('./union/unpack.js');
-    return unpackImage(this.store, image, dir, rest);
+    const cap = this.maxUncompressedBytes;
+    return unpackImage(this.store, image, dir, {
+      ...(cap !== undefined ? { maxUncompressedBytes: cap } : {}),
+      ...rest,
+    });
   }
 
   /** `create REF`: a container (writable root over the image's shared layers) on the chosen driver. */

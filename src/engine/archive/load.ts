@@ -24,6 +24,7 @@ import type { ContentStore } from '../store/types.js';
 import { ANNOTATION_IMAGE_NAME, ANNOTATION_REF_NAME, blobMember } from './save.js';
 import { linkTarget, memberName, peekStream, sniffCompression, type SniffedCompression } from './tar.js';
 import { DEFAULT_MAX_UNCOMPRESSED_BYTES } from '../union/decompress.js';
+import { effectiveCap, spaceBound } from '../disk-space.js';
 
 /** The archive layouts `load` understands. */
 export type ArchiveKind = 'docker-archive' | 'oci-layout' | 'docker-legacy';
@@ -36,7 +37,10 @@ export interface LoadLimits {
   readonly legacyJsonBytes?: number;
   /** All metadata files together (default 64 MiB). */
   readonly totalMetadataBytes?: number;
-  /** Bytes a gzip-compressed archive may expand to (default 64 GiB, the layer cap): a bomb must not fill the disk. */
+  /**
+   * Bytes a gzip-compressed archive may expand to (default 64 GiB, the layer cap): a bomb must not fill the disk.
+   * The free space of the store's filesystem caps it too (STORAGE_FULL beyond it).
+   */
   readonly archiveBytes?: number;
 }
 
@@ -145,6 +149,7 @@ async function readMembers(
   throwIfAborted(signal);
 
   let input: Readable = raw;
+  const space = await spaceBound(store.root); // before peeking: no await may come between the peek and the pipe
   const head = await peekStream(raw, 6);
   if (head.length === 0) throw new TerminalError('INVALID_ARGUMENT', 'load: the input is empty');
   const outer = sniffCompression(head);
@@ -152,13 +157,17 @@ async function readMembers(
     const { createGunzip } = await import('node:zlib');
     const gunzip = createGunzip();
     raw.on('error', (err) => gunzip.destroy(err));
-    const cap = options.limits?.archiveBytes ?? DEFAULT_MAX_UNCOMPRESSED_BYTES;
+    const cap = effectiveCap(
+      options.limits?.archiveBytes ?? DEFAULT_MAX_UNCOMPRESSED_BYTES,
+      space,
+      (_what, limit) =>
+        new TerminalError('SIZE_LIMIT', `load: the gzip archive expands beyond ${limit} bytes`),
+    );
     let expanded = 0;
     const capped = new Transform({
       transform(chunk: Buffer, _enc, cb) {
         expanded += chunk.length;
-        if (expanded > cap)
-          cb(new TerminalError('SIZE_LIMIT', `load: the gzip archive expands beyond ${cap} bytes`));
+        if (expanded > cap.limit) cb(cap.exceeded('load: the gzip archive, uncompressed,'));
         else cb(null, chunk);
       },
     });

@@ -2,7 +2,8 @@ import { Readable, Transform, type TransformCallback } from 'node:stream';
 import { pipeline } from 'node:stream';
 import * as zlib from 'node:zlib';
 import { Decompress as ZstdDecompress } from 'fzstd';
-import { TerminalError } from '../errors.js';
+import { effectiveCap, type SpaceBound } from '../disk-space.js';
+import { StrataError, TerminalError } from '../errors.js';
 import { layerCompression } from '../oci/media-types.js';
 
 /**
@@ -21,6 +22,11 @@ export interface DecompressOptions {
   readonly maxUncompressedBytes?: number;
   /** Names the layer in errors (e.g. its digest). */
   readonly layerName?: string;
+  /**
+   * Free space where the uncompressed bytes go (see `spaceBound`): when smaller than the cap it becomes the cap,
+   * and exceeding it fails at once with STORAGE_FULL instead of filling the disk first.
+   */
+  readonly space?: SpaceBound;
 }
 
 /** The compression the first bytes of a stream show (gzip `1f 8b`, zstd `28 b5 2f fd`), or undefined. */
@@ -46,19 +52,19 @@ export function chooseCompression(mediaType: string, head: Uint8Array): Compress
   return 'none';
 }
 
-/** Counts bytes through and fails with SIZE_LIMIT once more than `max` pass. */
+/** Counts bytes through and fails (SIZE_LIMIT, or STORAGE_FULL when free space is the bound) past `max`. */
 class ByteCap extends Transform {
   private seen = 0;
   constructor(
     private readonly max: number,
-    private readonly layerName: string,
+    private readonly exceeded: () => Error,
   ) {
     super({ highWaterMark: 1 << 20 });
   }
   override _transform(chunk: Buffer, _enc: BufferEncoding, cb: TransformCallback): void {
     this.seen += chunk.length;
     if (this.seen > this.max) {
-      cb(sizeLimitError(this.layerName, this.max));
+      cb(this.exceeded());
       return;
     }
     cb(null, chunk);
@@ -66,7 +72,7 @@ class ByteCap extends Transform {
 }
 
 /** zstd decompression: node:zlib's when the runtime has it (Node ≥ 22.15), else the pure-JS fzstd stream. */
-function zstdStream(layerName: string, max: number): Transform {
+function zstdStream(layerName: string, max: number, exceeded: () => Error): Transform {
   const native = (zlib as unknown as { createZstdDecompress?: () => Transform }).createZstdDecompress;
   if (typeof native === 'function') return native();
   // fzstd decodes a whole input chunk synchronously (a bomb could yield gigabytes from one chunk): count in the
@@ -84,7 +90,7 @@ function zstdStream(layerName: string, max: number): Transform {
         decoder.push(chunk, false);
         cb();
       } catch (err) {
-        cb(zstdError(err, layerName, max));
+        cb(err instanceof SizeLimit ? exceeded() : zstdError(err, layerName));
       }
     },
     flush(cb) {
@@ -92,7 +98,7 @@ function zstdStream(layerName: string, max: number): Transform {
         decoder.push(new Uint8Array(0), true);
         cb();
       } catch (err) {
-        cb(zstdError(err, layerName, max));
+        cb(err instanceof SizeLimit ? exceeded() : zstdError(err, layerName));
       }
     },
   });
@@ -109,8 +115,7 @@ function sizeLimitError(layerName: string, max: number): TerminalError {
   );
 }
 
-function zstdError(err: unknown, layerName: string, max: number): TerminalError {
-  if (err instanceof SizeLimit) return sizeLimitError(layerName, max);
+function zstdError(err: unknown, layerName: string): TerminalError {
   return new TerminalError(
     'LAYER_INVALID',
     `layer ${layerName}: invalid zstd data: ${(err as Error).message}`,
@@ -131,8 +136,14 @@ export function decompressedStream(
   options: DecompressOptions = {},
 ): Readable {
   const layerName = options.layerName ?? 'layer';
-  const max = options.maxUncompressedBytes ?? DEFAULT_MAX_UNCOMPRESSED_BYTES;
-  const out = new ByteCap(max, layerName);
+  const cap = effectiveCap(
+    options.maxUncompressedBytes ?? DEFAULT_MAX_UNCOMPRESSED_BYTES,
+    options.space,
+    (_what, limit) => sizeLimitError(layerName, limit),
+  );
+  const max = cap.limit;
+  const exceeded = (): Error => cap.exceeded(`layer ${layerName}: uncompressed`);
+  const out = new ByteCap(max, exceeded);
   let head = Buffer.alloc(0);
   let started = false;
   const start = (ended: boolean): void => {
@@ -147,10 +158,10 @@ export function decompressedStream(
     const kind = chooseCompression(mediaType, head);
     const stages: NodeJS.ReadWriteStream[] = [];
     if (kind === 'gzip') stages.push(zlib.createGunzip({ chunkSize: 1 << 16 }));
-    if (kind === 'zstd') stages.push(zstdStream(layerName, max));
+    if (kind === 'zstd') stages.push(zstdStream(layerName, max, exceeded));
     const wrap = (err: Error | null): void => {
       if (!err) return;
-      if (err instanceof TerminalError || (err as { code?: string }).code === 'ERR_STREAM_PREMATURE_CLOSE') {
+      if (err instanceof StrataError || (err as { code?: string }).code === 'ERR_STREAM_PREMATURE_CLOSE') {
         out.destroy(err);
         return;
       }

@@ -10,6 +10,7 @@ import type { LocalImage } from '../image/local.js';
 import type { ContentStore } from '../store/types.js';
 import { applyLayer } from './apply.js';
 import { decompressedStream } from './decompress.js';
+import { roomForLayer } from './layer-room.js';
 
 /**
  * The shared layer cache of the store: every image layer unpacked ONCE, keyed by its ChainID, shared by every
@@ -95,6 +96,8 @@ export function imageLayers(image: LocalImage): Array<Omit<CachedLayer, 'dir'> &
 /** Options of the cache operations. */
 export interface LayerCacheOptions {
   readonly signal?: AbortSignal;
+  /** Cap on each layer's uncompressed bytes (default 64 GiB); the free space of the store caps it too. */
+  readonly maxUncompressedBytes?: number;
 }
 
 const inflight = new Map<string, Promise<void>>();
@@ -119,8 +122,15 @@ export async function applyVerifiedLayer(
 ): Promise<void> {
   throwIfAborted(options.signal);
   const what = options.what ?? `layer ${layer.descriptor.digest}`;
+  const space = await roomForLayer(store, layer.descriptor, root);
   const raw = await store.openBlob(layer.descriptor.digest);
-  const tar = decompressedStream(raw, layer.descriptor.mediaType, { layerName: layer.descriptor.digest });
+  const tar = decompressedStream(raw, layer.descriptor.mediaType, {
+    layerName: layer.descriptor.digest,
+    ...(space ? { space } : {}),
+    ...(options.maxUncompressedBytes !== undefined
+      ? { maxUncompressedBytes: options.maxUncompressedBytes }
+      : {}),
+  });
   const hasher = new DigestingStream(undefined, 'sha256');
   const hashing = pipeline(tar, hasher);
   hashing.catch(() => undefined); // observed below; the apply error wins when both fail

@@ -4,13 +4,14 @@ import type { LocalImage } from '../image/local.js';
 import type { ContentStore } from '../store/types.js';
 import { applyLayer, emptyStats, type ApplyOptions, type ApplyStats } from './apply.js';
 import { decompressedStream } from './decompress.js';
+import { roomForLayer } from './layer-room.js';
 
 /** Options of {@link unpackImage}. */
 export interface UnpackOptions {
   readonly signal?: AbortSignal;
   /** Unpack into a non-empty directory (layers are applied over what is there). */
   readonly force?: boolean;
-  /** Cap on each layer's uncompressed bytes (see `decompress.ts`). */
+  /** Cap on each layer's uncompressed bytes (see `decompress.ts`); the free space under `dir` caps it too. */
   readonly maxUncompressedBytes?: number;
   readonly allowDevices?: boolean;
   readonly preserveOwnership?: boolean;
@@ -59,9 +60,11 @@ export async function unpackImage(
   const descriptors = image.manifest.manifest.layers;
   for (const [index, layer] of descriptors.entries()) {
     throwIfAborted(options.signal);
+    const space = await roomForLayer(store, layer, dir); // per layer: the previous ones used some
     const blob = await store.openBlob(layer.digest);
     const tar = decompressedStream(blob, layer.mediaType, {
       layerName: layer.digest,
+      ...(space ? { space } : {}),
       ...(options.maxUncompressedBytes !== undefined
         ? { maxUncompressedBytes: options.maxUncompressedBytes }
         : {}),
