@@ -6,6 +6,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { StrataError } from '../../src/engine/errors.js';
 import { FsStore } from '../../src/engine/store/index.js';
 import { MIN_RESERVE_BYTES, RESERVE_FILE } from '../../src/engine/store/reserve.js';
+import { runCli, type CliRun } from '../support/cli.js';
 import { fillUp, freeBytes, mountTmpfs, type SmallFs } from '../support/tmpfs.js';
 import { names } from './helpers.js';
 import { addImage, addLayer } from './image.js';
@@ -62,6 +63,25 @@ describe('a store on a 100% full filesystem', () => {
     await store.setRef('example.com/app:3', manifest);
     expect((await store.listRefs()).map((r) => r.name)).toEqual(['example.com/app:2', 'example.com/app:3']);
     expect((await stat(join(root, RESERVE_FILE))).size).toBeGreaterThanOrEqual(MIN_RESERVE_BYTES);
+  });
+
+  it('the CLI: images, gc --dry-run, rmi and gc work at 100% full, and pull space back', async () => {
+    const { root } = await storeWithTwoImages();
+    await fillUp(join(fs!.dir, 'filler'));
+    const cli = (...args: string[]): Promise<CliRun> => runCli(['--store', root, ...args]);
+    const tags = async (): Promise<string[]> => {
+      const run = await cli('--json', 'images');
+      expect(run.stderr).toBe('');
+      return (JSON.parse(run.stdout) as { tag: string }[]).map((i) => i.tag).sort();
+    };
+    expect(await tags()).toEqual(['1', '2']);
+    expect((await cli('gc', '--dry-run')).code).toBe(0);
+    const rmi = await cli('rmi', 'example.com/app:1');
+    expect(rmi.stderr).toBe('');
+    expect(rmi.code).toBe(0);
+    expect(await freeBytes(root)).toBeGreaterThan(1024 * 1024); // rmi prunes what only app:1 used
+    expect((await cli('gc')).code).toBe(0);
+    expect(await tags()).toEqual(['2']);
   });
 
   it('without a reserve, an index write fails with STORAGE_FULL (retryable), leaving index.json and no temp file', async () => {
