@@ -18,7 +18,7 @@ import { StrataError, TerminalError, throwIfAborted, VerificationError } from '.
 import { digestAlgorithm, digestHex, digestOf, isDigest, parseDigest, type Digest } from '../oci/digest.js';
 import { MediaType } from '../oci/media-types.js';
 import { MAX_MANIFEST_BYTES, validateDescriptor, type Descriptor } from '../oci/types.js';
-import { discard, fsyncDir, sweepIngests, writeNamedIngest, type IngestHost } from './ingest.js';
+import { discard, fsyncDir, sweepIngests, unlinkQuiet, writeNamedIngest, type IngestHost } from './ingest.js';
 import { LeasedStore } from './leased-store.js';
 import { LeaseTable, type Lease, type LeaseOptions } from './leases.js';
 import { acquireLock, type HeldLock } from './lock.js';
@@ -724,14 +724,6 @@ async function writeDurable(path: string, content: string): Promise<void> {
     await fh.sync();
   } finally {
     await fh.close();
-  }
-}
-
-async function unlinkQuiet(path: string): Promise<void> {
-  try {
-    await unlink(path);
-  } catch (err) {
-    if (!isNotFound(err)) throw err;
   }
 }
 

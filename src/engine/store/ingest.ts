@@ -309,7 +309,8 @@ export async function fsyncDir(dir: string): Promise<void> {
   }
 }
 
-async function unlinkQuiet(path: string): Promise<void> {
+/** Removes a file; an absent one is fine. */
+export async function unlinkQuiet(path: string): Promise<void> {
   try {
     await unlink(path);
   } catch (err) {
