@@ -56,7 +56,9 @@ describe('leases', () => {
     expect(swept.removed).toEqual([]);
     await lease.release();
     const again = await store.gc({ only: [img.manifest.digest, img.config.digest, layer.layer.digest] });
-    expect([...again.removed].sort()).toEqual([img.manifest.digest, img.config.digest, layer.layer.digest].sort());
+    expect([...again.removed].sort()).toEqual(
+      [img.manifest.digest, img.config.digest, layer.layer.digest].sort(),
+    );
   });
 
   it('expire: gc drops an expired lease (event `expire`) and then collects its content; the holder is told', async () => {
