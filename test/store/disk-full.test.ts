@@ -9,8 +9,12 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import { afterEach, describe, expect, it } from 'vitest';
+import { Engine } from '../../src/engine/engine.js';
 import { digestOf } from '../../src/engine/oci/digest.js';
+import { RegistryClient } from '../../src/engine/registry/client.js';
 import { FsStore } from '../../src/engine/store/index.js';
+import { startDockerRegistry } from '../support/docker-registry.js';
+import { makeImage, tempDir } from '../support/images.js';
 
 const MiB = 1024 * 1024;
 const mounts: string[] = [];
@@ -71,5 +75,26 @@ describe('a full disk during ingest', () => {
       existed: false,
     });
     expect(await store.has(digest)).toBe(true);
+  });
+
+  it('a pull that fills the disk fails with STORAGE_FULL, not ABORTED; gc then leaves no partial', async () => {
+    const registry = await startDockerRegistry();
+    const client = new RegistryClient({});
+    const srcDir = await tempDir('strata-full-src-');
+    try {
+      const src = new Engine({ store: await FsStore.open(srcDir), registry: client });
+      await makeImage(src.store, 'example.com/big:1', { 'a.bin': 3 * MiB, 'b.bin': 3 * MiB });
+      await src.push('example.com/big:1', `${registry.host}/full/big:1`);
+      const fs = await smallFs('4m');
+      const dst = new Engine({ store: await FsStore.open(join(fs, 'store')), registry: client });
+      await expect(dst.pull(`${registry.host}/full/big:1`)).rejects.toMatchObject({ code: 'STORAGE_FULL' });
+      expect(await dst.store.getRef(`${registry.host}/full/big:1`)).toBeUndefined();
+      await dst.gc();
+      expect(await readdir(join(fs, 'store', 'ingest'))).toEqual([]);
+    } finally {
+      await client.close();
+      await registry.stop();
+      await rm(srcDir, { recursive: true, force: true });
+    }
   });
 });
