@@ -1,3 +1,4 @@
+import { AsyncLocalStorage } from 'node:async_hooks';
 import { hasCode, TerminalError, throwIfAborted } from './errors.js';
 import type { Platform } from './oci/platform.js';
 import { formatReference, parseReference, type ImageReference } from './oci/reference.js';
@@ -17,6 +18,8 @@ import type { ExportOptions, ExportResult } from './archive/export.js';
 import type { CommitOptions, CommitResult } from './commit/commit.js';
 import type { Readable, Writable } from 'node:stream';
 import { createObserver, type EngineEventListener, type EngineLogger, type Observer } from './observe.js';
+import { DEFAULT_LEASE_TTL_MS, type Lease } from './store/leases.js';
+import { completeLocalImage } from './image/pinned.js';
 
 // The verbs beyond pull/push/copy load their modules on first use, so every CLI call does not pay for parsing
 // union, commit, archive and container code at start-up (docs/adr/0005-bundled-cli.md).
@@ -49,10 +52,21 @@ export interface EngineOptions {
    * of the target filesystem caps both too (STORAGE_FULL).
    */
   readonly maxUncompressedBytes?: number;
+  /**
+   * Lifetime of the lease each writing verb holds (default 10 min); it is renewed every third of that while the
+   * verb runs, so only a crashed holder's lease lapses, and its content is then collectable.
+   */
+  readonly leaseTtlMs?: number;
+}
+
+/** Holding a caller's lease: the verb adds what it touches to `lease` and leaves it held when done. */
+export interface LeaseUse {
+  /** A lease from {@link Engine.withLease} or `store.createLease` (default: the ambient one, else a fresh one). */
+  readonly lease?: Lease;
 }
 
 /** Options shared by the transfer verbs. */
-export interface TransferOptions {
+export interface TransferOptions extends LeaseUse {
   readonly signal?: AbortSignal;
   readonly onEvent?: ProgressListener;
   /** Which platforms of an index to transfer (pull default: the host's; push and copy default: all). */
@@ -101,6 +115,12 @@ export interface TransferResult extends CopyResult {
   readonly reference: string;
 }
 
+/** The `signal` of a verb's options, if it has one (to make the lease wait abortable too). */
+function leaseSignal(options: object): { signal?: AbortSignal } {
+  const signal = (options as { signal?: unknown }).signal;
+  return signal instanceof AbortSignal ? { signal } : {};
+}
+
 function parseUserReference(input: string, role: string): ImageReference {
   try {
     return parseReference(input);
@@ -120,6 +140,9 @@ export class Engine {
   readonly observer: Observer;
   private readonly locations: BlobLocations;
   private readonly maxUncompressedBytes: number | undefined;
+  private readonly leaseTtlMs: number;
+  /** The lease of the innermost {@link withLease} around the current call, if any. */
+  private readonly ambientLease = new AsyncLocalStorage<Lease>();
 
   constructor(options: EngineOptions) {
     this.maxUncompressedBytes = options.maxUncompressedBytes;
@@ -130,19 +153,82 @@ export class Engine {
       ...(options.listeners ? { listeners: options.listeners } : {}),
     });
     this.locations = new BlobLocations(options.store.root);
+    this.leaseTtlMs = options.leaseTtlMs ?? DEFAULT_LEASE_TTL_MS;
   }
 
-  /** `pull REF`: fetches an image (the host platform of an index unless told otherwise) into the store. */
+  /**
+   * Runs `fn` holding one lease (renewed while it runs, released after): every writing verb called inside — or
+   * given `{ lease }` — adds to it, so content written by one call survives gc until a later call references it.
+   */
+  async withLease<T>(
+    fn: (lease: Lease) => Promise<T>,
+    options: { owner?: string; ttlMs?: number; signal?: AbortSignal } = {},
+  ): Promise<T> {
+    const lease = await this.store.createLease({
+      owner: options.owner ?? 'engine.withLease',
+      ttlMs: options.ttlMs ?? this.leaseTtlMs,
+      renew: true,
+      ...(options.signal ? { signal: options.signal } : {}),
+    });
+    try {
+      return await this.ambientLease.run(lease, () => fn(lease));
+    } finally {
+      await this.releaseQuietly(lease);
+    }
+  }
+
+  /**
+   * Runs a writing verb on a leased view of the store: the caller's lease (explicit, else ambient) or a fresh one
+   * released when `fn` — which sets the ref — is done.
+   */
+  private async leased<T>(
+    owner: string,
+    options: LeaseUse & { signal?: AbortSignal },
+    fn: (store: ContentStore, lease: Lease) => Promise<T>,
+  ): Promise<T> {
+    const held = options.lease ?? this.ambientLease.getStore();
+    if (held) return fn(this.store.leased(held), held);
+    const lease = await this.store.createLease({
+      owner,
+      ttlMs: this.leaseTtlMs,
+      renew: true,
+      ...(options.signal ? { signal: options.signal } : {}),
+    });
+    try {
+      return await fn(this.store.leased(lease), lease);
+    } finally {
+      await this.releaseQuietly(lease);
+    }
+  }
+
+  /** A lease that cannot be released (full disk, lock timeout) lapses by itself: not worth failing the verb. */
+  private async releaseQuietly(lease: Lease): Promise<void> {
+    try {
+      await lease.release();
+    } catch (err) {
+      this.observer.log.warn({ err, lease: lease.id }, 'could not release a lease; it expires by itself');
+    }
+  }
+
+  /**
+   * `pull REF`: fetches an image (the host platform of an index unless told otherwise) into the store, under a
+   * lease. A digest-pinned reference whose content is all present makes no network request.
+   */
   async pull(reference: string, options: TransferOptions = {}): Promise<TransferResult> {
     const ref = parseUserReference(reference, 'pull');
     const name = formatReference(ref);
-    const result = await copyImage(
-      new RegistrySource(this.registry, ref),
-      new StoreTarget(this.store, name),
-      options,
-    );
-    await this.locations.record(ref, result.blobDigests);
-    return { ...result, reference: name };
+    return this.leased(`pull ${name}`, options, async (store) => {
+      const local = ref.digest
+        ? await completeLocalImage(store, name, ref.digest, options.platforms)
+        : undefined;
+      const result = await copyImage(
+        local ?? new RegistrySource(this.registry, ref),
+        new StoreTarget(store, name),
+        options,
+      );
+      if (!local) await this.locations.record(ref, result.blobDigests);
+      return { ...result, reference: name };
+    });
   }
 
   /** `push SRC [DST]`: sends a local image to a registry (to SRC's own name when DST is omitted). */
@@ -187,7 +273,11 @@ export class Engine {
   }
 
   /** `import TARBALL REF`: a flat root filesystem tar (plain or gzip) becomes a one-layer image. */
-  async import(tarball: Readable, reference: string, options: ImportOptions = {}): Promise<ImportResult> {
+  async import(
+    tarball: Readable,
+    reference: string,
+    options: ImportOptions & LeaseUse = {},
+  ): Promise<ImportResult> {
     const ref = parseUserReference(reference, 'import');
     if (ref.digest)
       throw new TerminalError(
@@ -195,14 +285,18 @@ export class Engine {
         `import: ${reference}: name the new image with a tag, not a digest`,
       );
     const { importTarball } = await import('./archive/import.js');
-    return importTarball(this.store, tarball, formatReference(ref), options);
+    const { lease, ...rest } = options;
+    const name = formatReference(ref);
+    return this.leased(`import ${name}`, { ...(lease ? { lease } : {}) }, (store) =>
+      importTarball(store, tarball, name, rest),
+    );
   }
 
   /** `import DIR REF`: a root filesystem directory becomes a one-layer image (see archive/import-dir.ts). */
   async importDirectory(
     dir: string,
     reference: string,
-    options: ImportDirectoryOptions = {},
+    options: ImportDirectoryOptions & LeaseUse = {},
   ): Promise<ImportResult> {
     const ref = parseUserReference(reference, 'import');
     if (ref.digest)
@@ -211,11 +305,19 @@ export class Engine {
         `import: ${reference}: name the new image with a tag, not a digest`,
       );
     const { importDirectory } = await import('./archive/import-dir.js');
-    return importDirectory(this.store, dir, formatReference(ref), options);
+    const { lease, ...rest } = options;
+    const name = formatReference(ref);
+    return this.leased(`import ${name}`, { ...(lease ? { lease } : {}) }, (store) =>
+      importDirectory(store, dir, name, rest),
+    );
   }
 
   /** `commit CONTAINER REF`: the container's changes become a new layer on its image, tagged REF (engine/commit). */
-  async commit(container: string, reference: string, options: CommitOptions = {}): Promise<CommitResult> {
+  async commit(
+    container: string,
+    reference: string,
+    options: CommitOptions & LeaseUse = {},
+  ): Promise<CommitResult> {
     const ref = parseUserReference(reference, 'commit');
     if (ref.digest)
       throw new TerminalError(
@@ -227,7 +329,11 @@ export class Engine {
       import('./commit/commit.js'),
     ]);
     const record = await getContainer(this.store, container);
-    return commitContainer(this.store, record, formatReference(ref), options);
+    const { lease, ...rest } = options;
+    const name = formatReference(ref);
+    return this.leased(`commit ${name}`, { ...(lease ? { lease } : {}), ...leaseSignal(rest) }, (store) =>
+      commitContainer(store, record, name, rest),
+    );
   }
 
   /** `export CONTAINER`: the container's merged filesystem as one tar written to `out` (mounting it if needed). */
@@ -254,11 +360,14 @@ export class Engine {
   }
 
   /** `load`: reads a docker-archive, OCI layout or legacy docker tar into the store and tags its images. */
-  async load(input: Readable, options: LoadOptions = {}): Promise<LoadResult> {
+  async load(input: Readable, options: LoadOptions & LeaseUse = {}): Promise<LoadResult> {
     const { loadArchive } = await import('./archive/load.js');
+    const { lease, ...rest } = options;
     const cap = this.maxUncompressedBytes;
-    const limits = { ...(cap !== undefined ? { archiveBytes: cap } : {}), ...options.limits };
-    return loadArchive(this.store, input, { ...options, limits });
+    const limits = { ...(cap !== undefined ? { archiveBytes: cap } : {}), ...rest.limits };
+    return this.leased('load', { ...(lease ? { lease } : {}), ...leaseSignal(rest) }, (store) =>
+      loadArchive(store, input, { ...rest, limits }),
+    );
   }
 
   /** `images`: one row per local ref. */
@@ -366,18 +475,33 @@ export class Engine {
     });
   }
 
-  /** `create REF`: a container (writable root over the image's shared layers) on the chosen driver. */
+  /**
+   * `create REF`: a container (writable root over the image's shared layers) on the chosen driver. The image and
+   * its layer-cache entries are leased until the container's record holds them.
+   */
   async create(
     reference: string,
-    options: { name?: string; driver?: DriverName; platform?: Platform; signal?: AbortSignal } = {},
+    options: {
+      name?: string;
+      driver?: DriverName;
+      platform?: Platform;
+      signal?: AbortSignal;
+    } & LeaseUse = {},
   ): Promise<ContainerRecord> {
-    const entry = await findLocalRef(this.store, reference);
-    const image = await loadLocalImage(this.store, entry, options.platform);
-    const { createContainer } = await containers();
-    return createContainer(this.store, image, {
-      ...(options.name !== undefined ? { name: options.name } : {}),
-      ...(options.driver ? { driver: options.driver } : {}),
-      ...(options.signal ? { signal: options.signal } : {}),
+    return this.leased(`create ${reference}`, options, async (store, lease) => {
+      const entry = await findLocalRef(store, reference);
+      await lease.add({ digests: [entry.descriptor.digest] }, options.signal);
+      const image = await loadLocalImage(store, entry, options.platform);
+      const [{ createContainer }, { imageLayers }] = await Promise.all([
+        containers(),
+        import('./union/layer-cache.js'),
+      ]);
+      await lease.add({ chainIds: imageLayers(image).map((l) => l.chainId) }, options.signal);
+      return createContainer(store, image, {
+        ...(options.name !== undefined ? { name: options.name } : {}),
+        ...(options.driver ? { driver: options.driver } : {}),
+        ...(options.signal ? { signal: options.signal } : {}),
+      });
     });
   }
 

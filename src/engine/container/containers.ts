@@ -216,6 +216,7 @@ export async function pruneLayerCache(
 ): Promise<PruneLayersResult> {
   const inUse = await imageChainIds(store);
   for (const c of await containerChainIds(store)) inUse.add(c);
+  for (const c of (await store.leasedContent()).chainIds) inUse.add(c); // a create in flight holds its layers
   const result = await pruneCacheDirs(store.root, inUse, options);
   if (!options.dryRun) {
     const links = join(strataDir(store.root), 'l');

@@ -75,8 +75,11 @@ export class RegistrySource extends RegistryEndpoint implements ImageSource {
     offset: number,
     options: { signal?: AbortSignal; verify?: boolean } = {},
   ): Promise<Readable> {
-    const stream = await this.registry.openBlob(this.repository, descriptor, options);
-    return offset > 0 ? skipBytes(stream, offset) : stream;
+    // A suffix is fetched with `Range` (a registry answering 200 instead is skipped forward by the client).
+    return this.registry.openBlob(this.repository, descriptor, {
+      ...options,
+      ...(offset > 0 ? { offset } : {}),
+    });
   }
 }
 

@@ -65,20 +65,25 @@ export class StoreTarget implements ImageTarget {
 
   /**
    * True when the store holds the blob; it is then claimed (see {@link ContentStore.claim}) so that a gc running
-   * before this copy sets its ref does not sweep a blob the new image relies on.
+   * before this copy sets its ref does not sweep a blob the new image relies on (a leased store holds it).
    */
-  async hasBlob(descriptor: Descriptor): Promise<boolean> {
-    return (await this.store.claim(descriptor.digest, descriptor.size)) !== undefined;
+  async hasBlob(descriptor: Descriptor, signal?: AbortSignal): Promise<boolean> {
+    return (
+      (await this.store.claim(descriptor.digest, descriptor.size, signal ? { signal } : {})) !== undefined
+    );
   }
 
+  /**
+   * Ingests the blob with `open` as a resumable source: the store opens it from the offset of a partial file a
+   * killed pull left (`Range` at the registry), or waits for another writer of the same blob and opens nothing.
+   */
   async putBlob(
     descriptor: Descriptor,
     open: (offset: number) => Promise<Readable>,
     options: { signal?: AbortSignal; onProgress?: (bytes: number) => void },
   ): Promise<void> {
-    const source = await open(0);
     await this.store.ingest(
-      source,
+      open,
       { digest: descriptor.digest, size: descriptor.size, what: `blob ${descriptor.digest} of ${this.name}` },
       {
         ...(options.signal ? { signal: options.signal } : {}),
@@ -103,8 +108,8 @@ export class StoreTarget implements ImageTarget {
     });
   }
 
-  async commit(doc: ManifestDocument): Promise<void> {
+  async commit(doc: ManifestDocument, signal?: AbortSignal): Promise<void> {
     await this.putManifest(doc);
-    await this.store.setRef(this.name, descriptorOf(doc));
+    await this.store.setRef(this.name, descriptorOf(doc), signal ? { signal } : {});
   }
 }

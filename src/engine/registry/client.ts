@@ -489,12 +489,13 @@ export class RegistryClient implements RegistryApi {
           throw err;
         }
       });
-    const first = await fetchFrom(0);
-    const source = Readable.from(this.resumingBody(first, fetchFrom, size, ctx, signal), {
+    const start = options.offset ?? 0;
+    const first = await fetchFrom(start);
+    const source = Readable.from(this.resumingBody(first, fetchFrom, size, ctx, signal, start), {
       objectMode: false,
       highWaterMark: 1 << 20,
     });
-    if (options.verify === false) return source;
+    if (options.verify === false || start > 0) return source; // a suffix cannot be hashed: the consumer verifies
     const verifier = new DigestingStream({ digest, size, what: `pull ${subject}` });
     pipeline(source, verifier, () => {
       // Errors reach the consumer through `verifier`; pipeline destroys both streams on failure.
@@ -512,9 +513,10 @@ export class RegistryClient implements RegistryApi {
     size: number,
     ctx: ErrorContext,
     signal: AbortSignal | undefined,
+    start = 0,
   ): AsyncGenerator<Buffer> {
     let { res, skip } = first;
-    let offset = 0;
+    let offset = start;
     let failures = 0;
     try {
       for (;;) {

@@ -18,6 +18,11 @@ export interface BlobReadOptions extends CallOptions {
    * bytes itself (the store's ingest does), so they are not hashed twice; sizes and resumption still apply.
    */
   readonly verify?: boolean;
+  /**
+   * Start at this byte (`Range: bytes=N-`), for a consumer resuming a partial blob; the stream then carries the
+   * bytes from `offset` on and is not verified (the consumer hashes the whole blob). Default 0.
+   */
+  readonly offset?: number;
 }
 
 /** Options of a blob upload. */

@@ -14,35 +14,29 @@ import {
 } from 'node:fs/promises';
 import { dirname, join, resolve } from 'node:path';
 import { Readable } from 'node:stream';
-import { pipeline } from 'node:stream/promises';
 import {
-  AbortedError,
   classifySystemError,
   StrataError,
   TerminalError,
   throwIfAborted,
   VerificationError,
 } from '../errors.js';
-import type { Observer } from '../observe.js';
-import {
-  digestAlgorithm,
-  digestHex,
-  digestOf,
-  DigestingStream,
-  isDigest,
-  parseDigest,
-  type Digest,
-} from '../oci/digest.js';
+import { digestAlgorithm, digestHex, digestOf, isDigest, parseDigest, type Digest } from '../oci/digest.js';
 import { MediaType } from '../oci/media-types.js';
 import { MAX_MANIFEST_BYTES, validateDescriptor, type Descriptor } from '../oci/types.js';
+import { discard, fsyncDir, sweepIngests, unlinkQuiet, writeNamedIngest, type IngestHost } from './ingest.js';
+import { LeasedStore } from './leased-store.js';
+import { LeaseTable, type Lease, type LeaseOptions } from './leases.js';
 import { acquireLock, type HeldLock } from './lock.js';
 import { ensureReserve, releaseReserve } from './reserve.js';
+import { silentObserver, type Observer } from '../observe.js';
 import type {
   ContentStore,
   ExpectedContent,
   GcResult,
   IngestOptions,
   IngestResult,
+  IngestSource,
   RefEntry,
 } from './types.js';
 import { childrenOf, kindOf } from './walk.js';
@@ -65,6 +59,7 @@ const DEFAULT_LOCK_TIMEOUT_MS = 30_000;
 const DEFAULT_TEMP_GRACE_MS = 60 * 60 * 1000;
 // An update whose lock was broken under it is redone this many times before giving up (retryable).
 const LOST_LOCK_ATTEMPTS = 3;
+const DEFAULT_INGEST_WAIT_MS = 30 * 60 * 1000;
 // The character set of OCI `org.opencontainers.image.ref.name` (annotations.md). Its full grammar is only a SHOULD
 // and is stricter than Docker tags (which may end in '.' or '-') and repository names ('__'), so only the set is
 // enforced: every full reference and every tag users can push still fits.
@@ -85,7 +80,12 @@ export interface FsStoreOptions {
   readonly now?: () => number;
   /** A lock not refreshed for this long is stale and broken (default 60 s). */
   readonly staleLockMs?: number;
-  /** Receives `lock-wait` events when an index update or gc had to wait for another holder. */
+  /**
+   * How long a blob write waits for another writer of the same blob (in any process) before LOCK_TIMEOUT
+   * (default 30 min: the other writer is alive, so it is downloading).
+   */
+  readonly ingestWaitMs?: number;
+  /** Where `lease` and `lock-wait` events go (default: nowhere). */
   readonly observer?: Observer;
 }
 
@@ -107,8 +107,11 @@ export class FsStore implements ContentStore {
   private readonly lockTimeoutMs: number;
   private readonly tempGraceMs: number;
   private readonly staleLockMs: number | undefined;
-  private readonly observer: Observer | undefined;
   private readonly now: () => number;
+  private readonly ingestWaitMs: number;
+  private readonly observer: Observer;
+  /** The store's leases (files under `strata/leases/`, changed under the index lock). */
+  readonly leases: LeaseTable;
 
   private constructor(
     /** The layout's root directory. */
@@ -118,8 +121,10 @@ export class FsStore implements ContentStore {
     this.lockTimeoutMs = options.lockTimeoutMs ?? DEFAULT_LOCK_TIMEOUT_MS;
     this.tempGraceMs = options.tempGraceMs ?? DEFAULT_TEMP_GRACE_MS;
     this.staleLockMs = options.staleLockMs;
-    this.observer = options.observer;
     this.now = options.now ?? Date.now;
+    this.ingestWaitMs = options.ingestWaitMs ?? DEFAULT_INGEST_WAIT_MS;
+    this.observer = options.observer ?? silentObserver;
+    this.leases = new LeaseTable(root, (signal) => this.lock(signal), this.now, this.observer);
   }
 
   /**
@@ -226,15 +231,17 @@ export class FsStore implements ContentStore {
    * Streams `source` into the store while hashing it, enforcing `expected.size` as bytes flow (failing as soon as it
    * is exceeded) and verifying digest and size at the end; then fsyncs the file, renames it into `blobs/` and
    * fsyncs the directory. When `expected.digest` is already present the source is destroyed unread and `existed`
-   * is true. On any failure or abort the temp file is removed and nothing is left in `blobs/`. Concurrent writers
-   * of the same blob (in any process) all succeed: each writes its own temp file and rename is atomic.
+   * is true. A known digest is written through its named ingest (see ingest.ts): concurrent writers of one blob, in
+   * any process, wait for the first and find the blob present; with a resumable `source` (a function of the byte
+   * offset) a partial file left by a killed writer is continued. Verification failures and a full disk
+   * (STORAGE_FULL) leave nothing partial.
    */
   async ingest(
-    source: Readable | AsyncIterable<Uint8Array>,
+    source: IngestSource,
     expected: ExpectedContent,
     options: IngestOptions = {},
   ): Promise<IngestResult> {
-    const { signal, onProgress } = options;
+    const { signal } = options;
     const what = expected.what ?? (expected.digest ? `blob ${expected.digest}` : 'blob');
     try {
       throwIfAborted(signal);
@@ -245,51 +252,15 @@ export class FsStore implements ContentStore {
       if (expected.digest !== undefined) {
         const present = await this.claimExisting(expected.digest, expected.size, what);
         if (present) {
-          await discard(source);
+          if (typeof source !== 'function') await discard(source);
           return { digest: expected.digest, size: present.size, existed: true };
         }
       }
     } catch (err) {
-      await discard(source);
+      if (typeof source !== 'function') await discard(source);
       throw err;
     }
-
-    const tmp = join(
-      this.root,
-      INGEST_DIR,
-      `${expected.digest ? digestHex(expected.digest).slice(0, 16) : 'unknown'}-${randomBytes(8).toString('hex')}`,
-    );
-    let fh: FileHandle | undefined;
-    try {
-      await mkdir(join(this.root, INGEST_DIR), { recursive: true });
-      fh = await open(tmp, 'wx');
-      const hasher = new DigestingStream({ ...expected, what });
-      await pipeline(source, hasher, fileSink(fh, onProgress), signal ? { signal } : {});
-      const digest = hasher.digest;
-      const size = hasher.bytes;
-      await fh.sync(); // the data must be durable before the name says it is there
-      await fh.close();
-      fh = undefined;
-      const target = this.blobPath(digest);
-      if (expected.digest === undefined && (await this.claimExisting(digest, undefined, what))) {
-        await unlinkQuiet(tmp);
-        return { digest, size, existed: true };
-      }
-      const dir = join(this.root, 'blobs', digestAlgorithm(digest));
-      await mkdir(dir, { recursive: true });
-      await rename(tmp, target);
-      await fsyncDir(dir);
-      return { digest, size, existed: false };
-    } catch (err) {
-      await fh?.close().catch(() => undefined);
-      await unlinkQuiet(tmp).catch(() => undefined);
-      if (isAbortError(err) || signal?.aborted) {
-        throw err instanceof AbortedError
-          ? err
-          : new AbortedError(`${what}: write aborted`, signal?.reason ?? err);
-      }
-      throw err;
-    }
+    return writeNamedIngest(this.ingestHost, source, { ...expected, what }, options);
   }
 
   /** Writes a small in-memory blob (manifest, config), verifying `expected` when given; idempotent. */
@@ -301,8 +272,31 @@ export class FsStore implements ContentStore {
   }
 
   /** See {@link ContentStore.claim}: `stat` plus a size check and an mtime refresh that gc's grace rule honours. */
-  claim(digest: Digest, expectedSize?: number): Promise<{ size: number } | undefined> {
+  claim(
+    digest: Digest,
+    expectedSize?: number,
+    options: { signal?: AbortSignal } = {},
+  ): Promise<{ size: number } | undefined> {
+    throwIfAborted(options.signal);
     return this.claimExisting(digest, expectedSize, `blob ${digest}`);
+  }
+
+  /**
+   * Creates a lease (see leases.ts): content added to it — directly or through {@link leased} — is kept by gc,
+   * `rmi` and layer-cache pruning until the lease is released or expires.
+   */
+  createLease(options: LeaseOptions): Promise<Lease> {
+    return this.leases.create(options);
+  }
+
+  /** A view of this store whose claims, presence checks and writes add what they touch to `lease`. */
+  leased(lease: Lease): ContentStore {
+    return new LeasedStore(this, lease);
+  }
+
+  /** Blobs and layer-cache entries held by live leases (read without the lock: a snapshot). */
+  leasedContent(): Promise<{ digests: Set<Digest>; chainIds: Set<Digest> }> {
+    return this.leases.liveContent();
   }
 
   /** Removes a blob; true if it existed. Does not check whether a ref still needs it (that is gc's job). */
@@ -353,7 +347,11 @@ export class FsStore implements ContentStore {
       ...descriptor,
       annotations: { ...descriptor.annotations, [REF_NAME_ANNOTATION]: name },
     };
+    // Already so: no lock, no write (the answer is as of this read, which is all a lock would give too).
+    if (isOnlyEntry(await this.readIndex(), name, entry)) return;
     await this.updateIndex((index) => {
+      // Already exactly so (one entry, same content): write nothing, so index.json and its mtime stay as they are.
+      if (isOnlyEntry(index, name, entry)) return false;
       // Replace the first entry of this name in place (keeping file order), drop duplicates, else append.
       let placed = false;
       index.manifests = index.manifests.flatMap((e) => {
@@ -402,7 +400,10 @@ export class FsStore implements ContentStore {
     const lock = await this.lock(signal);
     try {
       const index = await this.readIndex();
-      const reachable = await this.mark(index, options.extraRoots ?? [], signal);
+      // Leases are read (and the expired ones dropped) under the lock that every lease change takes: content a
+      // holder added before this point is kept, and a holder adding after it waits for this gc to finish.
+      const leased = (await this.leases.sweep(dryRun)).flatMap((l) => l.digests);
+      const reachable = await this.mark(index, [...(options.extraRoots ?? []), ...leased], signal);
       const cutoff = this.now() - this.tempGraceMs;
       const removed: Digest[] = [];
       let bytesFreed = 0;
@@ -575,9 +576,21 @@ export class FsStore implements ContentStore {
         }
       }
     };
-    await sweepDir(join(this.root, INGEST_DIR), () => true);
+    // Ingests go when no live writer owns them (whatever their age); a live writer's are kept.
+    freed += await sweepIngests(this.ingestHost, { dryRun, cutoff, ...(signal ? { signal } : {}) });
     await sweepDir(this.root, (name) => ROOT_TEMP_RE.test(name));
     return freed;
+  }
+
+  private get ingestHost(): IngestHost {
+    return {
+      dir: join(this.root, INGEST_DIR),
+      blobPath: (d) => this.blobPath(d),
+      claimExisting: (d, size, what) => this.claimExisting(d, size, what),
+      waitMs: this.ingestWaitMs,
+      staleMs: this.staleLockMs,
+      observer: this.observer,
+    };
   }
 
   private async lock(signal: AbortSignal | undefined): Promise<HeldLock> {
@@ -586,7 +599,7 @@ export class FsStore implements ContentStore {
         timeoutMs: this.lockTimeoutMs,
         ...(this.staleLockMs !== undefined ? { staleMs: this.staleLockMs } : {}),
         ...(signal ? { signal } : {}),
-        ...(this.observer ? { observer: this.observer } : {}),
+        observer: this.observer,
         what: `store ${this.root}`,
       });
     } catch (err) {
@@ -811,75 +824,6 @@ async function writeDurable(path: string, content: string): Promise<void> {
   }
 }
 
-async function fsyncDir(dir: string): Promise<void> {
-  const fh = await open(dir, 'r');
-  try {
-    await fh.sync();
-  } catch (err) {
-    // Some filesystems refuse fsync on directories; the rename itself is still atomic there.
-    const code = (err as NodeJS.ErrnoException).code;
-    if (code !== 'EINVAL' && code !== 'EISDIR' && code !== 'EBADF') throw err;
-  } finally {
-    await fh.close();
-  }
-}
-
-async function unlinkQuiet(path: string): Promise<void> {
-  try {
-    await unlink(path);
-  } catch (err) {
-    if (!isNotFound(err)) throw err;
-  }
-}
-
-/** Releases a source we will not read: destroys a stream, finishes an iterator (running its `finally`). */
-async function discard(source: Readable | AsyncIterable<Uint8Array>): Promise<void> {
-  if (source instanceof Readable) {
-    source.destroy();
-    return;
-  }
-  const it = source as Partial<AsyncIterator<Uint8Array>>;
-  if (typeof it.return === 'function') await Promise.resolve(it.return()).catch(() => undefined);
-}
-
-/**
- * The pipeline's last stage: writes to an open handle in batches of up to {@link IO_CHUNK} bytes (one `writev`
- * per batch rather than one syscall per small network chunk), reporting the running count of bytes written.
- * It pulls from upstream only as it writes, so memory stays bounded by about one batch plus stream buffers.
- */
-function fileSink(fh: FileHandle, onProgress: ((bytes: number) => void) | undefined) {
-  return async (source: AsyncIterable<Buffer>): Promise<void> => {
-    let batch: Buffer[] = [];
-    let batched = 0;
-    let written = 0;
-    const flush = async (): Promise<void> => {
-      let pending = batch;
-      batch = [];
-      batched = 0;
-      while (pending.length > 0) {
-        const { bytesWritten } = await fh.writev(pending);
-        written += bytesWritten;
-        pending = dropWritten(pending, bytesWritten);
-      }
-      onProgress?.(written);
-    };
-    for await (const chunk of source) {
-      batch.push(chunk);
-      batched += chunk.length;
-      if (batched >= IO_CHUNK) await flush();
-    }
-    if (batched > 0) await flush();
-  };
-}
-
-/** What remains of `bufs` after the first `n` bytes were written (writev may write partially). */
-function dropWritten(bufs: Buffer[], n: number): Buffer[] {
-  let i = 0;
-  while (i < bufs.length && n >= bufs[i]!.length) n -= bufs[i++]!.length;
-  if (i >= bufs.length) return [];
-  return [bufs[i]!.subarray(n), ...bufs.slice(i + 1)];
-}
-
 function refNameOf(entry: Record<string, unknown>): string | undefined {
   const ann = entry.annotations;
   if (typeof ann !== 'object' || ann === null) return undefined;
@@ -899,6 +843,25 @@ function toDescriptor(entry: Record<string, unknown>, what: string): Descriptor 
   return Object.keys(rest).length > 0 ? { ...base, annotations: rest } : base;
 }
 
+/** True when `entry` is the one and only entry named `name`. */
+function isOnlyEntry(index: IndexFile, name: string, entry: Record<string, unknown>): boolean {
+  const same = index.manifests.filter((e) => refNameOf(e) === name);
+  return same.length === 1 && sameJson(same[0], entry);
+}
+
+/** Deep equality of two JSON values, ignoring key order. */
+function sameJson(a: unknown, b: unknown): boolean {
+  if (a === b) return true;
+  if (typeof a !== 'object' || typeof b !== 'object' || a === null || b === null) return false;
+  if (Array.isArray(a) !== Array.isArray(b)) return false;
+  const ka = Object.keys(a).filter((k) => (a as Record<string, unknown>)[k] !== undefined);
+  const kb = Object.keys(b).filter((k) => (b as Record<string, unknown>)[k] !== undefined);
+  return (
+    ka.length === kb.length &&
+    ka.every((k) => sameJson((a as Record<string, unknown>)[k], (b as Record<string, unknown>)[k]))
+  );
+}
+
 function checkRefName(name: string): void {
   if (!REF_NAME_RE.test(name)) {
     throw new TerminalError(
@@ -915,10 +878,4 @@ function isNoSpace(err: unknown): boolean {
 
 function isNotFound(err: unknown): boolean {
   return (err as NodeJS.ErrnoException | undefined)?.code === 'ENOENT';
-}
-
-function isAbortError(err: unknown): boolean {
-  return (
-    err instanceof Error && (err.name === 'AbortError' || (err as NodeJS.ErrnoException).code === 'ABORT_ERR')
-  );
 }

@@ -9,3 +9,12 @@ export {
 } from './fs-store.js';
 export { acquireLock, LockTimeoutError, type LockOptions, type HeldLock } from './lock.js';
 export { childrenOf, kindOf, type ChildRef, type BlobKind } from './walk.js';
+export {
+  DEFAULT_LEASE_TTL_MS,
+  LEASES_DIR,
+  LeaseExpiredError,
+  type Lease,
+  type LeaseOptions,
+  type LeaseRecord,
+} from './leases.js';
+export { ingestName } from './ingest.js';

@@ -1,6 +1,14 @@
 import type { Readable } from 'node:stream';
 import type { Digest } from '../oci/digest.js';
 import type { Descriptor } from '../oci/types.js';
+import type { Lease, LeaseOptions } from './leases.js';
+
+/**
+ * What a blob write reads: a stream, or a function that opens the content from a byte offset — resumable: a
+ * write killed halfway is continued from the bytes already on disk.
+ */
+export type IngestSource =
+  Readable | AsyncIterable<Uint8Array> | ((offset: number) => Promise<Readable | AsyncIterable<Uint8Array>>);
 
 /** What a caller knows about content before writing it; both fields are verified when present. */
 export interface ExpectedContent {
@@ -55,7 +63,11 @@ export interface ContentStore {
    * Like {@link stat}, for a writer about to reference an existing blob: checks `expectedSize` (SIZE_MISMATCH) and
    * marks the blob young, so a gc running before the writer's `setRef` keeps it (the grace rule, as `ingest` does).
    */
-  claim(digest: Digest, expectedSize?: number): Promise<{ size: number } | undefined>;
+  claim(
+    digest: Digest,
+    expectedSize?: number,
+    options?: { signal?: AbortSignal },
+  ): Promise<{ size: number } | undefined>;
   /** Absolute path of a blob's file (whether or not it exists). */
   blobPath(digest: Digest): string;
   /** A read stream of a present blob, optionally a byte range (inclusive `end`). Throws BLOB_UNKNOWN if absent. */
@@ -65,13 +77,10 @@ export interface ContentStore {
   /**
    * Streams `source` into the store, hashing while writing; verifies the expected digest and size, then fsyncs
    * and renames into place. If the blob already exists (known digest) the source is not read (it is destroyed).
-   * Nothing partial remains after any failure.
+   * One writer per digest at a time (others wait, then find it present); a resumable source continues a partial
+   * file a killed writer left. Nothing partial remains after a verification failure or a full disk.
    */
-  ingest(
-    source: Readable | AsyncIterable<Uint8Array>,
-    expected: ExpectedContent,
-    options?: IngestOptions,
-  ): Promise<IngestResult>;
+  ingest(source: IngestSource, expected: ExpectedContent, options?: IngestOptions): Promise<IngestResult>;
   /** Writes a small in-memory blob (manifest, config). */
   putBytes(bytes: Uint8Array, expected?: ExpectedContent): Promise<IngestResult>;
   /** Removes a blob (used by gc and rmi); true if it existed. */
@@ -82,10 +91,10 @@ export interface ContentStore {
   listRefs(): Promise<RefEntry[]>;
   /** The descriptor a ref names, or undefined. */
   getRef(name: string): Promise<Descriptor | undefined>;
-  /** Creates or moves a ref atomically. */
-  setRef(name: string, descriptor: Descriptor): Promise<void>;
+  /** Creates or moves a ref atomically; setting the value a ref already has writes nothing. */
+  setRef(name: string, descriptor: Descriptor, options?: { signal?: AbortSignal }): Promise<void>;
   /** Removes a ref; true if it existed. */
-  deleteRef(name: string): Promise<boolean>;
+  deleteRef(name: string, options?: { signal?: AbortSignal }): Promise<boolean>;
   /**
    * Removes every blob not reachable from a ref (walking indexes, manifests, configs and layers) and stale temp
    * files older than a grace period. `extraRoots` are kept too (e.g. manifests a registry serves by digest).
@@ -97,4 +106,10 @@ export interface ContentStore {
     extraRoots?: readonly Digest[];
     only?: readonly Digest[];
   }): Promise<GcResult>;
+  /** Creates a lease: what is added to it stays through gc, `rmi` and layer-cache pruning until released or expired. */
+  createLease(options: LeaseOptions): Promise<Lease>;
+  /** A view of the store whose claims, presence checks and writes add the blobs they touch to `lease`. */
+  leased(lease: Lease): ContentStore;
+  /** Blobs and layer-cache entries (ChainIDs) held by live leases: a snapshot, read without the lock. */
+  leasedContent(): Promise<{ digests: Set<Digest>; chainIds: Set<Digest> }>;
 }
