@@ -156,10 +156,12 @@ export class HttpTransport {
         socket.once('encrypted' in socket ? 'secureConnect' : 'connect', () => clearTimeout(connectTimer));
       });
       // The headers clock starts once the request (and its body) is sent: a slow upload is not a slow answer.
+      // Until then, silence while sending is the idle timeout.
+      r.setTimeout(idleMs, fail('request body', idleMs));
       r.on('finish', () => {
+        r.setTimeout(0);
         headersTimer = setTimeout(fail('response headers', headersMs), headersMs);
       });
-      r.setTimeout(idleMs, fail('request body', idleMs));
       r.on('error', (err) => {
         clearTimers();
         end({ status: 0, bytesReceived: 0, error: err });
