@@ -6,7 +6,7 @@ import { Readable, Transform, pipeline } from 'node:stream';
 import { DEFAULT_CERTS_DIRS, tlsSettingsFor } from './certs.js';
 import { drainBody, HttpTransport, type ExchangeSummary, type TlsSettings } from './http.js';
 import { AbortedError, RegistryError, StrataError, TerminalError, VerificationError } from '../errors.js';
-import { silentObserver, type Observer } from '../observe.js';
+import { silentObserver, type EngineEvent, type Observer } from '../observe.js';
 import {
   DigestingStream,
   digestAlgorithm,
@@ -974,7 +974,7 @@ export class RegistryClient implements RegistryApi {
   ): Promise<void> {
     const delay = delayMs ?? retryDelay(err, attempt, this.policy, this.random);
     if (delay === undefined || signal?.aborted) throw exhaustedError(err, attempt);
-    this.observer.emit({
+    this.emit({
       type: 'retry',
       what: `${ctx.op} ${ctx.subject}`,
       attempt,
@@ -984,6 +984,15 @@ export class RegistryClient implements RegistryApi {
       reason: err.message,
     });
     if (delay > 0) await this.sleep(delay, signal);
+  }
+
+  /** Emits an event; an observer that throws (one not made by createObserver) never breaks a request. */
+  private emit(event: EngineEvent): void {
+    try {
+      this.observer.emit(event);
+    } catch {
+      // reporting is best effort
+    }
   }
 
   /** Reports one finished exchange as an `http-request` event (no query string, no headers). */
@@ -996,7 +1005,7 @@ export class RegistryClient implements RegistryApi {
     signal: AbortSignal | undefined,
   ): void {
     const received = method === 'GET' || method === 'HEAD' || method === 'DELETE';
-    this.observer.emit({
+    this.emit({
       type: 'http-request',
       method,
       host: url.host,
