@@ -41,14 +41,18 @@ export async function openContext(cmd: Command, env: StrataEnvironment): Promise
   const store = await FsStore.open(options.store);
   // The registry client (and node:http with it) loads only when a verb talks to a registry.
   const registry = lazyRegistry(async () => {
-    const [{ RegistryClient }, { DockerConfigCredentials }] = await Promise.all([
+    const [{ RegistryClient }, { DockerConfigCredentials }, { parseHttpTimeouts }] = await Promise.all([
       import('../engine/registry/client.js'),
       import('../engine/registry/credentials.js'),
+      import('../engine/registry/timeouts.js'),
     ]);
     return new RegistryClient({
       credentials: new DockerConfigCredentials({ path: env.dockerConfigPath }),
       insecureRegistries: options.insecureRegistry,
       certsDirs: env.certsDirs,
+      ...(env.httpTimeouts ? { timeouts: parseHttpTimeouts(env.httpTimeouts) } : {}),
+      // The engine's observer: its listeners see every HTTP exchange and retry.
+      observer: engine.observer,
     });
   });
   const controller = new AbortController();
@@ -57,8 +61,9 @@ export async function openContext(cmd: Command, env: StrataEnvironment): Promise
   const onSigint = (): void => controller.abort(new AbortedError('interrupted'));
   process.once('SIGINT', onSigint);
   const mode: ProgressMode = options.json ? 'json' : options.quiet || !process.stderr.isTTY ? 'quiet' : 'tty';
+  const engine = new Engine({ store, registry: registry.api });
   return {
-    engine: new Engine({ store, registry: registry.api }),
+    engine,
     options,
     signal: controller.signal,
     progress: () => createProgress(mode, process.stderr, process.stdout),

@@ -21,6 +21,11 @@ export interface StrataEnvironment {
   readonly certsDirs: readonly string[];
   /** Log level for servers: `$STRATA_LOG_LEVEL` (default `info`). */
   readonly logLevel: string;
+  /**
+   * Registry client timeouts as `connect=30s,headers=30s,idle=60s` (any subset): `$STRATA_HTTP_TIMEOUTS`, parsed by
+   * `parseHttpTimeouts` when a registry client is made (so a typo fails the verb that talks to a registry).
+   */
+  readonly httpTimeouts?: string;
   /** `$SOURCE_DATE_EPOCH` (reproducible builds): commit/import/export clamp file mtimes to it. */
   readonly sourceDateEpoch?: number;
 }
@@ -44,6 +49,7 @@ export function readEnvironment(env: NodeJS.ProcessEnv = process.env): StrataEnv
           .filter(Boolean)
       : ['/etc/containers/certs.d', '/etc/docker/certs.d'],
     logLevel: env.STRATA_LOG_LEVEL || 'info',
+    ...(env.STRATA_HTTP_TIMEOUTS ? { httpTimeouts: env.STRATA_HTTP_TIMEOUTS } : {}),
     ...(env.SOURCE_DATE_EPOCH && /^\d+$/.test(env.SOURCE_DATE_EPOCH)
       ? { sourceDateEpoch: Number(env.SOURCE_DATE_EPOCH) }
       : {}),

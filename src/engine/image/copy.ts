@@ -1,19 +1,26 @@
+import { Transform, type Readable } from 'node:stream';
 import { StrataError, TerminalError, throwIfAborted } from '../errors.js';
 import type { Digest } from '../oci/digest.js';
-import { isIndexMediaType, isManifestMediaType, isNonDistributable } from '../oci/media-types.js';
-import { formatPlatform, hostPlatform, platformMatches, type Platform } from '../oci/platform.js';
+import { isNonDistributable } from '../oci/media-types.js';
+import { formatPlatform, hostPlatform, platformMatches, platformOfConfig } from '../oci/platform.js';
 import type { Descriptor, ManifestDocument } from '../oci/types.js';
 import { createLimiter } from '../util/limit.js';
 import type { RepositoryRef } from '../registry/types.js';
 import type { ImageSource, ImageTarget } from './endpoints.js';
 import type { BlobOutcome, ProgressListener } from './events.js';
+import { pickEntries, type PlatformChoice } from './platform-select.js';
 
-/** Which platforms of an index to copy: every one, or the first match for each listed platform. */
-export type PlatformChoice = 'all' | readonly Platform[];
+export type { PlatformChoice } from './platform-select.js';
+
+/** Image configs larger than this are not kept in memory for the platform check (real ones are a few KiB). */
+const MAX_CONFIG_CAPTURE = 4 * 1024 * 1024;
 
 /** Options of {@link copyImage}. */
 export interface CopyOptions {
-  /** Default: the host platform. Single-platform images are copied whatever this says. */
+  /**
+   * Default: the host platform. Single-platform images are copied whatever this says, with a `note` when their
+   * config names another platform (as podman warns).
+   */
   readonly platforms?: PlatformChoice;
   readonly signal?: AbortSignal;
   readonly onEvent?: ProgressListener;
@@ -72,6 +79,19 @@ export async function copyImage(
   const inFlight = new Map<Digest, Promise<void>>();
   let bytesTransferred = 0;
   const atTarget = new Set<Digest>();
+  // The config of a single-manifest image, kept as it streams by for the platform check.
+  let captureDigest: Digest | undefined;
+  let capturedConfig: Buffer | undefined;
+  // Child manifests read while choosing platforms, so that a nested index is fetched once.
+  const children = new Map<Digest, Promise<ManifestDocument | undefined>>();
+  const readChild = (entry: Descriptor): Promise<ManifestDocument | undefined> => {
+    let p = children.get(entry.digest);
+    if (!p) {
+      p = source.getManifest(entry, signal);
+      children.set(entry.digest, p);
+    }
+    return p;
+  };
 
   const copyBlob = (d: Descriptor, kind: 'config' | 'layer'): Promise<void> => {
     let p = inFlight.get(d.digest);
@@ -112,7 +132,11 @@ export async function copyImage(
     let counted = 0;
     await target.putBlob(
       d,
-      (offset) => source.openBlob(d, offset, { signal, verify: !target.verifiesBlobs }),
+      async (offset) => {
+        const stream = await source.openBlob(d, offset, { signal, verify: !target.verifiesBlobs });
+        if (d.digest !== captureDigest || offset !== 0 || d.size > MAX_CONFIG_CAPTURE) return stream;
+        return keepCopy(stream, (bytes) => (capturedConfig = bytes));
+      },
       {
         ...(signal ? { signal } : {}),
         onProgress: (bytes) => {
@@ -163,30 +187,50 @@ export async function copyImage(
       .sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0))
       .map(({ digest, platform }) => ({ digest, ...(platform ? { platform } : {}) }));
 
-  /** Copies the chosen children of an index; returns the children that were not available from the source. */
+  /**
+   * Copies the chosen children of an index (descending into nested indexes); returns the children that were not
+   * available from the source and whether the whole index is now at the target.
+   */
   const copyIndexChildren = async (
     index: ManifestDocument & { kind: 'index' },
     choice: PlatformChoice,
     prefix = '',
-  ): Promise<Descriptor[]> => {
-    const entries = selectManifests(index.index.manifests, choice, source.name);
+    depth = 0,
+  ): Promise<{ missing: Descriptor[]; whole: boolean }> => {
+    const picks = await pickEntries(index, choice, readChild, source.name, depth);
     const missing: Descriptor[] = [];
+    let whole = choice === 'all';
     await allOrAbort(
-      entries.map(async (entry, i) => {
+      picks.map(async ({ entry, below }, i) => {
         const key = `${prefix}${String(i).padStart(6, '0')}/`;
-        const child = await source.getManifest(entry, signal);
+        const child = await readChild(entry);
         if (!child) return void missing.push(entry);
         const platform = entry.platform ? formatPlatform(entry.platform) : undefined;
         if (child.kind === 'index') {
-          missing.push(...(await copyIndexChildren(child, 'all', key)));
-          await target.putManifest(child, signal);
+          const sub = await copyIndexChildren(child, below, key, depth + 1);
+          missing.push(...sub.missing);
+          // A registry refuses an index whose manifests it lacks; the store keeps what was pulled of it.
+          if (sub.whole || target.acceptsPartialIndex) await target.putManifest(child, signal);
+          if (!sub.whole) whole = false;
         } else {
           await copyManifest(child, false, platform);
           copiedAt.push({ key, digest: child.digest, ...(platform ? { platform } : {}) });
         }
       }),
     );
-    return missing;
+    return { missing, whole: whole && missing.length === 0 };
+  };
+
+  /** Notes when a single-platform image is for none of the platforms asked for (it is copied all the same). */
+  const checkPlatform = async (doc: ManifestDocument & { kind: 'manifest' }): Promise<void> => {
+    const wanted = options.platforms ?? [hostPlatform()];
+    if (wanted === 'all' || capturedConfig === undefined) return;
+    const have = platformOfConfig(capturedConfig);
+    if (!have || wanted.some((w) => platformMatches(w, have))) return;
+    emit({
+      type: 'note',
+      message: `image platform (${formatPlatform(have)}) does not match the expected platform (${wanted.map(formatPlatform).join(', ')}): ${source.name} has a single manifest ${doc.digest}`,
+    });
   };
 
   const top = await source.resolve(signal);
@@ -206,12 +250,13 @@ export async function copyImage(
 
   let committed: ManifestDocument = top;
   if (top.kind === 'manifest') {
+    captureDigest = top.manifest.config.digest;
     await copyManifest(top, true);
     copiedAt.push({ key: '', digest: top.digest });
+    await checkPlatform(top);
   } else {
     const choice = options.platforms ?? [hostPlatform()];
-    const missing = await copyIndexChildren(top, choice);
-    const whole = choice === 'all' && missing.length === 0;
+    const { missing, whole } = await copyIndexChildren(top, choice);
     const copied = copiedList();
     if (upToDate && choice === 'all') {
       // The target's tag already names this very index (so the registry holds all of it): keep it whole, even when
@@ -251,30 +296,26 @@ export async function copyImage(
 }
 
 /**
- * Picks the index entries to copy. `all` keeps every image manifest and nested index (unknown media types are
- * skipped, never fatal); a platform list keeps the first entry matching each platform, and fails with
- * PLATFORM_NOT_FOUND listing what the index offers when one has no match.
+ * Passes a stream through unchanged and hands `done` a copy of all its bytes once it ended (only for small
+ * streams: the caller checks the size).
  */
-export function selectManifests(
-  entries: readonly Descriptor[],
-  choice: PlatformChoice,
-  name: string,
-): Descriptor[] {
-  const usable = entries.filter((e) => isManifestMediaType(e.mediaType) || isIndexMediaType(e.mediaType));
-  if (choice === 'all') return usable;
-  const picked: Descriptor[] = [];
-  for (const want of choice) {
-    const hit = usable.find((e) => isManifestMediaType(e.mediaType) && platformMatches(want, e.platform));
-    if (!hit) {
-      const offered = usable.filter((e) => e.platform).map((e) => formatPlatform(e.platform!));
-      throw new TerminalError(
-        'PLATFORM_NOT_FOUND',
-        `${name}: no manifest for platform ${formatPlatform(want)} (the index offers: ${offered.join(', ') || 'none'})`,
-      );
-    }
-    if (!picked.includes(hit)) picked.push(hit);
-  }
-  return picked;
+function keepCopy(stream: Readable, done: (bytes: Buffer) => void): Readable {
+  const chunks: Buffer[] = [];
+  const copy = new Transform({
+    transform(chunk: Buffer, _enc, cb) {
+      chunks.push(chunk);
+      cb(null, chunk);
+    },
+    flush(cb) {
+      done(Buffer.concat(chunks));
+      cb();
+    },
+  });
+  stream.on('error', (err) => copy.destroy(err));
+  copy.on('close', () => {
+    if (!stream.destroyed) stream.destroy();
+  });
+  return stream.pipe(copy);
 }
 
 /** True for the errors Node raises when a signal aborts an operation. */

@@ -84,3 +84,22 @@ export function hostPlatform(): Platform {
     architecture: archMap[process.arch] ?? process.arch,
   });
 }
+
+/**
+ * The platform an image config declares (`os`, `architecture`, `variant`), normalized; undefined when the bytes
+ * are not a JSON object naming both os and architecture.
+ */
+export function platformOfConfig(bytes: Uint8Array): Platform | undefined {
+  let json: unknown;
+  try {
+    json = JSON.parse(Buffer.from(bytes).toString('utf8'));
+  } catch {
+    return undefined;
+  }
+  if (typeof json !== 'object' || json === null) return undefined;
+  const { os, architecture, variant } = json as Record<string, unknown>;
+  if (typeof os !== 'string' || typeof architecture !== 'string' || !os || !architecture) return undefined;
+  return normalizePlatform(
+    typeof variant === 'string' && variant ? { os, architecture, variant } : { os, architecture },
+  );
+}

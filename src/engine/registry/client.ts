@@ -4,9 +4,9 @@
  */
 import { Readable, Transform, pipeline } from 'node:stream';
 import { DEFAULT_CERTS_DIRS, tlsSettingsFor } from './certs.js';
-import { drainBody, HttpTransport, type TlsSettings } from './http.js';
-import type { IncomingMessage } from 'node:http';
+import { drainBody, HttpTransport, type ExchangeSummary, type TlsSettings } from './http.js';
 import { AbortedError, RegistryError, StrataError, TerminalError, VerificationError } from '../errors.js';
+import { silentObserver, type EngineEvent, type Observer } from '../observe.js';
 import {
   DigestingStream,
   digestAlgorithm,
@@ -21,6 +21,8 @@ import { MAX_MANIFEST_BYTES, parseManifest, type Descriptor, type ManifestDocume
 import { Authenticator, repositoryScope, type TokenHttp } from './auth.js';
 import type { CredentialProvider } from './credentials.js';
 import {
+  exhaustedError,
+  rephrased,
   isAbortError,
   isRetryableStatus,
   readBounded,
@@ -38,6 +40,7 @@ import {
   type RetryPolicy,
   type SleepFn,
 } from './retry.js';
+import { COMMIT_HEADERS_FACTOR, httpTimeouts, type HttpTimeouts } from './timeouts.js';
 import type { BlobReadOptions, CallOptions, RegistryApi, RepositoryRef, UploadOptions } from './types.js';
 import {
   matchesRegistry,
@@ -54,6 +57,11 @@ export const DEFAULT_CHUNK_SIZE = 32 * 1024 * 1024;
 const MAX_TAGS_PAGE_BYTES = 16 * 1024 * 1024;
 const MAX_REDIRECTS = 10;
 const OCTET = 'application/octet-stream';
+/**
+ * A resumed blob download counts as progress (resetting its attempt count) only after this many bytes: a server
+ * that trickles or cuts every response short still runs out of attempts.
+ */
+const RESUME_PROGRESS_BYTES = 1024 * 1024;
 
 /** Options of a {@link RegistryClient}; every field has a sensible default. */
 export interface RegistryClientOptions {
@@ -90,6 +98,16 @@ export interface RegistryClientOptions {
   readonly now?: () => number;
   /** Random source in [0,1) for backoff jitter. */
   readonly random?: () => number;
+  /**
+   * Connect, response-headers and idle (read-stall) timeouts; defaults 30 s, 30 s, 60 s. A timeout is a NETWORK
+   * error naming the host, the phase and the limit, retried like other network errors.
+   */
+  readonly timeouts?: Partial<HttpTimeouts>;
+  /**
+   * Receives an `http-request` event per HTTP exchange (never credentials, tokens or query strings) and a `retry`
+   * event before each retry sleep. Silent by default; listener failures never break a request.
+   */
+  readonly observer?: Observer;
 }
 
 /** Options of {@link RegistryClient.listTags}. */
@@ -112,6 +130,8 @@ interface HttpRequest {
   readonly body?: () => Promise<Buffer | Readable | string> | Buffer | Readable | string;
   /** Whether the body can be produced again (after a 401 the request is re-sent with fresh credentials). */
   readonly replayable?: boolean;
+  /** The request completes a blob upload: the registry may verify or move the blob before answering. */
+  readonly commitsUpload?: boolean;
   /** Statuses handed back to the caller; others become errors. */
   readonly ok: (status: number) => boolean;
   readonly ctx: ErrorContext;
@@ -121,7 +141,7 @@ interface HttpRequest {
 interface HttpResponse {
   readonly status: number;
   readonly headers: Headers;
-  readonly body: IncomingMessage;
+  readonly body: Readable;
   /** The URL that answered (after redirects). */
   readonly url: URL;
 }
@@ -140,7 +160,7 @@ function isRedirect(s: number): boolean {
 }
 
 /** Drains and discards a response body, never throwing. */
-async function discard(body: IncomingMessage): Promise<void> {
+async function discard(body: Readable): Promise<void> {
   await drainBody(body);
 }
 
@@ -214,14 +234,17 @@ export class RegistryClient implements RegistryApi {
   private readonly chunkSize: number;
   private readonly now: () => number;
   private readonly random: () => number;
+  private readonly timeouts: HttpTimeouts;
+  private readonly observer: Observer;
 
   constructor(options: RegistryClientOptions = {}) {
     const connections = Math.max(1, Math.floor(options.maxConcurrentRequests ?? 16));
+    this.timeouts = httpTimeouts(options.timeouts);
+    this.observer = options.observer ?? silentObserver;
     this.transport = new HttpTransport({
       maxSockets: connections,
       keepAliveMs: 30_000,
-      headersTimeoutMs: 120_000,
-      idleTimeoutMs: 300_000,
+      timeouts: this.timeouts,
     });
     this.insecure = options.insecureRegistries ?? [];
     this.plainHttpLoopback = options.plainHttpLoopback ?? true;
@@ -295,7 +318,7 @@ export class RegistryClient implements RegistryApi {
           headers: res.headers,
         };
       } catch (err) {
-        throw toStrataError(err, ctx, options.signal);
+        throw toStrataError(err, ctx, options.signal, res.url.host);
       }
     });
     const algorithm = ref.digest ? digestAlgorithm(ref.digest) : 'sha256';
@@ -535,24 +558,21 @@ export class RegistryClient implements RegistryApi {
             yield buf;
           }
         } catch (err) {
-          failure = toStrataError(err, ctx, signal);
+          failure = toStrataError(err, ctx, signal, res.url.host);
         }
         if (!failure) {
           if (offset >= size) return;
           failure = new StrataError(
             'NETWORK',
-            `${ctx.op} ${ctx.subject}: body ended after ${offset} of ${size} bytes`,
-            {
-              retryable: true,
-            },
+            `${ctx.op} ${ctx.subject}: ${res.url.host} ended the response early`,
+            { retryable: true, detail: { host: res.url.host } },
           );
         }
-        if (offset > startedAt) failures = 0;
+        if (failure.code === 'NETWORK') failure = withProgress(failure, offset, size);
+        if (offset - startedAt >= RESUME_PROGRESS_BYTES) failures = 0;
         failures++;
-        const delay = retryDelay(failure, failures, this.policy, this.random);
-        if (delay === undefined) throw failure;
         destroyBody(res.body);
-        await this.sleep(delay, signal);
+        await this.backoff(failure, failures, ctx, signal);
         ({ res, skip } = await fetchFrom(offset));
       }
     } finally {
@@ -669,7 +689,7 @@ export class RegistryClient implements RegistryApi {
           const body = await readBounded(res.body, MAX_TAGS_PAGE_BYTES, `list tags ${subject}`);
           return { body, link: header(res.headers, 'link'), url: res.url };
         } catch (err) {
-          throw toStrataError(err, ctx, options.signal);
+          throw toStrataError(err, ctx, options.signal, res.url.host);
         }
       });
       let json: unknown;
@@ -756,6 +776,7 @@ export class RegistryClient implements RegistryApi {
             return counter;
           },
           replayable: true,
+          commitsUpload: true,
           ok: isOk2xx,
           ctx,
           signal: options.signal,
@@ -763,10 +784,7 @@ export class RegistryClient implements RegistryApi {
         await discard(res.body);
         return;
       } catch (e) {
-        const err = toStrataError(e, ctx, options.signal);
-        const delay = retryDelay(err, attempt, this.policy, this.random);
-        if (delay === undefined) throw err;
-        await this.sleep(delay, options.signal);
+        await this.backoff(toStrataError(e, ctx, options.signal), attempt, ctx, options.signal);
       }
     }
   }
@@ -830,12 +848,14 @@ export class RegistryClient implements RegistryApi {
         slicer = undefined;
         const is416 = failure instanceof RegistryError && failure.status === 416;
         failures++;
-        const delay =
-          is416 && failures <= this.policy.retries
-            ? 0
-            : retryDelay(failure, failures, this.policy, this.random);
-        if (delay === undefined) throw failure;
-        if (delay > 0) await this.sleep(delay, signal);
+        // A 416 means we are out of step with the session: ask it where it is at once.
+        await this.backoff(
+          failure,
+          failures,
+          ctx,
+          signal,
+          is416 && failures <= this.policy.retries ? 0 : undefined,
+        );
         try {
           const st = await this.uploadStatus(location, repo, scopes, ctx, signal);
           location = st.location;
@@ -859,6 +879,7 @@ export class RegistryClient implements RegistryApi {
         registry: repo.registry,
         scopes,
         headers: { 'content-length': '0' },
+        commitsUpload: true,
         ok: isOk2xx,
         ctx,
         signal,
@@ -937,12 +958,67 @@ export class RegistryClient implements RegistryApi {
       try {
         return await fn();
       } catch (e) {
-        const err = toStrataError(e, ctx, signal);
-        const delay = retryDelay(err, attempt, this.policy, this.random);
-        if (delay === undefined || signal?.aborted) throw err;
-        await this.sleep(delay, signal);
+        await this.backoff(toStrataError(e, ctx, signal), attempt, ctx, signal);
       }
     }
+  }
+
+  /**
+   * After failed attempt `attempt` of `ctx`: reports a `retry` event and sleeps the policy's delay (or `delayMs`)
+   * when another attempt is allowed; otherwise throws `err`, saying how many attempts were made.
+   */
+  private async backoff(
+    err: StrataError,
+    attempt: number,
+    ctx: ErrorContext,
+    signal: AbortSignal | undefined,
+    delayMs?: number,
+  ): Promise<void> {
+    const delay = delayMs ?? retryDelay(err, attempt, this.policy, this.random);
+    if (delay === undefined || signal?.aborted) throw exhaustedError(err, attempt);
+    this.emit({
+      type: 'retry',
+      what: `${ctx.op} ${ctx.subject}`,
+      attempt,
+      maxAttempts: this.policy.retries + 1,
+      delayMs: delay,
+      code: err.code,
+      reason: err.message,
+    });
+    if (delay > 0) await this.sleep(delay, signal);
+  }
+
+  /** Emits an event; an observer that throws (one not made by createObserver) never breaks a request. */
+  private emit(event: EngineEvent): void {
+    try {
+      this.observer.emit(event);
+    } catch {
+      // reporting is best effort
+    }
+  }
+
+  /** Reports one finished exchange as an `http-request` event (no query string, no headers). */
+  private reportExchange(
+    method: Method,
+    url: URL,
+    startedMs: number,
+    summary: ExchangeSummary,
+    ctx: ErrorContext,
+    signal: AbortSignal | undefined,
+  ): void {
+    const received = method === 'GET' || method === 'HEAD' || method === 'DELETE';
+    this.emit({
+      type: 'http-request',
+      method,
+      host: url.host,
+      path: url.pathname,
+      status: summary.status,
+      bytes: received ? summary.bytesReceived : summary.bytesSent,
+      durationMs: Math.round(performance.now() - startedMs),
+      ...(summary.error === undefined
+        ? {}
+        : { error: toStrataError(summary.error, ctx, signal, url.host).code }),
+    });
   }
 
   /** {@link send} with retries. */
@@ -961,7 +1037,10 @@ export class RegistryClient implements RegistryApi {
     // Credentials go to the registry's own origin only (never to redirect targets or foreign upload hosts).
     let url = this.effectiveUrl(req.url);
     let registryOrigin = registry === undefined ? url.origin : new URL(this.base(registry)).origin;
-    let auth = registry === undefined ? undefined : await this.auth.authorize(registry, scopes, signal);
+    let auth =
+      registry === undefined
+        ? undefined
+        : await inContext(ctx, () => this.auth.authorize(registry, scopes, signal));
     let reauthorized = false;
     let redirects = 0;
     // Set while an insecure registry is retried over plain HTTP after its HTTPS attempt failed.
@@ -980,6 +1059,9 @@ export class RegistryClient implements RegistryApi {
         destroyBody(body);
         throw err;
       }
+      const sentTo = url;
+      const sentMethod = method;
+      const startedMs = performance.now();
       try {
         res = await this.transport.request({
           origin: url.origin,
@@ -989,6 +1071,10 @@ export class RegistryClient implements RegistryApi {
           body: body ?? null,
           signal,
           tls,
+          ...(req.commitsUpload
+            ? { responseHeadersMs: this.timeouts.responseHeadersMs * COMMIT_HEADERS_FACTOR }
+            : {}),
+          onEnd: (summary) => this.reportExchange(sentMethod, sentTo, startedMs, summary, ctx, signal),
         });
       } catch (err) {
         destroyBody(body);
@@ -1007,7 +1093,7 @@ export class RegistryClient implements RegistryApi {
           if (wasRegistry) registryOrigin = url.origin;
           continue;
         }
-        throw tlsErrorFor(err, ctx, url.host, this.certsDirs[0]) ?? toStrataError(err, ctx, signal);
+        throw tlsErrorFor(err, ctx, url.host, this.certsDirs[0]) ?? toStrataError(err, ctx, signal, url.host);
       }
       if (fellBack !== undefined) {
         this.plainHttp.add(fellBack);
@@ -1018,12 +1104,8 @@ export class RegistryClient implements RegistryApi {
       if (status === 401 && registry !== undefined && url.origin === registryOrigin && !reauthorized) {
         const text = await readErrorBody(res.body);
         destroyBody(body);
-        const next = await this.auth.onUnauthorized(
-          registry,
-          scopes,
-          resHeaders['www-authenticate'],
-          auth,
-          signal,
+        const next = await inContext(ctx, () =>
+          this.auth.onUnauthorized(registry, scopes, resHeaders['www-authenticate'], auth, signal),
         );
         if (next !== undefined) {
           if (req.body && req.replayable === false) {
@@ -1071,33 +1153,34 @@ export class RegistryClient implements RegistryApi {
     }
   }
 
-  /** Token realm requests: no registry auth, retries for transient failures, bounded body. */
+  /**
+   * Token realm requests: no registry auth, bounded body. Not retried here: every registry request that needs a
+   * token runs inside a retry loop already, which would multiply the attempts.
+   */
   private async tokenRequest(
     req: { method: 'GET' | 'POST'; url: URL; headers: Record<string, string>; body?: string },
     signal: AbortSignal | undefined,
   ): Promise<{ status: number; body: string }> {
     const ctx: ErrorContext = { op: 'auth', subject: `token realm ${req.url.host}` };
-    return this.withRetry(ctx, signal, async () => {
-      const payload = req.body;
-      const res = await this.send({
-        method: req.method,
-        url: req.url,
-        headers:
-          payload === undefined
-            ? req.headers
-            : { ...req.headers, 'content-length': String(Buffer.byteLength(payload)) },
-        ...(payload === undefined ? {} : { body: () => payload, replayable: true }),
-        ok: (s) => !isRetryableStatus(s),
-        ctx,
-        signal,
-      });
-      try {
-        const body = await readBounded(res.body, 1024 * 1024, `auth ${req.url.host}`);
-        return { status: res.status, body: body.toString('utf8') };
-      } catch (err) {
-        throw toStrataError(err, ctx, signal);
-      }
+    const payload = req.body;
+    const res = await this.send({
+      method: req.method,
+      url: req.url,
+      headers:
+        payload === undefined
+          ? req.headers
+          : { ...req.headers, 'content-length': String(Buffer.byteLength(payload)) },
+      ...(payload === undefined ? {} : { body: () => payload, replayable: true }),
+      ok: (s) => !isRetryableStatus(s),
+      ctx,
+      signal,
     });
+    try {
+      const body = await readBounded(res.body, 1024 * 1024, `auth ${req.url.host}`);
+      return { status: res.status, body: body.toString('utf8') };
+    } catch (err) {
+      throw toStrataError(err, ctx, signal, req.url.host);
+    }
   }
 }
 
@@ -1140,4 +1223,23 @@ function checkBlobResponse(res: HttpResponse, offset: number, size: number, subj
     );
   }
   return offset;
+}
+
+/**
+ * Runs an auth step of a request, prefixing its failures with what the request was for, so a token realm that
+ * does not answer reads `pull host/app:1: auth token realm …: …`. Aborts pass through unchanged.
+ */
+async function inContext<T>(ctx: ErrorContext, fn: () => Promise<T>): Promise<T> {
+  try {
+    return await fn();
+  } catch (err) {
+    const prefix = `${ctx.op} ${ctx.subject}: `;
+    if (!(err instanceof StrataError) || err.code === 'ABORTED' || err.message.startsWith(prefix)) throw err;
+    throw rephrased(err, `${prefix}${err.message}`);
+  }
+}
+
+/** A NETWORK failure of a blob body, saying how far the download got: `…; received 0 of 2048 bytes`. */
+function withProgress(err: StrataError, received: number, size: number): StrataError {
+  return rephrased(err, `${err.message}; received ${received} of ${size} bytes`, { received, size });
 }

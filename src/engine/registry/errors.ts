@@ -4,6 +4,7 @@
  */
 import type { Readable } from 'node:stream';
 import { AbortedError, RegistryError, StrataError, TerminalError, type StrataErrorCode } from '../errors.js';
+import { HttpTimeoutError } from './timeouts.js';
 
 /** Error bodies are read up to this many bytes; the rest is discarded. */
 export const MAX_ERROR_BODY_BYTES = 64 * 1024;
@@ -270,20 +271,118 @@ export function isAbortError(err: unknown): boolean {
   );
 }
 
+/** Plain words for Node's transport error codes, and whether retrying may help. */
+const NETWORK_TEXT: Readonly<
+  Record<string, { text: (host: string, name: string) => string; retryable: boolean }>
+> = {
+  ECONNREFUSED: {
+    text: (h) => `cannot connect to ${h}: connection refused (is a registry listening there?)`,
+    retryable: true,
+  },
+  ENOTFOUND: {
+    text: (_h, n) => `cannot resolve ${n}: no such host (check the registry name)`,
+    retryable: false,
+  },
+  EAI_AGAIN: { text: (_h, n) => `cannot resolve ${n}: temporary DNS failure`, retryable: true },
+  ECONNRESET: { text: (h) => `${h} reset the connection`, retryable: true },
+  ECONNABORTED: { text: (h) => `the connection to ${h} was aborted`, retryable: true },
+  EPIPE: { text: (h) => `${h} closed the connection while the request was sent`, retryable: true },
+  ETIMEDOUT: { text: (h) => `the connection to ${h} timed out`, retryable: true },
+  EHOSTUNREACH: { text: (h) => `${h} is unreachable (no route to host)`, retryable: true },
+  ENETUNREACH: { text: (h) => `${h} is unreachable (network unreachable)`, retryable: true },
+  ENETDOWN: { text: (h) => `${h} is unreachable (network down)`, retryable: true },
+  ERR_STREAM_PREMATURE_CLOSE: {
+    text: (h) => `${h} closed the connection before the response ended`,
+    retryable: true,
+  },
+};
+
+/** The first Node error code in an error's cause chain, with the error carrying it. */
+function errnoOf(err: unknown): { code: string; err: Error } | undefined {
+  let cur: unknown = err;
+  for (let depth = 0; depth < 5 && cur instanceof Error; depth++) {
+    const code = (cur as { code?: unknown }).code;
+    if (typeof code === 'string') return { code, err: cur };
+    cur = cur.cause;
+  }
+  return undefined;
+}
+
 /**
- * Normalizes anything thrown by a request into a StrataError: aborts become ABORTED, transport failures NETWORK
- * (retryable), StrataErrors pass through, anything else INTERNAL.
+ * A NETWORK error in plain words for a transport failure talking to `host` (`host[:port]`): refused, unknown
+ * host, reset, cut short, or one of our timeouts (naming the phase and the limit); undefined when `err` is not a
+ * transport failure. Raw Node messages stay out of the message (the code is in `detail.errno`).
  */
-export function toStrataError(err: unknown, ctx: ErrorContext, signal?: AbortSignal): StrataError {
-  if (err instanceof StrataError) return err;
-  if (signal?.aborted || isAbortError(err)) return new AbortedError(`${ctx.op} ${ctx.subject}: aborted`, err);
-  if (isNetworkError(err)) {
-    const msg = err instanceof Error ? err.message : String(err);
-    return new StrataError('NETWORK', `${ctx.op} ${ctx.subject}: ${clean(msg)}`, {
+export function networkErrorFor(err: unknown, ctx: ErrorContext, host: string): StrataError | undefined {
+  if (err instanceof HttpTimeoutError) {
+    return new StrataError('NETWORK', `${ctx.op} ${ctx.subject}: ${err.message}`, {
       retryable: true,
       cause: err,
+      detail: { host: err.host, phase: err.phase, timeoutMs: err.timeoutMs },
     });
   }
+  const found = errnoOf(err);
+  if (!isNetworkError(err) && found?.code !== 'ENOTFOUND') return undefined;
+  const name = host.replace(/:\d+$/, '').replace(/^\[|\]$/g, '');
+  const known = found ? NETWORK_TEXT[found.code] : undefined;
+  const message = err instanceof Error ? err.message : String(err);
+  let text: string;
+  if (found?.code === 'ECONNRESET' && /hang up/i.test(found.err.message))
+    text = `${host} closed the connection without answering`;
+  else if (found?.code === 'ECONNRESET' && /^aborted$|before the response ended/i.test(found.err.message))
+    text = `${host} closed the connection before the response ended`;
+  else if (known) text = known.text(host, name);
+  else text = `network error talking to ${host} (${found?.code ?? clean(message)})`;
+  return new StrataError('NETWORK', `${ctx.op} ${ctx.subject}: ${text}`, {
+    retryable: known?.retryable ?? true,
+    detail: { host, ...(found ? { errno: found.code } : {}) },
+  });
+}
+
+/**
+ * The same error (class, code, retryable, status and OCI code of a RegistryError) with another message and extra
+ * detail; the original becomes the cause.
+ */
+export function rephrased(
+  err: StrataError,
+  message: string,
+  detail: Record<string, unknown> = {},
+): StrataError {
+  const options = { retryable: err.retryable, cause: err, detail: { ...err.detail, ...detail } };
+  if (err instanceof RegistryError) {
+    return new RegistryError(err.code, message, {
+      ...options,
+      ...(err.status !== undefined ? { status: err.status } : {}),
+      ...(err.ociCode !== undefined ? { ociCode: err.ociCode } : {}),
+    });
+  }
+  return new StrataError(err.code, message, options);
+}
+
+/**
+ * The error to throw once retries are exhausted: {@link rephrased} to say how many attempts were made. Errors of a
+ * single attempt, and errors retrying cannot fix, are returned unchanged.
+ */
+export function exhaustedError(err: StrataError, attempts: number): StrataError {
+  if (attempts <= 1 || !err.retryable) return err;
+  return rephrased(err, `${err.message} (gave up after ${attempts} attempts)`, { attempts });
+}
+
+/**
+ * Normalizes anything thrown by a request into a StrataError: aborts become ABORTED, transport failures NETWORK
+ * (in plain words naming `host` when given; retryable unless the host does not exist), StrataErrors pass
+ * through, anything else INTERNAL.
+ */
+export function toStrataError(
+  err: unknown,
+  ctx: ErrorContext,
+  signal?: AbortSignal,
+  host?: string,
+): StrataError {
+  if (err instanceof StrataError) return err;
+  if (signal?.aborted || isAbortError(err)) return new AbortedError(`${ctx.op} ${ctx.subject}: aborted`, err);
+  const plain = networkErrorFor(err, ctx, host ?? (err instanceof HttpTimeoutError ? err.host : ctx.subject));
+  if (plain) return plain;
   const msg = err instanceof Error ? err.message : String(err);
   return new StrataError('INTERNAL', `${ctx.op} ${ctx.subject}: ${clean(msg)}`, { cause: err });
 }
