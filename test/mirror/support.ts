@@ -173,7 +173,11 @@ export function rawRequest(
         port: base.port,
         method: options.method ?? 'GET',
         path: options.path,
-        headers: options.headers,
+        // A whole body gets its Content-Length, as Go's client sends it (node:http would send a GET's body bare).
+        headers:
+          Buffer.isBuffer(options.body) && !options.headers?.['Content-Length']
+            ? { ...options.headers, 'Content-Length': String(options.body.length) }
+            : options.headers,
         agent: false,
         ...(options.localAddress ? { localAddress: options.localAddress } : {}),
         signal: AbortSignal.timeout(options.timeoutMs ?? 20_000),
