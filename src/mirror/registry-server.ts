@@ -77,6 +77,9 @@ export async function startRegistryServer(options: RegistryServerOptions): Promi
   const server = createServer({ requestTimeout: 0, headersTimeout: 60_000 }, (req, res) => {
     serve(ctx, log, req, res).catch((err: unknown) => lastResort(log, res, err));
   });
+  // A connection on which nothing moves for as long as an upload may stay idle is cut: a stalled PATCH would
+  // otherwise hold its session (busy sessions never expire) and its socket forever.
+  server.setTimeout(ctx.uploads.timeoutMs, (socket) => socket.destroy());
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
     server.listen(options.port ?? 0, options.host ?? '127.0.0.1', () => {

@@ -58,6 +58,11 @@ export class UploadSessions {
     this.dir = join(storeRoot, UPLOADS_DIR);
   }
 
+  /** How long a session may stay idle. */
+  get timeoutMs(): number {
+    return this.options.timeoutMs;
+  }
+
   private sessionDir(uuid: string): string {
     return join(this.dir, uuid);
   }

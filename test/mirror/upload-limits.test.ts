@@ -1,4 +1,5 @@
 import { readdir } from 'node:fs/promises';
+import { request } from 'node:http';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { rawErrorCode, rawRequest, sha, startHarness, type Harness } from './support.js';
@@ -103,6 +104,37 @@ describe('registry server: upload sessions per client', () => {
       const full = await startUpload(h, '127.0.0.3');
       expect(full.status).toBe(429);
       expect(rawErrorCode(full)).toBe('TOOMANYREQUESTS');
+    } finally {
+      await h.close();
+    }
+  });
+
+  it('cuts a PATCH that stalls for the idle timeout, so its session can expire', async () => {
+    const h = await startHarness({ uploadTimeoutMs: 400 });
+    try {
+      const start = await h.fetch('/v2/team/app/blobs/uploads/', { method: 'POST' });
+      const location = start.headers.get('location')!;
+      const base = new URL(h.server.url);
+      const started = Date.now();
+      const outcome = await new Promise<string>((resolve) => {
+        const req = request({
+          host: base.hostname,
+          port: base.port,
+          method: 'PATCH',
+          path: location,
+          headers: { 'Content-Length': '100', 'Content-Range': '0-99' },
+          agent: false,
+          signal: AbortSignal.timeout(10_000),
+        });
+        req.on('response', (res) => resolve(`answered ${res.statusCode}`));
+        req.on('error', (err) => resolve((err as NodeJS.ErrnoException).code ?? err.message));
+        req.write(Buffer.alloc(10)); // then nothing more: a stalled client
+      });
+      expect(outcome).toBe('ECONNRESET'); // cut by the server, not by our own 10 s timeout
+      expect(Date.now() - started).toBeLessThan(5000);
+      await new Promise((r) => setTimeout(r, 500));
+      expect((await h.fetch(location)).status).toBe(404);
+      expect(await uploadDirs(h)).toEqual([]);
     } finally {
       await h.close();
     }
