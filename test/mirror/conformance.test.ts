@@ -175,51 +175,47 @@ function artifact(doc: Record<string, unknown>): TestBlob {
   return b;
 }
 
-// artifact with subject, config.mediaType = artifactType
-const refsManifestAConfigArtifact = artifact({
-  schemaVersion: 2,
-  mediaType: OCI_MANIFEST,
-  config: desc(testRefArtifactTypeA, testRefBlobA.content),
-  layers: [emptyJSONDescriptor],
-  subject: subject4,
-  annotations: { [TEST_ANNOTATION_KEY]: 'test config a' },
-});
-const refsManifestBConfigArtifact = artifact({
-  schemaVersion: 2,
-  mediaType: OCI_MANIFEST,
-  config: desc(testRefArtifactTypeB, testRefBlobB.content),
-  layers: [emptyJSONDescriptor],
-  subject: subject4,
-  annotations: { [TEST_ANNOTATION_KEY]: 'test config b' },
-});
-// artifact with subject and artifactType, config.mediaType = the empty JSON
-const refsManifestALayerArtifact = artifact({
-  schemaVersion: 2,
-  mediaType: OCI_MANIFEST,
-  artifactType: testRefArtifactTypeA,
-  config: emptyJSONDescriptor,
-  layers: [desc(testRefArtifactTypeA, testRefBlobA.content)],
-  subject: subject4,
-  annotations: { [TEST_ANNOTATION_KEY]: 'test layer a' },
-});
-const refsManifestBLayerArtifact = artifact({
-  schemaVersion: 2,
-  mediaType: OCI_MANIFEST,
-  artifactType: testRefArtifactTypeB,
-  config: emptyJSONDescriptor,
-  layers: [desc(testRefArtifactTypeB, testRefBlobB.content)],
-  subject: subject4,
-  annotations: { [TEST_ANNOTATION_KEY]: 'test layer b' },
-});
+/** An artifact manifest whose type is its config's media type (the config is the reference blob). */
+function configArtifact(type: string, blob: TestBlob, annotation: string): TestBlob {
+  return artifact({
+    schemaVersion: 2,
+    mediaType: OCI_MANIFEST,
+    config: desc(type, blob.content),
+    layers: [emptyJSONDescriptor],
+    subject: subject4,
+    annotations: { [TEST_ANNOTATION_KEY]: annotation },
+  });
+}
+
+/** An artifact manifest with an `artifactType`, the empty JSON as config and the reference blob as layer. */
+function layerArtifact(type: string, blob: TestBlob, subject: Desc, annotation?: string): TestBlob {
+  return artifact({
+    schemaVersion: 2,
+    mediaType: OCI_MANIFEST,
+    artifactType: type,
+    config: emptyJSONDescriptor,
+    layers: [desc(type, blob.content)],
+    subject,
+    ...(annotation !== undefined ? { annotations: { [TEST_ANNOTATION_KEY]: annotation } } : {}),
+  });
+}
+
+const refsManifestAConfigArtifact = configArtifact(testRefArtifactTypeA, testRefBlobA, 'test config a');
+const refsManifestBConfigArtifact = configArtifact(testRefArtifactTypeB, testRefBlobB, 'test config b');
+const refsManifestALayerArtifact = layerArtifact(
+  testRefArtifactTypeA,
+  testRefBlobA,
+  subject4,
+  'test layer a',
+);
+const refsManifestBLayerArtifact = layerArtifact(
+  testRefArtifactTypeB,
+  testRefBlobB,
+  subject4,
+  'test layer b',
+);
 // the same as B, with a subject that is never pushed (and no annotations)
-const refsManifestCLayerArtifact = artifact({
-  schemaVersion: 2,
-  mediaType: OCI_MANIFEST,
-  artifactType: testRefArtifactTypeB,
-  config: emptyJSONDescriptor,
-  layers: [desc(testRefArtifactTypeB, testRefBlobB.content)],
-  subject: subject3,
-});
+const refsManifestCLayerArtifact = layerArtifact(testRefArtifactTypeB, testRefBlobB, subject3);
 const refsIndexArtifact = artifact({
   schemaVersion: 2,
   mediaType: OCI_INDEX,
