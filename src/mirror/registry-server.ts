@@ -53,6 +53,8 @@ const CLOSE_GRACE_MS = 2000;
 const DEFAULT_UPLOAD_TIMEOUT_MS = 10 * 60 * 1000;
 /** How often idle upload sessions are looked for between requests. */
 const SWEEP_INTERVAL_MS = 60 * 1000;
+/** Node timers overflow past 2^31 - 1 ms (and then fire at once). */
+const MAX_TIMER_MS = 2 ** 31 - 1;
 
 /**
  * Starts the embedded registry: an OCI distribution-spec HTTP API (pull, push, chunked and monolithic uploads,
@@ -79,7 +81,7 @@ export async function startRegistryServer(options: RegistryServerOptions): Promi
   });
   // A connection on which nothing moves for as long as an upload may stay idle is cut: a stalled PATCH would
   // otherwise hold its session (busy sessions never expire) and its socket forever.
-  server.setTimeout(ctx.uploads.timeoutMs, (socket) => socket.destroy());
+  server.setTimeout(Math.min(ctx.uploads.timeoutMs, MAX_TIMER_MS), (socket) => socket.destroy());
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
     server.listen(options.port ?? 0, options.host ?? '127.0.0.1', () => {
