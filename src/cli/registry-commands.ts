@@ -1,3 +1,5 @@
+import { stat } from 'node:fs/promises';
+import { join } from 'node:path';
 import type { Command } from 'commander';
 import type { StrataEnvironment } from '../config/index.js';
 import { TerminalError } from '../engine/errors.js';
@@ -14,6 +16,45 @@ export function parseListen(value: string): { host: string; port: number } {
   return { host: (m[1] ?? '127.0.0.1').replace(/^\[|\]$/g, ''), port };
 }
 
+/** Parses a positive integer option value; INVALID_ARGUMENT otherwise. */
+export function parsePositiveInt(flag: string, value: string): number {
+  const n = Number(value);
+  if (!/^\d+$/.test(value) || !Number.isSafeInteger(n) || n < 1)
+    throw new TerminalError(
+      'INVALID_ARGUMENT',
+      `invalid ${flag} ${JSON.stringify(value)}: want a positive integer`,
+    );
+  return n;
+}
+
+/**
+ * Throws NOT_FOUND unless `root` is an existing registry storage (an OCI layout: it has `oci-layout`), so that
+ * commands that only read or prune it never create a store in a mistyped directory.
+ */
+export async function assertRegistryStorage(root: string): Promise<void> {
+  const isFile = async (path: string): Promise<boolean | undefined> => {
+    try {
+      return (await stat(path)).isFile();
+    } catch (err) {
+      const code = (err as NodeJS.ErrnoException).code;
+      if (code === 'ENOENT' || code === 'ENOTDIR') return undefined;
+      throw err;
+    }
+  };
+  if ((await isFile(root)) === undefined)
+    throw new TerminalError('NOT_FOUND', `registry storage ${root} does not exist`);
+  if (!(await isFile(join(root, 'oci-layout'))))
+    throw new TerminalError('NOT_FOUND', `${root} is not a registry storage (it has no oci-layout file)`);
+}
+
+interface ServeOptions {
+  listen: string;
+  root: string;
+  uploadTimeout: string;
+  maxUploadsPerClient: string;
+  maxUploads: string;
+}
+
 /** Registers `strata registry serve` and `strata registry gc`. */
 export function registerRegistryCommands(program: Command, env: StrataEnvironment): void {
   const registry = program.command('registry').description('the embedded OCI registry');
@@ -22,8 +63,16 @@ export function registerRegistryCommands(program: Command, env: StrataEnvironmen
     .description('serve a Distribution API registry (pull and push) from a local store')
     .option('--listen <host:port>', 'address to listen on', '127.0.0.1:5000')
     .option('--root <dir>', 'registry storage (an OCI image layout)', env.registryRoot)
-    .action(async (opts: { listen: string; root: string }) => {
+    .option('--upload-timeout <seconds>', 'remove upload sessions idle for this long', '600')
+    .option('--max-uploads-per-client <n>', 'upload sessions one client address may hold at once', '64')
+    .option('--max-uploads <n>', 'upload sessions all clients may hold at once', '1024')
+    .action(async (opts: ServeOptions) => {
       const { host, port } = parseListen(opts.listen);
+      const limits = {
+        uploadTimeoutMs: parsePositiveInt('--upload-timeout', opts.uploadTimeout) * 1000,
+        maxUploadSessionsPerClient: parsePositiveInt('--max-uploads-per-client', opts.maxUploadsPerClient),
+        maxUploadSessions: parsePositiveInt('--max-uploads', opts.maxUploads),
+      };
       // Loaded here so that the engine verbs do not pay for the server and the logger at startup.
       const [{ pino, destination }, { startRegistryServer }] = await Promise.all([
         import('pino'),
@@ -33,7 +82,7 @@ export function registerRegistryCommands(program: Command, env: StrataEnvironmen
       const logger = pino({ level: env.logLevel }, destination(2));
       const { FsStore } = await import('../engine/store/fs-store.js');
       const store = await FsStore.open(opts.root);
-      const server = await startRegistryServer({ store, host, port, logger });
+      const server = await startRegistryServer({ store, host, port, logger, ...limits });
       logger.info({ url: server.url, root: opts.root }, 'registry listening');
       process.stdout.write(`${server.url}\n`);
       await new Promise<void>((resolve) => {
@@ -53,6 +102,7 @@ export function registerRegistryCommands(program: Command, env: StrataEnvironmen
     .option('--root <dir>', 'registry storage (an OCI image layout)', env.registryRoot)
     .option('--dry-run', 'only report what would be deleted')
     .action(async (opts: { root: string; dryRun?: boolean }) => {
+      await assertRegistryStorage(opts.root);
       const [{ FsStore }, { collectRegistryGarbage }] = await Promise.all([
         import('../engine/store/fs-store.js'),
         import('../mirror/gc.js'),

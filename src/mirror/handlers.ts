@@ -30,8 +30,11 @@ export interface HandlerContext {
 export interface RequestInfo {
   readonly req: IncomingMessage;
   readonly res: ServerResponse;
-  readonly url: URL;
+  /** The query parameters (the path is already routed). */
+  readonly query: URLSearchParams;
   readonly method: string;
+  /** Whom per-client limits count this request against (its remote address). */
+  readonly client: string;
   readonly signal: AbortSignal;
 }
 
@@ -87,8 +90,8 @@ function listing(
   extra: Record<string, string>,
   items: readonly string[],
 ): void {
-  const n = parsePageSize(r.url.searchParams.get('n'));
-  const { page, more } = paginate(items, n, r.url.searchParams.get('last'));
+  const n = parsePageSize(r.query.get('n'));
+  const { page, more } = paginate(items, n, r.query.get('last'));
   const headers: Headers = {};
   if (more && n !== undefined) {
     const next = new URLSearchParams({ n: String(n), last: page[page.length - 1]! });
@@ -98,7 +101,7 @@ function listing(
 }
 
 async function referrers(ctx: HandlerContext, name: string, subject: Digest, r: RequestInfo): Promise<void> {
-  const artifactType = r.url.searchParams.get('artifactType');
+  const artifactType = r.query.get('artifactType');
   let manifests = await ctx.backend.listReferrers(name, subject, r.signal);
   const headers: Headers = {};
   if (artifactType) {
@@ -168,7 +171,12 @@ async function deleteBlob(ctx: HandlerContext, name: string, digest: Digest, r: 
 
 // ---- manifests ----
 
-function manifestReference(reference: string): string {
+/**
+ * Validates a manifest reference: a digest (DIGEST_INVALID when malformed) or a tag. An invalid tag cannot name
+ * anything, so a lookup (GET, HEAD, DELETE) answers 404 MANIFEST_UNKNOWN, as the conformance suite expects;
+ * only a PUT, which would create it, is refused with 400 MANIFEST_INVALID.
+ */
+function manifestReference(name: string, reference: string, method: string): string {
   if (reference.includes(':')) {
     try {
       return parseDigest(reference);
@@ -179,11 +187,19 @@ function manifestReference(reference: string): string {
       });
     }
   }
-  if (!isValidTag(reference))
+  if (isValidTag(reference)) return reference;
+  if (method === 'PUT') {
     throw new DistributionError('MANIFEST_INVALID', `invalid tag ${JSON.stringify(reference)}`, {
       detail: { tag: reference },
     });
-  return reference;
+  }
+  throw manifestUnknown(name, reference);
+}
+
+function manifestUnknown(name: string, reference: string): DistributionError {
+  return new DistributionError('MANIFEST_UNKNOWN', `manifest ${reference} is unknown to repository ${name}`, {
+    detail: { name, reference },
+  });
 }
 
 async function manifest(
@@ -192,11 +208,8 @@ async function manifest(
   rawReference: string,
   r: RequestInfo,
 ): Promise<void> {
-  const reference = manifestReference(rawReference);
-  const unknown = (): DistributionError =>
-    new DistributionError('MANIFEST_UNKNOWN', `manifest ${reference} is unknown to repository ${name}`, {
-      detail: { name, reference },
-    });
+  const reference = manifestReference(name, rawReference, r.method);
+  const unknown = (): DistributionError => manifestUnknown(name, reference);
   switch (r.method) {
     case 'PUT': {
       const max = ctx.maxManifestBytes;
@@ -208,6 +221,7 @@ async function manifest(
             status: 413,
             detail: { limit: max },
           }),
+        r.signal,
       );
       const result = await ctx.backend.putManifest(name, reference, bytes, r.req.headers['content-type']);
       const headers: Headers = {
@@ -245,7 +259,7 @@ function uploadHeaders(name: string, session: UploadSession): Headers {
 }
 
 async function startUpload(ctx: HandlerContext, name: string, r: RequestInfo): Promise<void> {
-  const q = r.url.searchParams;
+  const q = r.query;
   const mount = q.get('mount');
   const from = q.get('from');
   if (mount !== null) {
@@ -263,7 +277,7 @@ async function startUpload(ctx: HandlerContext, name: string, r: RequestInfo): P
     throw new DistributionError('BLOB_UPLOAD_INVALID', 'a blob upload with a body needs ?digest=');
   }
   const digest = digestParam !== null ? blobDigest(digestParam) : undefined;
-  const session = await ctx.uploads.create(name);
+  const session = await ctx.uploads.create(name, r.client);
   if (digest === undefined) return sendEmpty(r.res, 202, uploadHeaders(name, session));
   // Monolithic upload: the body goes through a session file so it is verified whether or not the blob exists.
   try {
@@ -291,7 +305,7 @@ async function upload(ctx: HandlerContext, name: string, uuid: string, r: Reques
       return sendEmpty(r.res, 202, uploadHeaders(name, session));
     }
     case 'PUT': {
-      const digestParam = r.url.searchParams.get('digest');
+      const digestParam = r.query.get('digest');
       if (digestParam === null || !isDigest(digestParam)) {
         throw new DistributionError(
           'DIGEST_INVALID',

@@ -46,19 +46,48 @@ export function hasBody(req: IncomingMessage): boolean {
 
 /**
  * Reads a small request body whole, refusing more than `max` bytes (by Content-Length up front, else while
- * reading) with `tooLarge()`.
+ * reading) with `tooLarge()`. A refused body is discarded as it keeps arriving (never destroyed), so the error
+ * response reaches the client and the connection stays usable.
  */
-export async function readBounded(req: IncomingMessage, max: number, tooLarge: () => Error): Promise<Buffer> {
+export function readBounded(
+  req: IncomingMessage,
+  max: number,
+  tooLarge: () => Error,
+  signal?: AbortSignal,
+): Promise<Buffer> {
   const len = req.headers['content-length'];
-  if (len !== undefined && Number(len) > max) throw tooLarge();
-  const chunks: Buffer[] = [];
-  let total = 0;
-  for await (const chunk of req) {
-    total += (chunk as Buffer).length;
-    if (total > max) throw tooLarge();
-    chunks.push(chunk as Buffer);
+  if (len !== undefined && Number(len) > max) {
+    req.resume(); // discard: answering while the client still sends must not reset the connection
+    return Promise.reject(tooLarge());
   }
-  return Buffer.concat(chunks, total);
+  return new Promise<Buffer>((resolve, reject) => {
+    const chunks: Buffer[] = [];
+    let total = 0;
+    const finish = (err: Error | undefined): void => {
+      req.off('data', onData);
+      req.off('end', onEnd);
+      req.off('error', onError);
+      signal?.removeEventListener('abort', onAbort);
+      if (err) {
+        req.resume();
+        reject(err);
+      } else resolve(Buffer.concat(chunks, total));
+    };
+    const onData = (chunk: Buffer): void => {
+      total += chunk.length;
+      if (total > max) finish(tooLarge());
+      else chunks.push(chunk);
+    };
+    const onEnd = (): void => finish(undefined);
+    const onError = (err: Error): void => finish(err);
+    const onAbort = (): void =>
+      finish(signal!.reason instanceof Error ? signal!.reason : new Error('aborted'));
+    if (signal?.aborted) return onAbort();
+    req.on('data', onData);
+    req.on('end', onEnd);
+    req.on('error', onError);
+    signal?.addEventListener('abort', onAbort, { once: true });
+  });
 }
 
 /** The outcome of a `Range` header against a blob of known size. */

@@ -23,10 +23,12 @@ export interface RegistryServerOptions {
   readonly logger?: Logger;
   /** Larger manifest PUTs answer 413 MANIFEST_INVALID (default and maximum 4 MiB). */
   readonly maxManifestBytes?: number;
-  /** Upload sessions idle for longer are removed lazily (default 1 h). */
+  /** Upload sessions idle (no request, no bytes) for longer are removed (default 10 min). */
   readonly uploadTimeoutMs?: number;
-  /** At most this many upload sessions at once; more answer 429 TOOMANYREQUESTS (default 256). */
+  /** At most this many upload sessions at once in all; more answer 429 TOOMANYREQUESTS (default 1024). */
   readonly maxUploadSessions?: number;
+  /** At most this many upload sessions at once per client address; more answer 429 (default 64). */
+  readonly maxUploadSessionsPerClient?: number;
   /**
    * Where content is looked up and kept (default: a {@link StoreBackend} over `store`). A pull-through mirror
    * passes a backend that wraps the store backend.
@@ -48,6 +50,11 @@ export interface RegistryServer {
 }
 
 const CLOSE_GRACE_MS = 2000;
+const DEFAULT_UPLOAD_TIMEOUT_MS = 10 * 60 * 1000;
+/** How often idle upload sessions are looked for between requests. */
+const SWEEP_INTERVAL_MS = 60 * 1000;
+/** Node timers overflow past 2^31 - 1 ms (and then fire at once). */
+const MAX_TIMER_MS = 2 ** 31 - 1;
 
 /**
  * Starts the embedded registry: an OCI distribution-spec HTTP API (pull, push, chunked and monolithic uploads,
@@ -59,8 +66,9 @@ export async function startRegistryServer(options: RegistryServerOptions): Promi
   const ctx: HandlerContext = {
     backend: options.backend ?? new StoreBackend(options.store),
     uploads: new UploadSessions(options.store.root, {
-      timeoutMs: options.uploadTimeoutMs ?? 60 * 60 * 1000,
-      maxSessions: options.maxUploadSessions ?? 256,
+      timeoutMs: options.uploadTimeoutMs ?? DEFAULT_UPLOAD_TIMEOUT_MS,
+      maxSessions: options.maxUploadSessions ?? 1024,
+      maxSessionsPerClient: options.maxUploadSessionsPerClient ?? 64,
       now,
     }),
     maxManifestBytes: Math.min(options.maxManifestBytes ?? MAX_MANIFEST_BYTES, MAX_MANIFEST_BYTES),
@@ -69,8 +77,11 @@ export async function startRegistryServer(options: RegistryServerOptions): Promi
 
   // Uploads of big layers may take long: no overall request timeout, but headers must arrive promptly.
   const server = createServer({ requestTimeout: 0, headersTimeout: 60_000 }, (req, res) => {
-    void serve(ctx, log, req, res);
+    serve(ctx, log, req, res).catch((err: unknown) => lastResort(log, res, err));
   });
+  // A connection on which nothing moves for as long as an upload may stay idle is cut: a stalled PATCH would
+  // otherwise hold its session (busy sessions never expire) and its socket forever.
+  server.setTimeout(Math.min(ctx.uploads.timeoutMs, MAX_TIMER_MS), (socket) => socket.destroy());
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
     server.listen(options.port ?? 0, options.host ?? '127.0.0.1', () => {
@@ -83,12 +94,19 @@ export async function startRegistryServer(options: RegistryServerOptions): Promi
   const hostPort = `${hostName}:${addr.port}`;
   log.info({ address: hostPort, root: options.store.root }, 'registry listening');
 
+  // Idle sessions also go when nobody asks: their temp files must not wait for the next upload.
+  const sweeper = setInterval(() => {
+    ctx.uploads.sweep().catch((err: unknown) => log.error({ err }, 'upload sweep failed'));
+  }, SWEEP_INTERVAL_MS);
+  sweeper.unref();
+
   let closing: Promise<void> | undefined;
   return {
     url: `http://${hostPort}`,
     host: hostPort,
     port: addr.port,
     close(): Promise<void> {
+      clearInterval(sweeper);
       closing ??= new Promise<void>((resolve) => {
         const timer = setTimeout(() => server.closeAllConnections(), CLOSE_GRACE_MS);
         server.close(() => {
@@ -115,6 +133,7 @@ async function serve(
   const abort = new AbortController();
   let errorCode: string | undefined;
   let path = '/';
+  const remote = req.socket?.remoteAddress;
   res.on('close', () => {
     if (!res.writableFinished) abort.abort(new Error('client went away'));
     log.info(
@@ -124,32 +143,36 @@ async function serve(
         status: res.statusCode,
         ...(errorCode ? { error: errorCode } : {}),
         durationMs: Math.round(performance.now() - started),
-        remote: req.socket.remoteAddress,
+        remote,
         userAgent: req.headers['user-agent'],
         ...(res.writableFinished ? {} : { aborted: true }),
       },
       'request',
     );
   });
+  // Stream errors (a reset connection) must never become uncaught exceptions: the handlers see them anyway.
+  req.on('error', (err) => log.debug({ err: err.message, method, path }, 'request stream error'));
+  res.on('error', (err) => log.debug({ err: err.message, method, path }, 'response stream error'));
   res.setHeader('Docker-Distribution-API-Version', 'registry/2.0');
   try {
-    const url = new URL(req.url ?? '/', 'http://registry.invalid');
-    path = url.pathname + url.search;
-    const route = matchRoute(url.pathname);
+    const target = splitTarget(req.url ?? '/');
+    path = target.path + (target.query ? `?${target.query}` : '');
+    const route = matchRoute(target.path);
     if (!route)
-      throw new DistributionError('UNSUPPORTED', `no Distribution API endpoint at ${url.pathname}`, {
+      throw new DistributionError('UNSUPPORTED', `no Distribution API endpoint at ${target.path}`, {
         status: 404,
       });
     const allowed = ROUTE_METHODS[route.kind];
     if (!allowed.includes(method)) {
-      throw new DistributionError('UNSUPPORTED', `${method} is not supported on ${url.pathname}`, {
+      throw new DistributionError('UNSUPPORTED', `${method} is not supported on ${target.path}`, {
         status: 405,
         headers: { Allow: allowed.join(', ') },
       });
     }
-    await handleRoute(ctx, route, { req, res, url, method, signal: abort.signal });
+    const query = new URLSearchParams(target.query);
+    await handleRoute(ctx, route, { req, res, query, method, client: clientKey(req), signal: abort.signal });
   } catch (err) {
-    if (abort.signal.aborted || res.destroyed || req.socket.destroyed || (req.destroyed && !req.complete)) {
+    if (abort.signal.aborted || res.destroyed || req.socket?.destroyed !== false) {
       // The client went away mid-request (e.g. a cancelled upload): nothing to answer, nothing internal to report.
       errorCode = 'ABORTED';
       log.debug(
@@ -164,9 +187,44 @@ async function serve(
     else log.debug({ method, path, code: e.code, reason: e.message }, 'request failed');
     if (res.headersSent) {
       res.destroy(); // a body was being streamed: the client must see a broken response, not a short one
-    } else if (!res.destroyed) {
+    } else {
       sendError(res, e, method === 'HEAD');
     }
+  }
+}
+
+/**
+ * The request target split into its raw path and query. The path is kept exactly as sent: resolving `.`/`..`
+ * segments (as `new URL` does, even percent-encoded ones) would turn `a/../b` into another repository.
+ */
+export function splitTarget(target: string): { path: string; query: string } {
+  // An absolute-form target (`GET http://host/v2/ HTTP/1.1`, sent to proxies) keeps only its path.
+  const origin = /^[a-z][a-z0-9+.-]*:\/\/[^/?#]*/i.exec(target);
+  const rest = origin ? target.slice(origin[0].length) || '/' : target;
+  const noFragment = rest.split('#', 1)[0]!;
+  const q = noFragment.indexOf('?');
+  return q < 0
+    ? { path: noFragment, query: '' }
+    : { path: noFragment.slice(0, q), query: noFragment.slice(q + 1) };
+}
+
+/** Whom upload limits count against: the remote address (IPv4-mapped IPv6 written as IPv4). */
+function clientKey(req: IncomingMessage): string {
+  const addr = req.socket?.remoteAddress ?? 'unknown';
+  return addr.startsWith('::ffff:') ? addr.slice(7) : addr;
+}
+
+/** A bug escaped `serve` itself: log it, answer 500 if still possible, and keep the server alive. */
+function lastResort(log: Log, res: ServerResponse, err: unknown): void {
+  try {
+    log.error({ err }, 'internal error outside a handler');
+    if (!res.headersSent && !res.destroyed) {
+      sendError(res, toHttpError(err), false);
+    } else if (!res.writableEnded) {
+      res.destroy();
+    }
+  } catch {
+    res.destroy();
   }
 }
 

@@ -14,6 +14,8 @@ export const UPLOADS_DIR = 'uploads';
 export interface UploadSession {
   readonly uuid: string;
   readonly repository: string;
+  /** Who started it (the remote address); per-client limits count against it. */
+  readonly client: string;
   /** The temp file holding the bytes received so far. */
   readonly path: string;
   /** Bytes received so far (the next PATCH must start here). */
@@ -25,10 +27,12 @@ export interface UploadSession {
 
 /** Options of {@link UploadSessions}. */
 export interface UploadSessionsOptions {
-  /** Sessions idle longer than this are removed (lazily). */
+  /** Sessions idle (no request, no bytes arriving) for longer than this are removed. */
   readonly timeoutMs: number;
-  /** At most this many sessions at once; more answer TOOMANYREQUESTS. */
+  /** At most this many sessions at once in all; more answer TOOMANYREQUESTS. */
   readonly maxSessions: number;
+  /** At most this many sessions at once per client, so that one client cannot lock the others out. */
+  readonly maxSessionsPerClient: number;
   /** The clock (ms since the epoch). */
   readonly now: () => number;
 }
@@ -39,7 +43,8 @@ const UUID_RE = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/
  * Upload sessions of the registry. Each session is a directory `uploads/<uuid>/` with `data` (the bytes so far) and
  * `info.json` (its repository), so a session survives a restart as long as it has not expired. Appends are
  * all-or-nothing: a failed or short append truncates the file back to where it started. One request at a time per
- * session; idle sessions are removed lazily after `timeoutMs`.
+ * session; idle sessions are removed after `timeoutMs` (by {@link UploadSessions.sweep}, run lazily and by the
+ * server's timer). Limits count per client and in all.
  */
 export class UploadSessions {
   private readonly dir: string;
@@ -53,34 +58,41 @@ export class UploadSessions {
     this.dir = join(storeRoot, UPLOADS_DIR);
   }
 
+  /** How long a session may stay idle. */
+  get timeoutMs(): number {
+    return this.options.timeoutMs;
+  }
+
   private sessionDir(uuid: string): string {
     return join(this.dir, uuid);
   }
 
-  /** Starts a new empty session for `repository`. Throws TOOMANYREQUESTS when too many are open. */
-  async create(repository: string): Promise<UploadSession> {
+  /**
+   * Starts a new empty session for `repository` on behalf of `client`. Throws TOOMANYREQUESTS when that client,
+   * or the registry as a whole, has too many sessions open (after removing the idle ones).
+   */
+  async create(repository: string, client: string): Promise<UploadSession> {
     await this.sweep();
-    if (this.sessions.size >= this.options.maxSessions) {
+    if (this.overLimit(client)) {
       await this.sweep(true);
-      if (this.sessions.size >= this.options.maxSessions) {
-        throw new DistributionError(
-          'TOOMANYREQUESTS',
-          `too many concurrent uploads (limit ${this.options.maxSessions})`,
-          {
-            headers: { 'Retry-After': '10' },
-          },
-        );
+      const over = this.overLimit(client);
+      if (over) {
+        throw new DistributionError('TOOMANYREQUESTS', over, {
+          headers: { 'Retry-After': '10' },
+          detail: { client },
+        });
       }
     }
     const uuid = randomUUID();
     const dir = this.sessionDir(uuid);
     await mkdir(dir, { recursive: true });
     const now = this.options.now();
-    await writeFile(join(dir, 'info.json'), JSON.stringify({ repository, startedAt: now }));
+    await writeFile(join(dir, 'info.json'), JSON.stringify({ repository, client, startedAt: now }));
     await writeFile(join(dir, 'data'), '');
     const session: UploadSession = {
       uuid,
       repository,
+      client,
       path: join(dir, 'data'),
       offset: 0,
       startedAt: now,
@@ -209,6 +221,17 @@ export class UploadSessions {
     }
   }
 
+  /** Why `client` may not open another session now, or undefined. */
+  private overLimit(client: string): string | undefined {
+    const { maxSessions, maxSessionsPerClient } = this.options;
+    if (this.sessions.size >= maxSessions) return `too many concurrent uploads (limit ${maxSessions})`;
+    let mine = 0;
+    for (const s of this.sessions.values()) if (s.client === client) mine++;
+    if (mine >= maxSessionsPerClient)
+      return `too many concurrent uploads from ${client} (limit ${maxSessionsPerClient} per client)`;
+    return undefined;
+  }
+
   private expired(s: UploadSession): boolean {
     return this.options.now() - s.lastActivity > this.options.timeoutMs;
   }
@@ -219,6 +242,7 @@ export class UploadSessions {
     try {
       const info = JSON.parse(await readFile(join(dir, 'info.json'), 'utf8')) as {
         repository?: unknown;
+        client?: unknown;
         startedAt?: unknown;
       };
       const st = await stat(join(dir, 'data'));
@@ -226,6 +250,7 @@ export class UploadSessions {
       return {
         uuid,
         repository: info.repository,
+        client: typeof info.client === 'string' ? info.client : 'unknown',
         path: join(dir, 'data'),
         offset: st.size,
         startedAt: typeof info.startedAt === 'number' ? info.startedAt : st.mtimeMs,

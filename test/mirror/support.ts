@@ -1,4 +1,5 @@
 import { createHash } from 'node:crypto';
+import { request } from 'node:http';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -139,4 +140,80 @@ export async function prepareImage(
     opts.pretty === false ? JSON.stringify(doc) : `${JSON.stringify(doc, null, 3)}\n`,
   );
   return { bytes, digest: sha(bytes), mediaType, layers, config };
+}
+
+/** What {@link rawRequest} got back. */
+export interface RawResponse {
+  readonly status: number;
+  readonly headers: Record<string, string | string[] | undefined>;
+  readonly body: Buffer;
+}
+
+/**
+ * One HTTP request through node:http, with the path sent exactly as given (fetch would resolve `..` and `.`
+ * segments first), an optional source address (a second loopback client) and a body sent whole or as
+ * `Transfer-Encoding: chunked` pieces. Fails after `timeoutMs`.
+ */
+export function rawRequest(
+  baseUrl: string,
+  options: {
+    method?: string;
+    path: string;
+    headers?: Record<string, string>;
+    body?: Buffer | Buffer[];
+    localAddress?: string;
+    timeoutMs?: number;
+  },
+): Promise<RawResponse> {
+  const base = new URL(baseUrl);
+  return new Promise<RawResponse>((resolve, reject) => {
+    const req = request(
+      {
+        host: base.hostname,
+        port: base.port,
+        method: options.method ?? 'GET',
+        path: options.path,
+        // A whole body gets its Content-Length, as Go's client sends it (node:http would send a GET's body bare).
+        headers:
+          Buffer.isBuffer(options.body) && !options.headers?.['Content-Length']
+            ? { ...options.headers, 'Content-Length': String(options.body.length) }
+            : options.headers,
+        agent: false,
+        ...(options.localAddress ? { localAddress: options.localAddress } : {}),
+        signal: AbortSignal.timeout(options.timeoutMs ?? 20_000),
+      },
+      (res) => {
+        const chunks: Buffer[] = [];
+        res.on('data', (c: Buffer) => chunks.push(c));
+        res.on('error', reject);
+        res.on('end', () =>
+          resolve({ status: res.statusCode ?? 0, headers: res.headers, body: Buffer.concat(chunks) }),
+        );
+      },
+    );
+    req.on('error', reject);
+    const body = options.body;
+    if (Array.isArray(body)) {
+      // Written piece by piece with back-pressure: node:http sends them as chunked transfer encoding.
+      let i = 0;
+      const next = (): void => {
+        while (i < body.length) {
+          if (!req.write(body[i++]!)) {
+            req.once('drain', next);
+            return;
+          }
+        }
+        req.end();
+      };
+      next();
+    } else {
+      req.end(body);
+    }
+  });
+}
+
+/** The OCI error code of a raw response body (undefined when it has none, e.g. for HEAD). */
+export function rawErrorCode(res: RawResponse): string | undefined {
+  if (res.body.length === 0) return undefined;
+  return (JSON.parse(res.body.toString('utf8')) as { errors: Array<{ code: string }> }).errors[0]?.code;
 }
