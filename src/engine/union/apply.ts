@@ -20,7 +20,7 @@ import type { Readable } from 'node:stream';
 import { AbortedError, StrataError, TerminalError, throwIfAborted } from '../errors.js';
 import { SafeRoot } from './safe-path.js';
 import { haveSetfattr, makeNodes, setXattrs, validXattrName, type NodeSpec } from './special-files.js';
-import { readTar, TarFormatError, type TarHeader } from './tar-reader.js';
+import { readTar, TarFormatError, type TarHeader } from '../tar/reader.js';
 import {
   ancestorsOf,
   classifyEntry,
