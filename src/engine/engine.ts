@@ -233,6 +233,7 @@ export class Engine {
       await Promise.all([containers(), import('./archive/export.js')]);
     const record = await getContainer(this.store, container);
     return exportContainer(record, out, {
+      observer: this.observer,
       ...options,
       isMounted: (r) => isContainerMounted(this.store, r),
       mount: (r) => mountContainer(this.store, r.name),
@@ -350,7 +351,7 @@ export class Engine {
     const entry = await findLocalRef(this.store, reference);
     const image = await loadLocalImage(this.store, entry, platform);
     const { unpackImage } = await import('./union/unpack.js');
-    return unpackImage(this.store, image, dir, rest);
+    return unpackImage(this.store, image, dir, { observer: this.observer, ...rest });
   }
 
   /** `create REF`: a container (writable root over the image's shared layers) on the chosen driver. */
@@ -365,6 +366,7 @@ export class Engine {
       ...(options.name !== undefined ? { name: options.name } : {}),
       ...(options.driver ? { driver: options.driver } : {}),
       ...(options.signal ? { signal: options.signal } : {}),
+      observer: this.observer,
     });
   }
 

@@ -8,8 +8,10 @@ import { digestHex, digestOf, DigestingStream, type Digest } from '../oci/digest
 import type { Descriptor } from '../oci/types.js';
 import type { LocalImage } from '../image/local.js';
 import type { ContentStore } from '../store/types.js';
+import type { Observer } from '../observe.js';
 import { applyLayer } from './apply.js';
 import { decompressedStream } from './decompress.js';
+import { layerProgress, type LayerProgressOptions } from './progress.js';
 
 /**
  * The shared layer cache of the store: every image layer unpacked ONCE, keyed by its ChainID, shared by every
@@ -95,6 +97,8 @@ export function imageLayers(image: LocalImage): Array<Omit<CachedLayer, 'dir'> &
 /** Options of the cache operations. */
 export interface LayerCacheOptions {
   readonly signal?: AbortSignal;
+  /** Receives `layer-apply` events for each layer unpacked (layers already cached report nothing). */
+  readonly observer?: Observer;
 }
 
 const inflight = new Map<string, Promise<void>>();
@@ -115,12 +119,18 @@ export async function applyVerifiedLayer(
   layer: { descriptor: Descriptor; diffId: Digest },
   root: string,
   format: 'vfs' | 'overlay',
-  options: LayerCacheOptions & { what?: string } = {},
+  options: LayerCacheOptions &
+    LayerProgressOptions & {
+      what?: string;
+      /** overlay: the layer dirs below, top-most first (hardlinks to their files are copied up). */
+      lowerDirs?: readonly string[];
+    } = {},
 ): Promise<void> {
   throwIfAborted(options.signal);
   const what = options.what ?? `layer ${layer.descriptor.digest}`;
   const raw = await store.openBlob(layer.descriptor.digest);
   const tar = decompressedStream(raw, layer.descriptor.mediaType, { layerName: layer.descriptor.digest });
+  const progress = layerProgress(options, layer.descriptor, raw);
   const hasher = new DigestingStream(undefined, 'sha256');
   const hashing = pipeline(tar, hasher);
   hashing.catch(() => undefined); // observed below; the apply error wins when both fail
@@ -129,11 +139,14 @@ export async function applyVerifiedLayer(
   // (the trailing zero blocks still in flight), the destroy failed `hashing` with AbortError ("The operation was
   // aborted") instead of draining below. The reader gets a view that leaves the hasher alive on return.
   const view = Readable.from(hasher.iterator({ destroyOnReturn: false }), { objectMode: false });
+  let stats;
   try {
-    await applyLayer(view, root, {
+    stats = await applyLayer(view, root, {
       format,
       layerName: layer.descriptor.digest,
       ...(options.signal ? { signal: options.signal } : {}),
+      ...(options.lowerDirs ? { lowerDirs: options.lowerDirs } : {}),
+      onEntry: progress.onEntry,
     });
     // The tar reader may stop at the end-of-archive blocks: drain the rest so the hash covers every byte.
     hasher.resume();
@@ -151,6 +164,7 @@ export async function applyVerifiedLayer(
       `${what}: diffID mismatch: the config says ${layer.diffId}, the uncompressed layer is ${hasher.digest}`,
       { detail: { expected: layer.diffId, actual: hasher.digest, layer: layer.descriptor.digest } },
     );
+  progress.done(stats);
 }
 
 /**
@@ -222,8 +236,10 @@ export async function ensureOverlayLayers(
   options: LayerCacheOptions = {},
 ): Promise<CachedLayer[]> {
   const out: CachedLayer[] = [];
-  for (const l of imageLayers(image)) {
+  const layers = imageLayers(image);
+  for (const [index, l] of layers.entries()) {
     throwIfAborted(options.signal);
+    const lowerDirs = out.map((o) => o.dir).reverse();
     await ensureEntry(
       layersDir(store.root),
       digestHex(l.chainId),
@@ -232,6 +248,9 @@ export async function ensureOverlayLayers(
         await mkdir(diff);
         await applyVerifiedLayer(store, l, diff, 'overlay', {
           ...options,
+          index,
+          count: layers.length,
+          lowerDirs,
           what: `layer ${l.digest} of ${image.name}`,
         });
       },
