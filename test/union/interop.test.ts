@@ -4,7 +4,8 @@
  * `create` of an image whose layer hardlinks to a file of a lower layer. Overlay cases mount for real: they fail
  * (never skip) without root and overlayfs.
  */
-import { link, lstat, readFile, rm } from 'node:fs/promises';
+import { execFileSync } from 'node:child_process';
+import { link, lstat, mkdir, readFile, rm, symlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { gzipSync } from 'node:zlib';
 import { beforeAll, describe, expect, it } from 'vitest';
@@ -14,6 +15,7 @@ import { StrataError } from '../../src/engine/errors.js';
 import { MediaType } from '../../src/engine/oci/media-types.js';
 import type { RegistryApi } from '../../src/engine/registry/types.js';
 import { FsStore } from '../../src/engine/store/fs-store.js';
+import { lookupInLayers } from '../../src/engine/union/lower-lookup.js';
 import { readTarEntries } from '../commit/helpers.js';
 import { requireRootAndOverlay, unmountAllUnder } from '../support/root.js';
 import { diffIdOf, makeTar, snapshot, storeImage, tempDir, type TarEntrySpec } from './helpers.js';
@@ -145,6 +147,50 @@ describe('overlay (mounts for real)', () => {
     expect(err).toBeInstanceOf(StrataError);
     expect((err as StrataError).code).toBe('LAYER_INVALID');
     expect((err as StrataError).detail).toMatchObject({ entry: 'late-link' });
+  });
+});
+
+describe('lookupInLayers (overlay-form layer dirs, no mount)', () => {
+  beforeAll(() => requireRootAndOverlay()); // whiteouts are char devices 0:0: mknod needs root
+
+  it('finds what the merged view shows: top layer first, whiteouts, opaque dirs and non-dirs hide below', async () => {
+    const work = await tempDir();
+    const [l0, l1, l2] = ['l0', 'l1', 'l2'].map((n) => join(work, n)) as [string, string, string];
+    const files: Record<string, string> = {
+      'l0/a/x': 'x0',
+      'l0/a/y': 'y0',
+      'l0/b/z': 'z0',
+      'l0/c/w': 'w0',
+      'l0/d/v': 'v0',
+      'l1/a/x': 'x1',
+      'l1/b/keep': 'k1',
+      'l2/c': 'a file over a directory',
+    };
+    for (const [p, content] of Object.entries(files)) {
+      await mkdir(join(work, p, '..'), { recursive: true });
+      await writeFile(join(work, p), content);
+    }
+    execFileSync('mknod', [join(l1, 'a/y'), 'c', '0', '0']);
+    await symlink('a', join(l2, 'd'));
+    const opaque = new Set([join(l1, 'b')]);
+    const isOpaque = (dir: string): Promise<boolean> => Promise.resolve(opaque.has(dir));
+    const layers = [l2, l1, l0];
+    const found = async (p: string): Promise<string | undefined> =>
+      (await lookupInLayers(layers, p, isOpaque))?.host;
+    expect(await found('a/x')).toBe(join(l1, 'a/x'));
+    expect((await lookupInLayers(layers, 'a/x', isOpaque))!.parents.map((d) => d.host)).toEqual([
+      join(l1, 'a'),
+    ]);
+    expect(await found('a/y')).toBeUndefined(); // whited out in l1
+    expect(await found('b/z')).toBeUndefined(); // l1's b is opaque
+    expect(await found('b/keep')).toBe(join(l1, 'b/keep'));
+    expect(await found('c/w')).toBeUndefined(); // l2's file c hides l0's directory
+    expect(await found('d/v')).toBeUndefined(); // l2's symlink d is not followed
+    expect(await found('nothing')).toBeUndefined();
+    // The default opaque test reads the real xattr.
+    execFileSync('setfattr', ['-n', 'trusted.overlay.opaque', '-v', 'y', join(l1, 'b')]);
+    expect((await lookupInLayers(layers, 'b/z'))?.host).toBeUndefined();
+    expect((await lookupInLayers(layers, 'a/x'))?.host).toBe(join(l1, 'a/x'));
   });
 });
 
