@@ -346,6 +346,7 @@ export class Engine {
       await Promise.all([containers(), import('./archive/export.js')]);
     const record = await getContainer(this.store, container);
     return exportContainer(record, out, {
+      observer: this.observer,
       ...options,
       isMounted: (r) => isContainerMounted(this.store, r),
       mount: (r) => mountContainer(this.store, r.name),
@@ -471,6 +472,7 @@ export class Engine {
     const cap = this.maxUncompressedBytes;
     return unpackImage(this.store, image, dir, {
       ...(cap !== undefined ? { maxUncompressedBytes: cap } : {}),
+      observer: this.observer,
       ...rest,
     });
   }
@@ -501,6 +503,7 @@ export class Engine {
         ...(options.name !== undefined ? { name: options.name } : {}),
         ...(options.driver ? { driver: options.driver } : {}),
         ...(options.signal ? { signal: options.signal } : {}),
+        observer: this.observer,
       });
     });
   }

@@ -62,16 +62,24 @@ export type EngineEvent =
       readonly layer: string;
       readonly index: number;
       readonly count: number;
+      /** Compressed bytes of the layer blob read so far (out of `size`). */
       readonly bytes: number;
+      /** Tar entries applied so far. */
       readonly entries: number;
       readonly done: boolean;
+      /** Size of the (compressed) layer blob, when known: the total `bytes` counts towards. */
+      readonly size?: number;
     }
   | {
-      /** Progress of writing a committed (or imported) layer. */
+      /** Progress of writing a committed (or imported, or exported) layer tar. */
       readonly type: 'commit-progress';
+      /** Tar entries written so far. */
       readonly entries: number;
+      /** Uncompressed tar bytes produced so far. */
       readonly bytes: number;
       readonly done: boolean;
+      /** Entries the tar will hold, when known: the total `entries` counts towards. */
+      readonly total?: number;
     };
 
 /** Receives engine events; may throw (the emitter swallows it). */

@@ -6,6 +6,7 @@ import { treeChanges } from '../../src/engine/commit/changes.js';
 import { readFileInfo } from '../../src/engine/commit/fsinfo.js';
 import { writeLayer } from '../../src/engine/commit/layer-writer.js';
 import type { Change } from '../../src/engine/commit/types.js';
+import { silentLogger, type EngineEvent } from '../../src/engine/observe.js';
 import { MediaType } from '../../src/engine/oci/media-types.js';
 import { FsStore } from '../../src/engine/store/fs-store.js';
 import { tempDir } from '../support/images.js';
@@ -141,5 +142,40 @@ describe('layer writer', () => {
     await expect(writeLayer(store, changes, { compression: 'zstd', mediaTypes: 'docker' })).rejects.toThrow(
       /gzip only/,
     );
+  });
+
+  it('writes whiteouts that share one inode (as overlayfs makes them) each as an empty file, never a hardlink', async () => {
+    // overlayfs links every whiteout of an upper dir to one shared char device: same dev, ino and nlink > 1.
+    const shared = { type: 'char', mode: 0, uid: 0, gid: 0, size: 0, mtimeSec: 7, mtimeNsec: 0 } as const;
+    const info = { ...shared, devMajor: 0, devMinor: 0, dev: 5n, ino: 99n, nlink: 3 };
+    const layer = await writeLayer(store, [
+      { kind: 'delete', path: 'a/one', info },
+      { kind: 'delete', path: 'a/two', info },
+      { kind: 'delete', path: 'b/three', info },
+    ]);
+    const entries = await readTarEntries(await store.openBlob(layer.digest), true);
+    expect(entries.map((e) => [e.name, e.type, e.size, e.linkname])).toEqual([
+      ['a/.wh.one', 'file', 0, null],
+      ['a/.wh.two', 'file', 0, null],
+      ['b/.wh.three', 'file', 0, null],
+    ]);
+    expect(layer.stats).toMatchObject({ whiteouts: 3, hardlinks: 0 });
+  });
+
+  it('reports commit-progress to an observer, ending with done at the uncompressed size', async () => {
+    const events: EngineEvent[] = [];
+    const layer = await writeLayer(store, changes, {
+      observer: { log: silentLogger, emit: (e) => events.push(e) },
+    });
+    const progress = events.filter((e) => e.type === 'commit-progress');
+    expect(progress.length).toBeGreaterThan(0);
+    expect(progress.at(-1)).toEqual({
+      type: 'commit-progress',
+      entries: layer.stats.entries,
+      bytes: layer.uncompressedSize,
+      done: true,
+      total: changes.length,
+    });
+    expect(progress.filter((e) => e.done)).toHaveLength(1);
   });
 });

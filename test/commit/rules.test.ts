@@ -2,7 +2,7 @@ import { describe, expect, it } from 'vitest';
 import { applyConfigChanges, splitWords } from '../../src/engine/commit/changes-parser.js';
 import { compareFileInfo, overlayEntryChanges } from '../../src/engine/commit/changes.js';
 import { clampMtime, layerEntries } from '../../src/engine/commit/order.js';
-import { encodeHeader, paxRecord, splitUstarName } from '../../src/engine/commit/tar-writer.js';
+import { encodeHeader, paxRecord, splitUstarName } from '../../src/engine/tar/header.js';
 import type { Change, FileInfo } from '../../src/engine/commit/types.js';
 import { parseGetfattrDump } from '../../src/engine/commit/xattrs.js';
 import { hasCode } from '../../src/engine/errors.js';

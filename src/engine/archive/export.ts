@@ -12,12 +12,15 @@ import { treeChanges } from '../commit/changes.js';
 import { layerEntries } from '../commit/order.js';
 import { newTarStats, tarChunks, type TarStats } from '../commit/tar-writer.js';
 import type { ContainerRecord } from '../container/record.js';
+import type { Observer } from '../observe.js';
 
 /** Options of {@link exportContainer}. */
 export interface ExportOptions {
   readonly signal?: AbortSignal;
   /** Clamp mtimes to this (`SOURCE_DATE_EPOCH`, seconds). */
   readonly sourceDateEpoch?: number;
+  /** Receives `commit-progress` events while the tar is written. */
+  readonly observer?: Observer;
   /** True when the container's root is mounted now (overlay). */
   readonly isMounted?: (record: ContainerRecord) => Promise<boolean>;
   /** Mounts the container's root and returns its path (overlay; idempotent). */
@@ -36,7 +39,7 @@ export interface ExportResult {
 export async function exportDirectory(
   dir: string,
   out: Writable,
-  options: Pick<ExportOptions, 'signal' | 'sourceDateEpoch'> = {},
+  options: Pick<ExportOptions, 'signal' | 'sourceDateEpoch' | 'observer'> = {},
 ): Promise<TarStats> {
   const signal = options.signal ? { signal: options.signal } : {};
   const entries = layerEntries(await treeChanges(dir, signal));
@@ -47,6 +50,7 @@ export async function exportDirectory(
       {
         ...signal,
         ...(options.sourceDateEpoch !== undefined ? { sourceDateEpoch: options.sourceDateEpoch } : {}),
+        ...(options.observer ? { observer: options.observer } : {}),
       },
       stats,
     ),

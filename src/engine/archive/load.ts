@@ -1,7 +1,6 @@
 import type { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { Transform, Writable } from 'node:stream';
-import { extract as createExtract } from 'tar-stream';
 import { StrataError, TerminalError, throwIfAborted, VerificationError } from '../errors.js';
 import type { ProgressListener } from '../image/events.js';
 import { descriptorOf } from '../image/store-endpoint.js';
@@ -22,7 +21,14 @@ import {
 } from '../oci/types.js';
 import type { ContentStore } from '../store/types.js';
 import { ANNOTATION_IMAGE_NAME, ANNOTATION_REF_NAME, blobMember } from './save.js';
-import { linkTarget, memberName, peekStream, sniffCompression, type SniffedCompression } from './tar.js';
+import {
+  linkTarget,
+  memberName,
+  peekStream,
+  readArchiveEntries,
+  sniffCompression,
+  type SniffedCompression,
+} from './tar.js';
 import { DEFAULT_MAX_UNCOMPRESSED_BYTES } from '../union/decompress.js';
 import { effectiveCap, spaceBound } from '../disk-space.js';
 
@@ -180,18 +186,9 @@ async function readMembers(
     );
   }
 
-  const extract = createExtract();
-  // Errors of the tar parser (or of the bytes fed to it) mean the input is not a readable archive.
+  // Failures of the tar (or of the bytes under it) mean the input is not a readable archive.
   let tarError: unknown;
-  extract.on('error', (err: unknown) => (tarError ??= err));
-  // Feed the extractor by hand: backpressure both ways, and an input error fails the read loop below.
-  const feeding = (async () => {
-    for await (const chunk of input as AsyncIterable<Buffer>) {
-      if (!extract.write(chunk)) await waitDrain(extract);
-    }
-    extract.end(null);
-  })();
-  feeding.catch((err: unknown) => extract.destroy(err instanceof Error ? err : new Error(String(err))));
+  const extract = readArchiveEntries(input as AsyncIterable<Buffer>, (err) => (tarError ??= err));
 
   const members = new Map<string, Member>();
   const stats: ReadStats = { written: 0, existed: 0, bytes: 0 };
@@ -213,7 +210,7 @@ async function readMembers(
       const it = entry[Symbol.asyncIterator]() as AsyncIterator<Buffer>;
       const name = memberName(h.name);
       const type = h.type ?? 'file';
-      if (type === 'file' || type === 'contiguous-file') {
+      if (type === 'file') {
         if (name === '') throw new TerminalError('MANIFEST_INVALID', 'archive: a file entry has no name');
         const size = h.size ?? 0;
         if (METADATA_NAMES.has(name) || LEGACY_DOC.test(name)) {
@@ -285,20 +282,16 @@ async function readMembers(
         await drain(it);
       }
     }
-    await feeding;
   } catch (err) {
-    extract.destroy(null);
     input.destroy();
     raw.destroy();
-    await feeding.catch(() => undefined);
-    if (err instanceof StrataError) throw err;
     if (signal?.aborted) throwIfAborted(signal);
-    if (err !== tarError) throw err;
+    if (tarError === undefined) throw err;
     throw new TerminalError(
       'INVALID_ARGUMENT',
-      `load: not a readable tar archive: ${(err as Error).message}`,
+      `load: not a readable tar archive: ${(tarError as Error).message}`,
       {
-        cause: err,
+        cause: tarError,
       },
     );
   }
@@ -306,26 +299,9 @@ async function readMembers(
   return { members, stats };
 }
 
-function waitDrain(stream: NodeJS.EventEmitter): Promise<void> {
-  return new Promise((resolve, reject) => {
-    const done = (err?: Error): void => {
-      stream.off('drain', onDrain);
-      stream.off('close', onClose);
-      stream.off('error', done);
-      if (err) reject(err);
-      else resolve();
-    };
-    const onDrain = (): void => done();
-    const onClose = (): void => done(new Error('archive reader closed'));
-    stream.on('drain', onDrain);
-    stream.on('close', onClose);
-    stream.on('error', done);
-  });
-}
-
 /**
- * The chunks of a tar entry, pulled through its iterator without ever calling `return` on it: destroying an
- * entry stream destroys the whole extractor, and the caller drains what is left instead.
+ * The chunks of a tar entry, pulled through its iterator without ever calling `return` on it: the caller drains
+ * what is left instead.
  */
 async function* chunks(it: AsyncIterator<Buffer>): AsyncGenerator<Buffer> {
   for (;;) {

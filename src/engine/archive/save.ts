@@ -9,7 +9,7 @@ import { familiarName, formatReference, parseReference, type ImageReference } fr
 import { MediaType } from '../oci/media-types.js';
 import type { Descriptor, ImageIndex } from '../oci/types.js';
 import type { ContentStore, RefEntry } from '../store/types.js';
-import { TarWriter } from './tar.js';
+import { TarWriter } from '../tar/writer.js';
 
 /** The two archive layouts `save` writes. */
 export type ArchiveFormat = 'docker' | 'oci';

@@ -1,19 +1,13 @@
 import { posix } from 'node:path';
-import type { Readable, Writable } from 'node:stream';
-import { pipeline } from 'node:stream/promises';
-import { pack as createPack, type Pack } from 'tar-stream';
-
-/** A tar entry's writable side, as tar-stream returns it (a streamx Writable). */
-type EntrySink = ReturnType<Pack['entry']>;
-import { AbortedError, TerminalError } from '../errors.js';
+import type { Readable } from 'node:stream';
+import { StrataError, TerminalError } from '../errors.js';
+import { readTar, type TarHeader } from '../tar/reader.js';
 
 /**
- * Tar plumbing shared by `save` and `load`: a deterministic streaming tar writer, member-name checks for hostile
- * archives, and compression sniffing. Pure helpers (names, magic numbers) are kept apart from the stream code.
+ * Archive plumbing shared by `save`, `load` and `import`: reading archive members with the project's tar reader
+ * (`engine/tar`), member-name checks for hostile archives, and compression sniffing. The tar codec itself lives
+ * in `engine/tar` (`save` writes with its `TarWriter`).
  */
-
-/** The fixed modification time of every entry `save` writes, so the same images give the same bytes. */
-export const ARCHIVE_MTIME = new Date(0);
 
 /** Compression of a file as told by its first bytes. */
 export type SniffedCompression = 'gzip' | 'zstd' | 'bzip2' | 'xz' | 'none';
@@ -70,131 +64,6 @@ export function linkTarget(link: string, target: string, kind: 'symlink' | 'link
   return memberName(norm);
 }
 
-/** Waits until a writable may take more data, failing if it errors or closes first. */
-function drained(stream: NodeJS.EventEmitter): Promise<void> {
-  return new Promise((resolve, reject) => {
-    const cleanup = (): void => {
-      stream.off('drain', onDrain);
-      stream.off('error', onError);
-      stream.off('close', onClose);
-    };
-    const onDrain = (): void => {
-      cleanup();
-      resolve();
-    };
-    const onError = (err: Error): void => {
-      cleanup();
-      reject(err);
-    };
-    const onClose = (): void => {
-      cleanup();
-      reject(new Error('tar entry closed before its data was written'));
-    };
-    stream.on('drain', onDrain);
-    stream.on('error', onError);
-    stream.on('close', onClose);
-  });
-}
-
-/**
- * Writes a tar stream entry by entry, with deterministic headers (mode 0644/0755, uid/gid 0, empty owner names,
- * mtime {@link ARCHIVE_MTIME}). File data is streamed with backpressure; an entry's size must be known up front.
- * Call {@link finish} after the last entry; any failure (including of the output) rejects the pending call.
- */
-export class TarWriter {
-  private readonly pack: Pack;
-  private readonly done: Promise<void>;
-  private failure: unknown;
-  private readonly failed: Promise<never>;
-
-  constructor(
-    out: Writable,
-    private readonly signal?: AbortSignal,
-  ) {
-    this.pack = createPack();
-    const pack = this.pack;
-    this.done = pipeline(async function* () {
-      for await (const chunk of pack) yield chunk as Buffer;
-    }, out);
-    this.failed = this.done.then(
-      () => new Promise<never>(() => undefined),
-      (err: unknown) => {
-        this.failure = err;
-        throw err;
-      },
-    );
-    this.failed.catch(() => undefined);
-  }
-
-  private check(): void {
-    if (this.failure !== undefined) throw this.failure;
-    if (this.signal?.aborted) throw new AbortedError('save aborted', this.signal.reason);
-  }
-
-  /** Adds a directory entry (`name` without trailing slash). */
-  async directory(name: string): Promise<void> {
-    await this.entry({ name: `${name}/`, type: 'directory', mode: 0o755 }, async () => undefined);
-  }
-
-  /** Adds a small file whose bytes are in memory. */
-  async file(name: string, data: Uint8Array): Promise<void> {
-    const chunk = Buffer.from(data.buffer, data.byteOffset, data.length);
-    await this.stream(
-      name,
-      data.length,
-      (async function* () {
-        yield chunk;
-      })(),
-    );
-  }
-
-  /** Adds a file of exactly `size` bytes, streamed from `source` (a size mismatch fails the archive). */
-  async stream(name: string, size: number, source: AsyncIterable<Uint8Array>): Promise<void> {
-    await this.entry({ name, type: 'file', mode: 0o644, size }, async (sink) => {
-      for await (const chunk of source) {
-        this.check();
-        if (!sink.write(chunk)) await Promise.race([drained(sink), this.failed]);
-      }
-    });
-  }
-
-  private async entry(
-    header: { name: string; type: 'file' | 'directory'; mode: number; size?: number },
-    body: (sink: EntrySink) => Promise<void>,
-  ): Promise<void> {
-    this.check();
-    let settle!: (err?: Error | null) => void;
-    const finished = new Promise<void>((resolve, reject) => {
-      settle = (err) => (err ? reject(err) : resolve());
-    });
-    finished.catch(() => undefined);
-    const sink = this.pack.entry(
-      { ...header, uid: 0, gid: 0, uname: '', gname: '', mtime: ARCHIVE_MTIME },
-      (err) => settle(err),
-    );
-    try {
-      await body(sink);
-      sink.end(null);
-      await Promise.race([finished, this.failed]);
-    } catch (err) {
-      sink.destroy(err instanceof Error ? err : new Error(String(err)));
-      throw err;
-    }
-  }
-
-  /** Writes the end-of-archive marker and waits until the output has taken every byte. */
-  async finish(): Promise<void> {
-    this.check();
-    this.pack.finalize();
-    await this.done;
-  }
-
-  /** Stops writing: the output gets an error and the pending call rejects. */
-  destroy(err: unknown): void {
-    this.pack.destroy(err instanceof Error ? err : new Error(String(err)));
-  }
-}
-
 /**
  * Reads the first chunk of a stream (at most what is buffered, usually far more than a magic number needs) and puts
  * it back, so the stream can still be consumed whole. Returns up to `n` bytes; fewer only for tiny inputs.
@@ -226,4 +95,48 @@ export async function peekStream(stream: Readable, n: number): Promise<Buffer> {
   });
   if (chunk.length > 0) stream.unshift(chunk);
   return chunk.subarray(0, n);
+}
+
+/** Cap on one archive member's extended headers (PAX records, GNU long names): names, never content. */
+export const ARCHIVE_MAX_HEADER_BYTES = 1024 * 1024;
+
+/** One member of an archive being read: its header, and its data as an iterable read once, in order. */
+export interface ArchiveEntry extends AsyncIterable<Buffer> {
+  readonly header: TarHeader;
+}
+
+/**
+ * Reads the members of a tar stream with the project's tar reader (`engine/tar/reader.ts`): bounded extended
+ * headers, checksums, truncation and unsupported entry types refused. A member's data left unread is skipped when
+ * the next one is asked for. Every failure of the tar or its input that is not a StrataError (a bad header, a
+ * truncated member, corrupt gzip underneath) is passed to `onTarError` before it propagates, so the caller can say
+ * "not a readable tar" rather than report its own step as failing.
+ */
+export async function* readArchiveEntries(
+  input: AsyncIterable<Uint8Array>,
+  onTarError: (err: unknown) => void,
+): AsyncGenerator<ArchiveEntry, void, undefined> {
+  const note = (err: unknown): void => {
+    if (!(err instanceof StrataError)) onTarError(err);
+  };
+  try {
+    for await (const { header, body } of readTar(input, { maxHeaderBytes: ARCHIVE_MAX_HEADER_BYTES })) {
+      yield {
+        header,
+        [Symbol.asyncIterator]: () => {
+          const it = body[Symbol.asyncIterator]();
+          return {
+            next: () =>
+              it.next().catch((err: unknown) => {
+                note(err);
+                throw err;
+              }),
+          };
+        },
+      };
+    }
+  } catch (err) {
+    note(err);
+    throw err;
+  }
 }

@@ -13,6 +13,7 @@ import { pipeline } from 'node:stream/promises';
 import { AbortedError, TerminalError } from '../errors.js';
 import { DigestingStream, type Digest } from '../oci/digest.js';
 import { MediaType } from '../oci/media-types.js';
+import type { Observer } from '../observe.js';
 import type { ContentStore } from '../store/types.js';
 import { layerEntries } from './order.js';
 import { newTarStats, tarChunks, type TarStats } from './tar-writer.js';
@@ -37,6 +38,8 @@ export interface LayerWriteOptions {
   /** Clamp mtimes to this (`SOURCE_DATE_EPOCH`, seconds). */
   readonly sourceDateEpoch?: number;
   readonly signal?: AbortSignal;
+  /** Receives `commit-progress` events while the layer tar is written (a few a second, then `done: true`). */
+  readonly observer?: Observer;
   /** Names the layer in errors. */
   readonly what?: string;
 }

@@ -1,41 +1,27 @@
 /**
- * A streaming, deterministic layer tar writer. Headers are USTAR, with a PAX extended header (typeflag `x`) only
- * when needed: long or non-ASCII names and link targets, numbers that do not fit octal fields, and extended
- * attributes as `SCHILY.xattr.NAME` records whose values are raw bytes (binary attributes such as
- * `security.capability` survive, which string-valued PAX writers cannot do). File contents are read in chunks:
- * the layer is never held in memory.
+ * Layer tars from change records: each change becomes a header (see `../tar/header.ts`, the one encoder) and, for
+ * regular files, the content read in chunks from its source — the layer is never held in memory. A second path of
+ * an inode already written becomes a hardlink entry. Used by commit, `import DIR` and `export`.
  */
 import { constants } from 'node:fs';
 import { open } from 'node:fs/promises';
 import { throwIfAborted, TerminalError } from '../errors.js';
+import type { Observer } from '../observe.js';
+import { encodeHeader, END_OF_ARCHIVE, padding, type TarHeaderFields } from '../tar/header.js';
+import { progressGate } from '../util/throttle.js';
 import { clampMtime, type LayerEntry } from './order.js';
 import type { FileInfo } from './types.js';
 
-const BLOCK = 512;
 const CHUNK = 1 << 20;
 const FLUSH_AT = 1 << 20;
-
-/** A tar header as this writer encodes it. */
-export interface TarHeader {
-  readonly name: string;
-  /** `0` file, `1` hardlink, `2` symlink, `3` char, `4` block, `5` dir, `6` fifo. */
-  readonly typeflag: '0' | '1' | '2' | '3' | '4' | '5' | '6';
-  readonly mode: number;
-  readonly uid: number;
-  readonly gid: number;
-  readonly size: number;
-  readonly mtime: number;
-  readonly linkname?: string;
-  readonly devMajor?: number;
-  readonly devMinor?: number;
-  readonly xattrs?: Readonly<Record<string, Buffer>>;
-}
 
 /** Options of {@link tarChunks}. */
 export interface TarWriterOptions {
   /** Clamp every mtime to this many seconds since the epoch (`SOURCE_DATE_EPOCH`). */
   readonly sourceDateEpoch?: number;
   readonly signal?: AbortSignal;
+  /** Receives `commit-progress` events (a few a second, and one with `done: true` at the end). */
+  readonly observer?: Observer;
 }
 
 /** Counters filled in while a tar is written. */
@@ -49,7 +35,7 @@ export interface TarStats {
   bytes: number;
 }
 
-const TYPEFLAGS: Partial<Record<FileInfo['type'], TarHeader['typeflag']>> = {
+const TYPEFLAGS: Partial<Record<FileInfo['type'], TarHeaderFields['typeflag']>> = {
   file: '0',
   symlink: '2',
   char: '3',
@@ -58,135 +44,8 @@ const TYPEFLAGS: Partial<Record<FileInfo['type'], TarHeader['typeflag']>> = {
   fifo: '6',
 };
 
-function isAscii(s: string): boolean {
-  // eslint-disable-next-line no-control-regex
-  return /^[\x01-\x7f]*$/.test(s);
-}
-
-/** Splits a name into USTAR prefix and name fields, or undefined when it cannot be stored there. */
-export function splitUstarName(name: string): { prefix: string; name: string } | undefined {
-  if (!isAscii(name)) return undefined;
-  if (name.length <= 100) return { prefix: '', name };
-  // The first '/' that leaves at most 100 bytes after it and at most 155 before it.
-  for (let k = Math.max(0, name.length - 101); k <= 155 && k < name.length; k++) {
-    if (name[k] === '/' && k > 0 && name.length - k - 1 > 0)
-      return { prefix: name.slice(0, k), name: name.slice(k + 1) };
-  }
-  return undefined;
-}
-
-/** One PAX record: `"%d %s=%s\n"` where the length counts the whole record, digits included. */
-export function paxRecord(key: string, value: Buffer | string): Buffer {
-  const body = Buffer.concat([Buffer.from(` ${key}=`, 'utf8'), Buffer.from(value), Buffer.from('\n')]);
-  let len = body.length + 1;
-  while (String(len).length + body.length !== len) len = String(len).length + body.length;
-  return Buffer.concat([Buffer.from(String(len), 'ascii'), body]);
-}
-
-function octal(buf: Buffer, off: number, width: number, value: number): boolean {
-  const s = value.toString(8);
-  if (value < 0 || s.length > width - 1) {
-    buf.write('0'.repeat(width - 1), off, 'ascii');
-    return false;
-  }
-  buf.write(s.padStart(width - 1, '0'), off, 'ascii');
-  return true;
-}
-
-function ustarBlock(
-  h: { name: string; prefix: string; typeflag: string; linkname: string },
-  mode: number,
-  uid: number,
-  gid: number,
-  size: number,
-  mtime: number,
-  devMajor: number,
-  devMinor: number,
-): { block: Buffer; overflow: string[] } {
-  const b = Buffer.alloc(BLOCK);
-  const overflow: string[] = [];
-  b.write(h.name, 0, 100, 'utf8');
-  octal(b, 100, 8, mode & 0o7777);
-  if (!octal(b, 108, 8, uid)) overflow.push('uid');
-  if (!octal(b, 116, 8, gid)) overflow.push('gid');
-  if (!octal(b, 124, 12, size)) overflow.push('size');
-  if (!octal(b, 136, 12, mtime)) overflow.push('mtime');
-  b.write(h.typeflag, 156, 1, 'ascii');
-  b.write(h.linkname, 157, 100, 'utf8');
-  b.write('ustar\x0000', 257, 8, 'latin1');
-  octal(b, 329, 8, devMajor);
-  octal(b, 337, 8, devMinor);
-  b.write(h.prefix, 345, 155, 'utf8');
-  b.fill(0x20, 148, 156);
-  let sum = 0;
-  for (const byte of b) sum += byte;
-  b.write(sum.toString(8).padStart(6, '0') + '\x00 ', 148, 8, 'latin1');
-  return { block: b, overflow };
-}
-
-/**
- * Encodes the header block(s) of one entry: an optional PAX header (its own block and padded records) followed by
- * the USTAR block. Pure.
- */
-export function encodeHeader(h: TarHeader): Buffer {
-  const records: Buffer[] = [];
-  const fullName = h.typeflag === '5' ? `${h.name}/` : h.name;
-  const split = splitUstarName(fullName);
-  if (!split) records.push(paxRecord('path', fullName));
-  const linkname = h.linkname ?? '';
-  const linkFits = isAscii(linkname) && Buffer.byteLength(linkname) <= 100;
-  if (!linkFits) records.push(paxRecord('linkpath', linkname));
-  const { block, overflow } = ustarBlock(
-    {
-      name: split ? split.name : asciiStub(fullName),
-      prefix: split ? split.prefix : '',
-      typeflag: h.typeflag,
-      linkname: linkFits ? linkname : '',
-    },
-    h.mode,
-    h.uid,
-    h.gid,
-    h.size,
-    h.mtime,
-    h.devMajor ?? 0,
-    h.devMinor ?? 0,
-  );
-  for (const field of overflow) {
-    const v = field === 'uid' ? h.uid : field === 'gid' ? h.gid : field === 'size' ? h.size : h.mtime;
-    records.push(paxRecord(field, String(v)));
-  }
-  if (h.xattrs) {
-    for (const key of Object.keys(h.xattrs).sort())
-      records.push(paxRecord(`SCHILY.xattr.${key}`, h.xattrs[key]!));
-  }
-  if (records.length === 0) return block;
-  const pax = Buffer.concat(records);
-  const paxName = `PaxHeaders/${asciiStub(h.name.slice(h.name.lastIndexOf('/') + 1))}`.slice(0, 100);
-  const { block: paxBlock } = ustarBlock(
-    { name: paxName, prefix: '', typeflag: 'x', linkname: '' },
-    0o644,
-    0,
-    0,
-    pax.length,
-    Math.max(0, Math.min(h.mtime, 0o77777777777)),
-    0,
-    0,
-  );
-  return Buffer.concat([paxBlock, pax, Buffer.alloc(padding(pax.length)), block]);
-}
-
-function asciiStub(name: string): string {
-  // eslint-disable-next-line no-control-regex
-  return name.replace(/[^\x01-\x7f]/g, '_').slice(-100);
-}
-
-function padding(size: number): number {
-  const r = size % BLOCK;
-  return r === 0 ? 0 : BLOCK - r;
-}
-
 /** The tar header of a layer entry (without hardlink resolution). */
-export function headerFor(entry: LayerEntry, options: TarWriterOptions = {}): TarHeader {
+export function headerFor(entry: LayerEntry, options: TarWriterOptions = {}): TarHeaderFields {
   const { change } = entry;
   const info = change.info;
   const epoch = options.sourceDateEpoch;
@@ -223,7 +82,8 @@ export function headerFor(entry: LayerEntry, options: TarWriterOptions = {}): Ta
 /**
  * Yields the bytes of a layer tar for `entries` (already in layer order, see `layerEntries`), reading file
  * contents from each change's `source`. Hardlinks: a file whose inode was already written in this tar becomes a
- * typeflag `1` entry pointing at the first path. Ends with the two zero blocks.
+ * typeflag `1` entry pointing at the first path; whiteouts never do (overlayfs makes every whiteout of a layer
+ * one shared inode, and the image spec wants each as its own empty file). Ends with the two zero blocks.
  */
 export async function* tarChunks(
   entries: Iterable<LayerEntry>,
@@ -244,6 +104,19 @@ export async function* tarChunks(
     pendingBytes = 0;
     return out;
   };
+  const observer = options.observer;
+  const gate = progressGate();
+  const total = Array.isArray(entries) ? entries.length : undefined;
+  const report = (done: boolean): void => {
+    if (observer && (done || gate()))
+      observer.emit({
+        type: 'commit-progress',
+        entries: stats.entries,
+        bytes: stats.bytes,
+        done,
+        ...(total !== undefined ? { total } : {}),
+      });
+  };
   for (const entry of entries) {
     throwIfAborted(options.signal);
     const info = entry.change.info;
@@ -253,8 +126,9 @@ export async function* tarChunks(
     }
     let header = headerFor(entry, options);
     stats.entries++;
-    if (entry.change.kind === 'delete' || entry.change.kind === 'opaque') stats.whiteouts++;
-    if (header.typeflag === '0' && info && info.ino !== undefined && (info.nlink ?? 1) > 1) {
+    const marker = entry.change.kind === 'delete' || entry.change.kind === 'opaque';
+    if (marker) stats.whiteouts++;
+    if (!marker && header.typeflag === '0' && info && info.ino !== undefined && (info.nlink ?? 1) > 1) {
       const key = `${info.dev}:${info.ino}`;
       const first = links.get(key);
       if (first !== undefined) {
@@ -294,6 +168,7 @@ export async function* tarChunks(
             );
           push(buf);
           remaining -= want;
+          report(false);
           if (pendingBytes >= FLUSH_AT) yield drain();
         }
       } finally {
@@ -302,9 +177,11 @@ export async function* tarChunks(
       const pad = padding(header.size);
       if (pad) push(Buffer.alloc(pad));
     }
+    report(false);
     if (pendingBytes >= FLUSH_AT) yield drain();
   }
-  push(Buffer.alloc(BLOCK * 2));
+  push(END_OF_ARCHIVE);
+  report(true);
   yield drain();
 }
 

@@ -3,6 +3,7 @@ import { mkdir, readdir, readlink, rm, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { TerminalError } from '../errors.js';
 import type { LocalImage } from '../image/local.js';
+import type { Observer } from '../observe.js';
 import { readStoredManifest } from '../image/store-endpoint.js';
 import { formatPlatform } from '../oci/platform.js';
 import { parseImageConfig, type Descriptor } from '../oci/types.js';
@@ -26,6 +27,8 @@ export interface CreateContainerOptions {
   /** Default: overlay when it works here (root + overlayfs), else vfs. */
   readonly driver?: DriverName;
   readonly signal?: AbortSignal;
+  /** Receives `layer-apply` events while missing layers are unpacked into the shared cache. */
+  readonly observer?: Observer;
   /** Clock, for tests. */
   readonly now?: () => Date;
 }
@@ -56,7 +59,10 @@ export async function createContainer(
   }
   try {
     const snapshotter = await snapshotterFor(store, driver);
-    const snap = await snapshotter.prepare(dir, image, options.signal ? { signal: options.signal } : {});
+    const snap = await snapshotter.prepare(dir, image, {
+      ...(options.signal ? { signal: options.signal } : {}),
+      ...(options.observer ? { observer: options.observer } : {}),
+    });
     const cfg = image.config;
     const record: ContainerRecord = {
       name,

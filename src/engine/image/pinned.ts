@@ -3,7 +3,7 @@ import { isIndexMediaType, isNonDistributable } from '../oci/media-types.js';
 import { hostPlatform } from '../oci/platform.js';
 import { MAX_MANIFEST_BYTES, parseManifest, type ManifestDocument } from '../oci/types.js';
 import type { ContentStore } from '../store/types.js';
-import { selectManifests, type PlatformChoice } from './copy.js';
+import { pickEntries, type PlatformChoice } from './platform-select.js';
 import { StoreSource } from './store-endpoint.js';
 
 /**
@@ -24,7 +24,13 @@ export async function completeLocalImage(
   if (top.kind === 'index') {
     let chosen;
     try {
-      chosen = selectManifests(top.index.manifests, platforms ?? [hostPlatform()], name);
+      const picks = await pickEntries(
+        top,
+        platforms ?? [hostPlatform()],
+        (d) => readManifest(store, d.digest, name),
+        name,
+      );
+      chosen = picks.map((p) => p.entry);
     } catch {
       return undefined; // the registry's answer gives the proper error
     }

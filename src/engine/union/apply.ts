@@ -19,8 +19,9 @@ import { chmod, lchown, lutimes, readdir } from 'node:fs/promises';
 import type { Readable } from 'node:stream';
 import { AbortedError, StrataError, TerminalError, throwIfAborted } from '../errors.js';
 import { SafeRoot } from './safe-path.js';
+import { copyUpFile, isWhiteoutStats, lookupInLayers } from './lower-lookup.js';
 import { haveSetfattr, makeNodes, setXattrs, validXattrName, type NodeSpec } from './special-files.js';
-import { readTar, TarFormatError, type TarHeader } from './tar-reader.js';
+import { readTar, TarFormatError, type TarHeader } from '../tar/reader.js';
 import {
   ancestorsOf,
   classifyEntry,
@@ -51,6 +52,14 @@ export interface ApplyOptions {
   signal?: AbortSignal;
   /** Cap on one entry's PAX/GNU extended headers, default {@link DEFAULT_MAX_PAX_HEADER_BYTES}. */
   maxPaxHeaderBytes?: number;
+  /**
+   * overlay: the layer directories below this one (overlay form), top-most first. A hardlink whose target only a
+   * lower layer holds gets that target copied up into this layer first (with its parents' attributes), as the
+   * kernel's copy-up does when a layer is applied onto a mounted overlay.
+   */
+  lowerDirs?: readonly string[];
+  /** Called after each entry with the running stats (progress reporting; keep it cheap). */
+  onEntry?: (stats: ApplyStats) => void;
 }
 
 /** What {@link applyLayer} did. */
@@ -176,6 +185,7 @@ class LayerApplier {
       } catch (err) {
         throw this.wrap(err, header.name);
       }
+      this.options.onEntry?.(this.stats);
     }
     await this.finish();
   }
@@ -343,11 +353,57 @@ class LayerApplier {
       throw this.refuse(h.name, `hardlink target ${JSON.stringify(h.linkname)}: ${r.reason}`);
     if (r.status === 'ok' && this.pendingNodes.has(r.rel)) await this.flushNodes();
     const st = r.status === 'ok' ? lstatOrUndefined(this.root.host(r.rel)) : undefined;
-    if (r.status === 'missing' || !st)
+    // overlay: a whiteout this layer wrote is a char device here, not a file to link to.
+    const whitedOut = this.overlay && r.status === 'ok' && this.whitedOut.has(r.rel);
+    if (r.status === 'missing' || !st || whitedOut) {
+      const copied = await this.copyUp(h, norm.path);
+      if (copied !== undefined) return copied;
       throw this.refuse(h.name, `hardlink target ${JSON.stringify(h.linkname)} does not exist in the image`);
+    }
     if (st.isDirectory())
       throw this.refuse(h.name, `hardlink target ${JSON.stringify(h.linkname)} is a directory`);
     return r.rel;
+  }
+
+  /**
+   * overlay: copies a hardlink target that only a lower layer holds into this layer (parents made with the lower
+   * directories' owner, mode and times; the file with `cp -a`, xattrs included), so the link can be made here.
+   * Answers its canonical path, or undefined when no lower layer shows it or this layer hides it.
+   */
+  private async copyUp(h: TarHeader, target: string): Promise<string | undefined> {
+    const lowers = this.options.lowerDirs;
+    if (!this.overlay || !lowers || lowers.length === 0) return undefined;
+    const parts = target.split('/');
+    // This layer's own entries come first: a whiteout, a non-directory or an opaque directory on the way hides
+    // the lower path. The walk is literal: a symlinked parent here is not followed.
+    for (let i = 0; i < parts.length; i++) {
+      const rel = parts.slice(0, i + 1).join('/');
+      if (this.pendingNodes.has(rel) || this.whitedOut.has(rel)) return undefined;
+      const st = lstatOrUndefined(this.root.host(rel));
+      if (!st) continue;
+      if (i === parts.length - 1 || !st.isDirectory() || this.opaqueDirs.has(rel)) return undefined;
+    }
+    const hit = await lookupInLayers(lowers, target);
+    if (!hit || isWhiteoutStats(hit.stats)) return undefined;
+    if (!hit.stats.isFile())
+      throw this.refuse(
+        h.name,
+        `hardlink target ${JSON.stringify(h.linkname)} is not a regular file in a lower layer; only regular files are copied up`,
+      );
+    for (let i = 0; i < hit.parents.length; i++) {
+      const rel = parts.slice(0, i + 1).join('/');
+      const host = this.root.host(rel);
+      if (lstatOrUndefined(host)) continue; // checked above: a real directory of this layer
+      const lower = hit.parents[i]!.stats;
+      mkdirSync(host, { mode: 0o700 });
+      this.root.noteDir(rel);
+      if (this.preserveOwnership) lchownSync(host, lower.uid, lower.gid);
+      chmodSync(host, lower.mode & 0o7777);
+      if (!this.dirTimes.has(rel))
+        this.dirTimes.set(rel, { atime: lower.atimeMs / 1000, mtime: lower.mtimeMs / 1000 });
+    }
+    await copyUpFile(hit.host, this.root.host(target), this.options.signal);
+    return target;
   }
 
   private async setDirAttributes(h: TarHeader, rel: string): Promise<void> {

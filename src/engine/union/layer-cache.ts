@@ -8,9 +8,11 @@ import { digestHex, digestOf, DigestingStream, type Digest } from '../oci/digest
 import type { Descriptor } from '../oci/types.js';
 import type { LocalImage } from '../image/local.js';
 import type { ContentStore } from '../store/types.js';
+import type { Observer } from '../observe.js';
 import { applyLayer } from './apply.js';
 import { decompressedStream } from './decompress.js';
 import { roomForLayer } from './layer-room.js';
+import { layerProgress, type LayerProgressOptions } from './progress.js';
 
 /**
  * The shared layer cache of the store: every image layer unpacked ONCE, keyed by its ChainID, shared by every
@@ -98,6 +100,8 @@ export interface LayerCacheOptions {
   readonly signal?: AbortSignal;
   /** Cap on each layer's uncompressed bytes (default 64 GiB); the free space of the store caps it too. */
   readonly maxUncompressedBytes?: number;
+  /** Receives `layer-apply` events for each layer unpacked (layers already cached report nothing). */
+  readonly observer?: Observer;
 }
 
 const inflight = new Map<string, Promise<void>>();
@@ -118,7 +122,12 @@ export async function applyVerifiedLayer(
   layer: { descriptor: Descriptor; diffId: Digest },
   root: string,
   format: 'vfs' | 'overlay',
-  options: LayerCacheOptions & { what?: string } = {},
+  options: LayerCacheOptions &
+    LayerProgressOptions & {
+      what?: string;
+      /** overlay: the layer dirs below, top-most first (hardlinks to their files are copied up). */
+      lowerDirs?: readonly string[];
+    } = {},
 ): Promise<void> {
   throwIfAborted(options.signal);
   const what = options.what ?? `layer ${layer.descriptor.digest}`;
@@ -131,6 +140,7 @@ export async function applyVerifiedLayer(
       ? { maxUncompressedBytes: options.maxUncompressedBytes }
       : {}),
   });
+  const progress = layerProgress(options, layer.descriptor, raw);
   const hasher = new DigestingStream(undefined, 'sha256');
   const hashing = pipeline(tar, hasher);
   hashing.catch(() => undefined); // observed below; the apply error wins when both fail
@@ -139,11 +149,14 @@ export async function applyVerifiedLayer(
   // (the trailing zero blocks still in flight), the destroy failed `hashing` with AbortError ("The operation was
   // aborted") instead of draining below. The reader gets a view that leaves the hasher alive on return.
   const view = Readable.from(hasher.iterator({ destroyOnReturn: false }), { objectMode: false });
+  let stats;
   try {
-    await applyLayer(view, root, {
+    stats = await applyLayer(view, root, {
       format,
       layerName: layer.descriptor.digest,
       ...(options.signal ? { signal: options.signal } : {}),
+      ...(options.lowerDirs ? { lowerDirs: options.lowerDirs } : {}),
+      onEntry: progress.onEntry,
     });
     // The tar reader may stop at the end-of-archive blocks: drain the rest so the hash covers every byte.
     hasher.resume();
@@ -161,6 +174,7 @@ export async function applyVerifiedLayer(
       `${what}: diffID mismatch: the config says ${layer.diffId}, the uncompressed layer is ${hasher.digest}`,
       { detail: { expected: layer.diffId, actual: hasher.digest, layer: layer.descriptor.digest } },
     );
+  progress.done(stats);
 }
 
 /**
@@ -232,8 +246,10 @@ export async function ensureOverlayLayers(
   options: LayerCacheOptions = {},
 ): Promise<CachedLayer[]> {
   const out: CachedLayer[] = [];
-  for (const l of imageLayers(image)) {
+  const layers = imageLayers(image);
+  for (const [index, l] of layers.entries()) {
     throwIfAborted(options.signal);
+    const lowerDirs = out.map((o) => o.dir).reverse();
     await ensureEntry(
       layersDir(store.root),
       digestHex(l.chainId),
@@ -242,6 +258,9 @@ export async function ensureOverlayLayers(
         await mkdir(diff);
         await applyVerifiedLayer(store, l, diff, 'overlay', {
           ...options,
+          index,
+          count: layers.length,
+          lowerDirs,
           what: `layer ${l.digest} of ${image.name}`,
         });
       },

@@ -5,6 +5,7 @@ import { release } from 'node:os';
 import { join } from 'node:path';
 import { StrataError, TerminalError } from '../errors.js';
 import type { LocalImage } from '../image/local.js';
+import type { Observer } from '../observe.js';
 import type { ContentStore } from '../store/types.js';
 import type { CachedLayer } from './layer-cache.js';
 import { strataDir } from './layer-cache.js';
@@ -28,6 +29,8 @@ export interface Snapshot {
 /** Options of {@link Snapshotter.prepare}. */
 export interface PrepareOptions {
   readonly signal?: AbortSignal;
+  /** Receives `layer-apply` events for the layers unpacked into the cache. */
+  readonly observer?: Observer;
 }
 
 /**

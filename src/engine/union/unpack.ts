@@ -3,8 +3,10 @@ import { TerminalError, throwIfAborted } from '../errors.js';
 import type { LocalImage } from '../image/local.js';
 import type { ContentStore } from '../store/types.js';
 import { applyLayer, emptyStats, type ApplyOptions, type ApplyStats } from './apply.js';
+import type { Observer } from '../observe.js';
 import { decompressedStream } from './decompress.js';
 import { roomForLayer } from './layer-room.js';
+import { layerProgress } from './progress.js';
 
 /** Options of {@link unpackImage}. */
 export interface UnpackOptions {
@@ -16,6 +18,8 @@ export interface UnpackOptions {
   readonly allowDevices?: boolean;
   readonly preserveOwnership?: boolean;
   readonly maxPaxHeaderBytes?: number;
+  /** Receives `layer-apply` events (a few a second per layer, and one with `done: true` after each). */
+  readonly observer?: Observer;
   /** Called after each layer with its digest and stats. */
   readonly onLayer?: (layer: { index: number; digest: string; stats: ApplyStats }) => void;
 }
@@ -69,6 +73,11 @@ export async function unpackImage(
         ? { maxUncompressedBytes: options.maxUncompressedBytes }
         : {}),
     });
+    const progress = layerProgress(
+      { ...(options.observer ? { observer: options.observer } : {}), index, count: descriptors.length },
+      layer,
+      blob,
+    );
     const applyOptions: ApplyOptions = {
       format: 'vfs',
       layerName: layer.digest,
@@ -76,6 +85,7 @@ export async function unpackImage(
       ...(options.preserveOwnership !== undefined ? { preserveOwnership: options.preserveOwnership } : {}),
       ...(options.maxPaxHeaderBytes !== undefined ? { maxPaxHeaderBytes: options.maxPaxHeaderBytes } : {}),
       ...(options.signal ? { signal: options.signal } : {}),
+      onEntry: progress.onEntry,
     };
     let stats: ApplyStats;
     try {
@@ -83,6 +93,7 @@ export async function unpackImage(
     } finally {
       tar.destroy();
     }
+    progress.done(stats);
     layers.push({ digest: layer.digest, stats });
     options.onLayer?.({ index, digest: layer.digest, stats });
   }

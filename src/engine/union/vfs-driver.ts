@@ -34,7 +34,8 @@ export class VfsSnapshotter implements Snapshotter {
   async prepare(dir: string, image: LocalImage, options: PrepareOptions = {}): Promise<Snapshot> {
     const layers: CachedLayer[] = [];
     let parent: string | undefined;
-    for (const l of imageLayers(image)) {
+    const all = imageLayers(image);
+    for (const [index, l] of all.entries()) {
       throwIfAborted(options.signal);
       const from = parent;
       await ensureEntry(
@@ -46,6 +47,8 @@ export class VfsSnapshotter implements Snapshotter {
           else await mkdir(rootfs);
           await applyVerifiedLayer(this.store, l, rootfs, 'vfs', {
             ...options,
+            index,
+            count: all.length,
             what: `layer ${l.digest} of ${image.name}`,
           });
         },
