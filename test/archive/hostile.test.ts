@@ -186,11 +186,24 @@ describe('hostile archives are refused clearly and tag nothing', () => {
     const junk = join(await scratch(), 'junk.tar');
     await writeFile(junk, randomBytes(4096));
     await expectRefused(junk, 'INVALID_ARGUMENT', /not a readable tar archive/);
-    await expectRefused(
-      await buildTar([{ name: 'hello.txt', data: 'hi' }]),
-      'INVALID_ARGUMENT',
-      /not an image archive/,
-    );
+  });
+
+  it('a plain filesystem tar: NOT_AN_IMAGE_ARCHIVE naming the file and suggesting import, nothing kept', async () => {
+    const file = await buildTar([
+      { name: 'etc/', dir: true },
+      { name: 'etc/hostname', data: 'box\n' },
+      { name: 'bin/sh', data: Buffer.alloc(3000, 1) },
+    ]);
+    const store = await freshStore();
+    const err = await loadFrom(store, file, { source: file }).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(StrataError);
+    expect((err as StrataError).code).toBe('NOT_AN_IMAGE_ARCHIVE');
+    expect((err as StrataError).message).toContain(file);
+    expect((err as StrataError).message).toContain(`strata import ${file}`);
+    expect(await store.listRefs()).toEqual([]);
+    const blobs: unknown[] = [];
+    for await (const b of store.listBlobs()) blobs.push(b);
+    expect(blobs).toEqual([]); // the members it stored on the way are deleted again
   });
 });
 
