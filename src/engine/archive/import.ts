@@ -9,7 +9,6 @@ import { appendLayer, emptyImage, withConfigChanges, withCreated } from '../imag
 import { writeImage } from '../image/mutate-store.js';
 import { silentObserver, type Observer } from '../observe.js';
 import { LayerCheckStream } from './layer-check.js';
-import { peekStream } from './tar.js';
 
 /** Options of {@link importTarball}. */
 export interface ImportOptions {
@@ -48,13 +47,13 @@ export async function importTarball(
   // Invalid -c changes fail before any work.
   const base = withConfigChanges(emptyImage(options.platform ?? hostPlatform()), options.changes ?? []);
   const { createGunzip, createGzip } = await import('node:zlib'); // loaded only by the verbs that compress
-  const head = await peekStream(source, 2);
+  const { head, stream } = await firstBytes(source);
   if (head.length === 0)
     throw new TerminalError(
       'INVALID_ARGUMENT',
       `import ${refName}: ${options.source ?? 'the tarball'} is empty`,
     );
-  const gz = head.length === 2 && head[0] === 0x1f && head[1] === 0x8b;
+  const gz = head.length >= 2 && head[0] === 0x1f && head[1] === 0x8b;
   const observer = options.observer ?? silentObserver;
   // Every entry is checked as it streams past, with the rules unpack applies: a tarball unpack would refuse
   // (random bytes, escaping names, links to nowhere) fails here, before anything is tagged.
@@ -69,7 +68,7 @@ export async function importTarball(
   const compressed = new PassThrough({ highWaterMark: 1 << 20 });
   // pipeline's array form keeps the optional gunzip stage simple; its typings only know fixed arities.
   const piping = pipeline(
-    [source, ...stages, compressed] as unknown as [Readable, PassThrough],
+    [stream, ...stages, compressed] as unknown as [Readable, PassThrough],
     options.signal ? { signal: options.signal } : {},
   );
   const [ingested] = await Promise.all([
@@ -106,4 +105,23 @@ export async function importTarball(
     digest: written.manifest.descriptor.digest,
     layer: { digest: ingested.digest, diffId: diff.digest, size: ingested.size },
   };
+}
+
+/**
+ * The first chunk of `source` and a byte stream of all of it. Reading through the iterator (not `unshift`)
+ * works for every Readable, object mode included (`Readable.from([buffer])`).
+ */
+async function firstBytes(source: Readable): Promise<{ head: Buffer; stream: Readable }> {
+  const it = (source as AsyncIterable<Buffer | string>)[Symbol.asyncIterator]();
+  const first = await it.next();
+  const head = first.done ? Buffer.alloc(0) : Buffer.from(first.value);
+  async function* all(): AsyncGenerator<Buffer> {
+    try {
+      if (head.length > 0) yield head;
+      for (let r = await it.next(); !r.done; r = await it.next()) yield Buffer.from(r.value);
+    } finally {
+      await it.return?.();
+    }
+  }
+  return { head, stream: Readable.from(all(), { objectMode: false, highWaterMark: 1 << 20 }) };
 }
