@@ -18,6 +18,9 @@ import { applyConfigChanges } from './changes-parser.js';
 import { overlayChanges, summarizeChanges, vfsChanges } from './changes.js';
 import { writeLayer, type LayerWriteOptions, type WrittenLayer } from './layer-writer.js';
 import { LowerTree } from './lower-tree.js';
+import { cacheCommittedLayer } from './cache-layer.js';
+import { silentObserver, type Observer } from '../observe.js';
+import { chainIds } from '../union/layer-cache.js';
 import type { Change, ContainerRecord } from './types.js';
 
 /** Options of {@link commitContainer}. */
@@ -32,6 +35,13 @@ export interface CommitOptions extends Omit<LayerWriteOptions, 'mediaTypes' | 'w
   readonly createdBy?: string;
   /** Clock, for reproducible output. */
   readonly now?: () => Date;
+  /**
+   * overlay: copy the upper dir into the layer cache under the new layer's chain ID, so the next `create` of the
+   * image mounts it without unpacking (default true; a failure there only logs a warning).
+   */
+  readonly cacheLayer?: boolean;
+  /** Receives `commit-progress` events and the warning above; default silent. */
+  readonly observer?: Observer;
 }
 
 /** What a commit produced. */
@@ -91,10 +101,23 @@ export async function commitContainer(
   const compression = options.compression ?? 'gzip';
   const docker = base.family === 'docker' && compression === 'gzip';
 
+  const observer = options.observer ?? silentObserver;
   const changes = await containerChanges(record, signal);
   let layer: WrittenLayer | undefined;
   if (changes.length > 0) {
-    layer = await writeLayer(store, changes, { ...options, mediaTypes: docker ? 'docker' : 'oci', what });
+    const progress = (bytes: number, done: boolean): void =>
+      observer.emit({ type: 'commit-progress', entries: changes.length, bytes, done });
+    progress(0, false);
+    layer = await writeLayer(
+      withIngestProgress(store, (bytes) => progress(bytes, false)),
+      changes,
+      {
+        ...options,
+        mediaTypes: docker ? 'docker' : 'oci',
+        what,
+      },
+    );
+    progress(layer.size, true);
     if (layer.diffId === EMPTY_LAYER_DIFF_ID) layer = undefined;
   }
   const created = (options.now?.() ?? new Date()).toISOString();
@@ -119,6 +142,21 @@ export async function commitContainer(
       ...(record.image.name ? { 'org.opencontainers.image.base.name': record.image.name } : {}),
     });
   const written = await writeImage(store, image, { ...signal, what: reference });
+  if (layer && record.driver === 'overlay' && options.cacheLayer !== false) {
+    const chainId = chainIds(image.config.rootfs.diff_ids).at(-1)!;
+    await cacheCommittedLayer(
+      store,
+      record.upper,
+      { digest: layer.digest, diffId: layer.diffId, chainId },
+      signal,
+    ).catch((err: unknown) => {
+      if (options.signal?.aborted) throw err;
+      observer.log.warn(
+        { err, layer: layer.digest },
+        `${what}: the new layer was not cached; create unpacks it`,
+      );
+    });
+  }
   const digest = written.manifest.descriptor.digest;
   await store.setRef(reference, written.manifest.descriptor);
   return {
@@ -129,4 +167,17 @@ export async function commitContainer(
     ...(layer ? { layer } : {}),
     changes: summarizeChanges(changes),
   };
+}
+
+/** `store` with every `ingest` reporting its byte count to `onProgress` (the layer writer takes no listener). */
+function withIngestProgress(store: ContentStore, onProgress: (bytes: number) => void): ContentStore {
+  return new Proxy(store, {
+    get(target, prop) {
+      if (prop === 'ingest')
+        return (...args: Parameters<ContentStore['ingest']>) =>
+          target.ingest(args[0], args[1], { ...args[2], onProgress });
+      const value: unknown = Reflect.get(target, prop, target);
+      return typeof value === 'function' ? (value as (...a: unknown[]) => unknown).bind(target) : value;
+    },
+  });
 }
