@@ -8,7 +8,7 @@ import { TerminalError } from '../errors.js';
 import { digestOf, type Digest } from '../oci/digest.js';
 import { MediaType, stripParams } from '../oci/media-types.js';
 import type { Platform } from '../oci/platform.js';
-import type { Descriptor, HistoryEntry, ImageConfig, ImageManifest } from '../oci/types.js';
+import type { Descriptor, HistoryEntry, ImageConfig, ImageIndex, ImageManifest } from '../oci/types.js';
 import { applyConfigChanges } from '../commit/changes-parser.js';
 
 /** The media type family of an image: OCI, or Docker schema2 (gzip layers only). */
@@ -215,4 +215,28 @@ export function renderImage(image: ImageValue): RenderedImage {
       value: manifest,
     },
   };
+}
+
+/**
+ * The OCI-typed form of a stored manifest (Docker schema2 manifest and config types, and Docker layer types,
+ * mapped; blobs unchanged, so the image ID and diff_ids stay), or undefined when it is OCI-typed already.
+ */
+export function ociManifestOf(manifest: ImageManifest): ImageManifest | undefined {
+  const docker =
+    manifest.mediaType !== undefined && stripParams(manifest.mediaType) === MediaType.DockerManifest;
+  const configType = stripParams(manifest.config.mediaType) === MediaType.DockerConfig;
+  const layers = manifest.layers.map((l) => ({ ...l, mediaType: layerTypeIn('oci', l.mediaType)! }));
+  const layersChanged = layers.some((l, i) => l.mediaType !== manifest.layers[i]!.mediaType);
+  if (!docker && !configType && !layersChanged) return undefined;
+  return {
+    ...manifest,
+    mediaType: MediaType.OciManifest,
+    config: configType ? { ...manifest.config, mediaType: MediaType.OciConfig } : manifest.config,
+    layers,
+  };
+}
+
+/** An index with its `manifests` replaced and a Docker manifest list's media type mapped to the OCI index type. */
+export function ociIndexOf(index: ImageIndex, manifests: readonly Descriptor[]): ImageIndex {
+  return { ...index, mediaType: MediaType.OciIndex, manifests };
 }
