@@ -188,7 +188,7 @@ export class Engine {
         `import: ${reference}: name the new image with a tag, not a digest`,
       );
     const { importTarball } = await import('./archive/import.js');
-    return importTarball(this.store, tarball, formatReference(ref), options);
+    return importTarball(this.store, tarball, formatReference(ref), { observer: this.observer, ...options });
   }
 
   /** `import DIR REF`: a root filesystem directory becomes a one-layer image (see archive/import-dir.ts). */
@@ -204,7 +204,7 @@ export class Engine {
         `import: ${reference}: name the new image with a tag, not a digest`,
       );
     const { importDirectory } = await import('./archive/import-dir.js');
-    return importDirectory(this.store, dir, formatReference(ref), options);
+    return importDirectory(this.store, dir, formatReference(ref), { observer: this.observer, ...options });
   }
 
   /** `commit CONTAINER REF`: the container's changes become a new layer on its image, tagged REF (engine/commit). */
@@ -220,7 +220,7 @@ export class Engine {
       import('./commit/commit.js'),
     ]);
     const record = await getContainer(this.store, container);
-    return commitContainer(this.store, record, formatReference(ref), options);
+    return commitContainer(this.store, record, formatReference(ref), { observer: this.observer, ...options });
   }
 
   /** `export CONTAINER`: the container's merged filesystem as one tar written to `out` (mounting it if needed). */
@@ -243,13 +243,13 @@ export class Engine {
   /** `save REF…`: writes local images as one docker-archive (default) or OCI layout tar to `out`. */
   async save(references: readonly string[], out: Writable, options: SaveOptions = {}): Promise<SaveResult> {
     const { saveArchive } = await import('./archive/save.js');
-    return saveArchive(this.store, references, out, options);
+    return saveArchive(this.store, references, out, { observer: this.observer, ...options });
   }
 
   /** `load`: reads a docker-archive, OCI layout or legacy docker tar into the store and tags its images. */
   async load(input: Readable, options: LoadOptions = {}): Promise<LoadResult> {
     const { loadArchive } = await import('./archive/load.js');
-    return loadArchive(this.store, input, options);
+    return loadArchive(this.store, input, { observer: this.observer, ...options });
   }
 
   /** `images`: one row per local ref. */
