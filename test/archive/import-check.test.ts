@@ -67,6 +67,12 @@ describe('LayerModel: the apply rules over a model of the tree', () => {
       refused: /does not exist/,
     },
     {
+      name: 'a hardlink into a whited-out directory',
+      entries: [d('a'), f('a/x'), f('.wh.a'), hard('b', 'a/x')],
+      refused: /does not exist/,
+    },
+    { name: 'a replaced file keeps its siblings', entries: [f('a'), f('ab'), f('a'), hard('c', 'ab')] },
+    {
       name: 'a hardlink after its target became a dir',
       entries: [f('a'), d('a'), hard('b', 'a')],
       refused: /directory/,

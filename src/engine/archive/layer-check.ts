@@ -32,8 +32,10 @@ export class LayerModel {
   private lookup = (rel: string): NodeKind => this.nodes.get(rel) ?? { kind: 'missing' };
 
   private removeTree(rel: string): void {
+    const was = this.nodes.get(rel);
     this.nodes.delete(rel);
-    for (const p of this.nodes.keys()) if (isWithin(p, rel) && p !== rel) this.nodes.delete(p);
+    // Only a directory has descendants to forget (a scan of the model, so rare: whiteouts and replaced dirs).
+    if (was?.kind === 'dir') for (const p of this.nodes.keys()) if (isWithin(p, rel)) this.nodes.delete(p);
   }
 
   /** Applies one entry to the model; returns the reason it is refused, if it is. */
