@@ -10,6 +10,7 @@ import type { RegistryApi } from '../../src/engine/registry/types.js';
 import { FsStore } from '../../src/engine/store/fs-store.js';
 import { tempDir } from '../support/images.js';
 import { existsSync } from 'node:fs';
+import { createServer } from 'node:net';
 import { createContainer } from '../../src/engine/container/containers.js';
 import { findLocalRef, loadLocalImage } from '../../src/engine/image/local.js';
 import type { EngineEvent } from '../../src/engine/observe.js';
@@ -136,6 +137,9 @@ describe('commit, end to end', () => {
     await engine.create('example.com/base:1', { name: 'cache1', driver: 'overlay' });
     const merged = await engine.mount('cache1');
     await mutate(merged);
+    // A socket left in the container: the layer tar skips it, so the cached layer must not have it either.
+    const server = createServer();
+    await new Promise<void>((resolve) => server.listen(join(merged, 'etc/app.sock'), resolve));
     const events: EngineEvent[] = [];
     const result = await engine.commit('cache1', 'example.com/cached:1', {
       observer: { log: console, emit: (e) => events.push(e) },
@@ -175,6 +179,9 @@ describe('commit, end to end', () => {
     expect(record.layers.at(-1)!.dir).toBe(diff);
     const root = await engine.mount('cache2');
     const tree = await snapshotTree(root);
+    expect(existsSync(join(merged, 'etc/app.sock'))).toBe(true);
+    expect(existsSync(join(root, 'etc/app.sock'))).toBe(false);
+    await new Promise<void>((resolve) => server.close(() => resolve())); // closing removes the socket file
     expect(diffTrees(tree, await snapshotTree(merged))).toEqual([]);
     expect(diffTrees(tree, await umociTree('example.com/cached:1'))).toEqual([]);
   });

@@ -23,8 +23,8 @@ export interface CommittedLayer {
 /**
  * Makes `<store>/strata/layers/<chainID>/diff` a copy of `upper` (`cp -a`: owners, modes, times, xattrs, device
  * nodes and hardlinks kept), minus overlayfs' own bookkeeping attributes (`origin`, `impure`, … — everything
- * `*.overlay.*` but the opaque marker), which a tar of the layer would not carry either. An entry already there
- * (same chain ID) is kept. Needs root, as the overlay driver does.
+ * `*.overlay.*` but the opaque marker) and sockets, which a tar of the layer does not carry either. An entry
+ * already there (same chain ID) is kept. Needs root, as the overlay driver does.
  */
 export async function cacheCommittedLayer(
   store: ContentStore,
@@ -38,7 +38,10 @@ export async function cacheCommittedLayer(
     digestHex(layer.chainId),
     async (tmp) => {
       const diff = join(tmp, 'diff');
-      await run('cp', ['-a', '--reflink=auto', '--', upper, diff], { what: `caching layer ${layer.digest}` });
+      const what = `caching layer ${layer.digest}`;
+      await run('cp', ['-a', '--reflink=auto', '--', upper, diff], { what });
+      // The layer writer skips sockets (a tar cannot hold them): the cached tree must not have them either.
+      await run('find', [diff, '-type', 's', '-delete'], { what });
       await dropOverlayBookkeeping(diff, options.signal);
     },
     {
