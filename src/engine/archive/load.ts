@@ -640,7 +640,7 @@ class ArchiveBuilder {
       });
       const cfgFile = this.file(e.Config, `${what} Config`);
       const layerFiles = (e.Layers as string[]).map((l, j) => this.file(l, `${what} Layers[${j}]`));
-      if (covered.has([cfgFile.digest, ...layerFiles.map((f) => f.digest)].join(','))) continue;
+      if (covered.has(manifestKey(cfgFile.digest, layerFiles))) continue;
       const cfgBytes = await this.store.readBlob(cfgFile.digest, MAX_CONFIG_BYTES);
       const config = parseImageConfig(cfgBytes, `archive: ${what}: config ${cfgFile.name}`);
       const diffIds = config.rootfs.diff_ids;
@@ -900,7 +900,7 @@ class ArchiveBuilder {
   }
 }
 
-function manifestKey(config: Digest, layers: readonly Descriptor[]): string {
+function manifestKey(config: Digest, layers: ReadonlyArray<{ readonly digest: Digest }>): string {
   return [config, ...layers.map((l) => l.digest)].join(',');
 }
 
