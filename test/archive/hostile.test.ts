@@ -3,6 +3,7 @@ import { writeFile, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { StrataError, type StrataErrorCode } from '../../src/engine/errors.js';
+import { runCli } from '../support/cli.js';
 import { digestOf } from '../../src/engine/oci/digest.js';
 import { MediaType } from '../../src/engine/oci/media-types.js';
 import {
@@ -227,5 +228,17 @@ describe('a gzip-compressed archive that expands without end', () => {
     expect(await store.listRefs()).toEqual([]);
     // The same archive under the default cap loads.
     await expect(loadFrom(await freshStore(), file)).resolves.toMatchObject({ images: [expect.anything()] });
+  });
+});
+
+describe('CLI', () => {
+  it('load -i of a root filesystem tar fails saying it is no image archive and suggesting import', async () => {
+    const file = await buildTar([{ name: 'etc/hostname', data: 'box\n' }]);
+    const store = await freshStore();
+    const run = await runCli(['--store', store.root, 'load', '-i', file]);
+    expect(run.code).not.toBe(0);
+    expect(run.stderr).toMatch(/not an image archive/);
+    expect(run.stderr).toMatch(/strata import/);
+    expect(await store.listRefs()).toEqual([]);
   });
 });
