@@ -288,7 +288,7 @@ export class Engine {
     const { lease, ...rest } = options;
     const name = formatReference(ref);
     return this.leased(`import ${name}`, { ...(lease ? { lease } : {}) }, (store) =>
-      importTarball(store, tarball, name, rest),
+      importTarball(store, tarball, name, { observer: this.observer, ...rest }),
     );
   }
 
@@ -308,7 +308,7 @@ export class Engine {
     const { lease, ...rest } = options;
     const name = formatReference(ref);
     return this.leased(`import ${name}`, { ...(lease ? { lease } : {}) }, (store) =>
-      importDirectory(store, dir, name, rest),
+      importDirectory(store, dir, name, { observer: this.observer, ...rest }),
     );
   }
 
@@ -332,7 +332,7 @@ export class Engine {
     const { lease, ...rest } = options;
     const name = formatReference(ref);
     return this.leased(`commit ${name}`, { ...(lease ? { lease } : {}), ...leaseSignal(rest) }, (store) =>
-      commitContainer(store, record, name, rest),
+      commitContainer(store, record, name, { observer: this.observer, ...rest }),
     );
   }
 
@@ -357,7 +357,7 @@ export class Engine {
   /** `save REF…`: writes local images as one docker-archive (default) or OCI layout tar to `out`. */
   async save(references: readonly string[], out: Writable, options: SaveOptions = {}): Promise<SaveResult> {
     const { saveArchive } = await import('./archive/save.js');
-    return saveArchive(this.store, references, out, options);
+    return saveArchive(this.store, references, out, { observer: this.observer, ...options });
   }
 
   /** `load`: reads a docker-archive, OCI layout or legacy docker tar into the store and tags its images. */
@@ -367,7 +367,7 @@ export class Engine {
     const cap = this.maxUncompressedBytes;
     const limits = { ...(cap !== undefined ? { archiveBytes: cap } : {}), ...rest.limits };
     return this.leased('load', { ...(lease ? { lease } : {}), ...leaseSignal(rest) }, (store) =>
-      loadArchive(store, input, { ...rest, limits }),
+      loadArchive(store, input, { observer: this.observer, ...rest, limits }),
     );
   }
 

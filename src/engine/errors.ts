@@ -34,6 +34,8 @@ export type StrataErrorCode =
   | 'PERMISSION_DENIED'
   /** A lock (store index, ingest, lease table) was not free within its timeout; retryable. */
   | 'LOCK_TIMEOUT'
+  /** `load` was given a tar that is no image archive (no manifest.json, index.json or repositories): `import` it. */
+  | 'NOT_AN_IMAGE_ARCHIVE'
   | 'ABORTED'
   /** A bug: anything a caller can act on has its own code. */
   | 'INTERNAL';

@@ -80,6 +80,17 @@ export type EngineEvent =
       readonly done: boolean;
       /** Entries the tar will hold, when known: the total `entries` counts towards. */
       readonly total?: number;
+    }
+  | {
+      /** Progress of an archive verb: `load` (archive bytes read), `save` (written), `import` (tar bytes read). */
+      readonly type: 'archive-progress';
+      readonly operation: 'load' | 'save' | 'import';
+      /** Tar entries seen (load, import) or written (save) so far. */
+      readonly entries: number;
+      readonly bytes: number;
+      /** Total bytes when known in advance (save). */
+      readonly total?: number;
+      readonly done: boolean;
     };
 
 /** Receives engine events; may throw (the emitter swallows it). */

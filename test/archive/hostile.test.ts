@@ -3,6 +3,7 @@ import { writeFile, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { StrataError, type StrataErrorCode } from '../../src/engine/errors.js';
+import { runCli } from '../support/cli.js';
 import { digestOf } from '../../src/engine/oci/digest.js';
 import { MediaType } from '../../src/engine/oci/media-types.js';
 import {
@@ -186,11 +187,24 @@ describe('hostile archives are refused clearly and tag nothing', () => {
     const junk = join(await scratch(), 'junk.tar');
     await writeFile(junk, randomBytes(4096));
     await expectRefused(junk, 'INVALID_ARGUMENT', /not a readable tar archive/);
-    await expectRefused(
-      await buildTar([{ name: 'hello.txt', data: 'hi' }]),
-      'INVALID_ARGUMENT',
-      /not an image archive/,
-    );
+  });
+
+  it('a plain filesystem tar: NOT_AN_IMAGE_ARCHIVE naming the file and suggesting import, nothing kept', async () => {
+    const file = await buildTar([
+      { name: 'etc/', dir: true },
+      { name: 'etc/hostname', data: 'box\n' },
+      { name: 'bin/sh', data: Buffer.alloc(3000, 1) },
+    ]);
+    const store = await freshStore();
+    const err = await loadFrom(store, file, { source: file }).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(StrataError);
+    expect((err as StrataError).code).toBe('NOT_AN_IMAGE_ARCHIVE');
+    expect((err as StrataError).message).toContain(file);
+    expect((err as StrataError).message).toContain(`strata import ${file}`);
+    expect(await store.listRefs()).toEqual([]);
+    const blobs: unknown[] = [];
+    for await (const b of store.listBlobs()) blobs.push(b);
+    expect(blobs).toEqual([]); // the members it stored on the way are deleted again
   });
 });
 
@@ -214,5 +228,17 @@ describe('a gzip-compressed archive that expands without end', () => {
     expect(await store.listRefs()).toEqual([]);
     // The same archive under the default cap loads.
     await expect(loadFrom(await freshStore(), file)).resolves.toMatchObject({ images: [expect.anything()] });
+  });
+});
+
+describe('CLI', () => {
+  it('load -i of a root filesystem tar fails saying it is no image archive and suggesting import', async () => {
+    const file = await buildTar([{ name: 'etc/hostname', data: 'box\n' }]);
+    const store = await freshStore();
+    const run = await runCli(['--store', store.root, 'load', '-i', file]);
+    expect(run.code).not.toBe(0);
+    expect(run.stderr).toMatch(/not an image archive/);
+    expect(run.stderr).toMatch(/strata import/);
+    expect(await store.listRefs()).toEqual([]);
   });
 });

@@ -9,6 +9,12 @@ import { getContainer } from '../../src/engine/container/containers.js';
 import type { RegistryApi } from '../../src/engine/registry/types.js';
 import { FsStore } from '../../src/engine/store/fs-store.js';
 import { tempDir } from '../support/images.js';
+import { existsSync } from 'node:fs';
+import { createServer } from 'node:net';
+import { createContainer } from '../../src/engine/container/containers.js';
+import { findLocalRef, loadLocalImage } from '../../src/engine/image/local.js';
+import type { EngineEvent } from '../../src/engine/observe.js';
+import { chainIds, layerDiffDir } from '../../src/engine/union/layer-cache.js';
 import { requirePeer } from '../support/peers.js';
 import { requireRootAndOverlay, unmountAllUnder } from '../support/root.js';
 import { diffTrees, readTarEntries, snapshotTree } from './helpers.js';
@@ -125,6 +131,67 @@ describe('commit, end to end', () => {
     expect(diffTrees(await snapshotTree(merged), await umociTree('example.com/x:3'))).toEqual([]);
     expect((await engine.inspect('example.com/x:3')).RootFS.Layers).toHaveLength(3);
     expect(result.changes.delete).toBe(2);
+  });
+
+  it('overlay commit caches its layer: create of the new image unpacks nothing, and its root is right', async () => {
+    await engine.create('example.com/base:1', { name: 'cache1', driver: 'overlay' });
+    const merged = await engine.mount('cache1');
+    await mutate(merged);
+    // A socket left in the container: the layer tar skips it, so the cached layer must not have it either.
+    const server = createServer();
+    await new Promise<void>((resolve) => server.listen(join(merged, 'etc/app.sock'), resolve));
+    const events: EngineEvent[] = [];
+    const result = await engine.commit('cache1', 'example.com/cached:1', {
+      observer: { log: console, emit: (e) => events.push(e) },
+    });
+    expect(events.filter((e) => e.type === 'commit-progress').at(-1)).toMatchObject({
+      done: true,
+      bytes: result.layer!.size,
+    });
+    const image = await loadLocalImage(store, await findLocalRef(store, 'example.com/cached:1'));
+    const chain = chainIds(image.config.rootfs.diff_ids).at(-1)!;
+    const diff = layerDiffDir(store.root, chain);
+    expect(existsSync(join(diff, '..', 'done'))).toBe(true);
+    // overlayfs' own bookkeeping (origin, impure…) is not carried into the cached layer; the opaque marker is.
+    const attrs = execFileSync(
+      'getfattr',
+      ['-R', '-h', '-d', '-m', '^trusted\\.overlay\\.', '--absolute-names', diff],
+      {
+        encoding: 'utf8',
+      },
+    );
+    expect(attrs.match(/^trusted\.overlay\.[a-z]+/gm) ?? []).toEqual(['trusted.overlay.opaque']);
+
+    let opened = 0;
+    const counting = new Proxy(store, {
+      get(target, prop) {
+        if (prop === 'openBlob')
+          return (...args: Parameters<FsStore['openBlob']>) => {
+            opened++;
+            return target.openBlob(...args);
+          };
+        const value: unknown = Reflect.get(target, prop, target);
+        return typeof value === 'function' ? (value as (...a: unknown[]) => unknown).bind(target) : value;
+      },
+    });
+    const record = await createContainer(counting, image, { name: 'cache2', driver: 'overlay' });
+    expect(opened).toBe(0); // no layer blob was read: nothing unpacked
+    expect(record.layers.at(-1)!.dir).toBe(diff);
+    const root = await engine.mount('cache2');
+    const tree = await snapshotTree(root);
+    expect(existsSync(join(merged, 'etc/app.sock'))).toBe(true);
+    expect(existsSync(join(root, 'etc/app.sock'))).toBe(false);
+    await new Promise<void>((resolve) => server.close(() => resolve())); // closing removes the socket file
+    expect(diffTrees(tree, await snapshotTree(merged))).toEqual([]);
+    expect(diffTrees(tree, await umociTree('example.com/cached:1'))).toEqual([]);
+  });
+
+  it('cacheLayer: false leaves the layer to be unpacked by create', async () => {
+    await engine.create('example.com/base:1', { name: 'nocache', driver: 'overlay' });
+    await writeFile(join(await engine.mount('nocache'), 'etc/only-here'), 'x');
+    await engine.commit('nocache', 'example.com/nocache:1', { cacheLayer: false });
+    const image = await loadLocalImage(store, await findLocalRef(store, 'example.com/nocache:1'));
+    expect(existsSync(layerDiffDir(store.root, chainIds(image.config.rootfs.diff_ids).at(-1)!))).toBe(false);
   });
 
   it('vfs: the rootfs diff (per-entry whiteouts, no opaque marker) gives the same image content', async () => {

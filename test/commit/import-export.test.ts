@@ -1,4 +1,5 @@
 import { execFileSync } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
 import { createWriteStream } from 'node:fs';
 import { chmod, chown, link, mkdir, rm, symlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -115,5 +116,17 @@ describe('import DIR → export', () => {
     const exp = await runCli(['export', 'cli1', '-o', out], env);
     expect(exp.code, exp.stderr).toBe(0);
     expect(execFileSync('tar', ['-tf', out], { encoding: 'utf8' })).toMatch(/etc\/motd/);
+  });
+
+  it('CLI: import of random bytes fails with the entry check, tags nothing', async () => {
+    const dir = await tempDir('strata-import-junk-');
+    const env = { STRATA_STORE: join(dir, 'store') };
+    const junk = join(dir, 'junk.tar');
+    await writeFile(junk, randomBytes(10_000));
+    const run = await runCli(['import', junk, 'example.com/junk:1'], env);
+    expect(run.code).not.toBe(0);
+    expect(run.stderr).toMatch(/layer .*checksum/);
+    expect(await (await FsStore.open(join(dir, 'store'))).listRefs()).toEqual([]);
+    await rm(dir, { recursive: true, force: true });
   });
 });

@@ -1,14 +1,14 @@
 import { PassThrough, Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { TerminalError } from '../errors.js';
-import { digestOf, DigestingStream } from '../oci/digest.js';
+import { DigestingStream } from '../oci/digest.js';
 import { MediaType } from '../oci/media-types.js';
 import { hostPlatform, type Platform } from '../oci/platform.js';
-import { parseManifest, type ImageConfig, type ImageManifest } from '../oci/types.js';
 import type { ContentStore } from '../store/types.js';
-import { descriptorOf } from '../image/store-endpoint.js';
-import { peekStream } from './tar.js';
-import { applyConfigChanges } from '../commit/changes-parser.js';
+import { appendLayer, emptyImage, withConfigChanges, withCreated } from '../image/mutate.js';
+import { writeImage } from '../image/mutate-store.js';
+import { silentObserver, type Observer } from '../observe.js';
+import { LayerCheckStream } from './layer-check.js';
 
 /** Options of {@link importTarball}. */
 export interface ImportOptions {
@@ -20,6 +20,10 @@ export interface ImportOptions {
   readonly now?: () => Date;
   /** Dockerfile-style config changes (`docker import -c`): CMD, ENTRYPOINT, ENV, … (see engine/commit). */
   readonly changes?: readonly string[];
+  /** Names the input in errors (`import FILE`: the file); default `the tarball`. */
+  readonly source?: string;
+  /** Receives `archive-progress` events (operation `import`); default silent. */
+  readonly observer?: Observer;
 }
 
 /** Result of an import: the new image's manifest digest and its single layer. */
@@ -39,17 +43,32 @@ export async function importTarball(
   refName: string,
   options: ImportOptions = {},
 ): Promise<ImportResult> {
-  const runtimeConfig = applyConfigChanges({}, options.changes ?? []); // invalid -c fails before any work
+  const created = (options.now?.() ?? new Date()).toISOString();
+  // Invalid -c changes fail before any work.
+  const base = withConfigChanges(emptyImage(options.platform ?? hostPlatform()), options.changes ?? []);
   const { createGunzip, createGzip } = await import('node:zlib'); // loaded only by the verbs that compress
-  const head = await peekStream(source, 2);
-  const gz = head.length === 2 && head[0] === 0x1f && head[1] === 0x8b;
+  const { head, stream } = await firstBytes(source);
+  if (head.length === 0)
+    throw new TerminalError(
+      'INVALID_ARGUMENT',
+      `import ${refName}: ${options.source ?? 'the tarball'} is empty`,
+    );
+  const gz = head.length >= 2 && head[0] === 0x1f && head[1] === 0x8b;
+  const observer = options.observer ?? silentObserver;
+  // Every entry is checked as it streams past, with the rules unpack applies: a tarball unpack would refuse
+  // (random bytes, escaping names, links to nowhere) fails here, before anything is tagged.
+  const check = new LayerCheckStream({
+    layerName: options.source ?? 'the tarball',
+    onProgress: (entries, bytes, done) =>
+      observer.emit({ type: 'archive-progress', operation: 'import', entries, bytes, done }),
+  });
   const diff = new DigestingStream(undefined, 'sha256');
   const gzip = createGzip({ level: 6 });
-  const stages: NodeJS.ReadWriteStream[] = gz ? [createGunzip(), diff, gzip] : [diff, gzip];
+  const stages: NodeJS.ReadWriteStream[] = gz ? [createGunzip(), check, diff, gzip] : [check, diff, gzip];
   const compressed = new PassThrough({ highWaterMark: 1 << 20 });
   // pipeline's array form keeps the optional gunzip stage simple; its typings only know fixed arities.
   const piping = pipeline(
-    [source, ...stages, compressed] as unknown as [Readable, PassThrough],
+    [stream, ...stages, compressed] as unknown as [Readable, PassThrough],
     options.signal ? { signal: options.signal } : {},
   );
   const [ingested] = await Promise.all([
@@ -60,36 +79,49 @@ export async function importTarball(
     ),
     piping,
   ]);
-  if (diff.bytes === 0)
-    throw new TerminalError('INVALID_ARGUMENT', `import ${refName}: the tarball is empty`);
-  const created = (options.now?.() ?? new Date()).toISOString();
-  const platform = options.platform ?? hostPlatform();
-  const config: ImageConfig = {
+  const image = withCreated(
+    appendLayer(base, {
+      layer: {
+        mediaType: MediaType.OciLayerGzip,
+        digest: ingested.digest,
+        size: ingested.size,
+        diffId: diff.digest,
+      },
+      history: {
+        created,
+        created_by: 'strata import',
+        ...(options.message ? { comment: options.message } : {}),
+      },
+    }),
     created,
-    architecture: platform.architecture,
-    os: platform.os,
-    ...(platform.variant ? { variant: platform.variant } : {}),
-    config: runtimeConfig,
-    rootfs: { type: 'layers', diff_ids: [diff.digest] },
-    history: [
-      { created, created_by: 'strata import', ...(options.message ? { comment: options.message } : {}) },
-    ],
-  };
-  const configBytes = Buffer.from(JSON.stringify(config));
-  const cfg = await store.putBytes(configBytes);
-  const manifest: ImageManifest = {
-    schemaVersion: 2,
-    mediaType: MediaType.OciManifest,
-    config: { mediaType: MediaType.OciConfig, digest: cfg.digest, size: cfg.size },
-    layers: [{ mediaType: MediaType.OciLayerGzip, digest: ingested.digest, size: ingested.size }],
-  };
-  const bytes = Buffer.from(JSON.stringify(manifest));
-  const doc = parseManifest(bytes, digestOf(bytes), MediaType.OciManifest, refName);
-  await store.putBytes(bytes, { digest: doc.digest });
-  await store.setRef(refName, descriptorOf(doc));
+  );
+  const written = await writeImage(store, image, {
+    ...(options.signal ? { signal: options.signal } : {}),
+    what: refName,
+  });
+  await store.setRef(refName, written.manifest.descriptor);
   return {
     reference: refName,
-    digest: doc.digest,
+    digest: written.manifest.descriptor.digest,
     layer: { digest: ingested.digest, diffId: diff.digest, size: ingested.size },
   };
+}
+
+/**
+ * The first chunk of `source` and a byte stream of all of it. Reading through the iterator (not `unshift`)
+ * works for every Readable, object mode included (`Readable.from([buffer])`).
+ */
+async function firstBytes(source: Readable): Promise<{ head: Buffer; stream: Readable }> {
+  const it = (source as AsyncIterable<Buffer | string>)[Symbol.asyncIterator]();
+  const first = await it.next();
+  const head = first.done ? Buffer.alloc(0) : Buffer.from(first.value);
+  async function* all(): AsyncGenerator<Buffer> {
+    try {
+      if (head.length > 0) yield head;
+      for (let r = await it.next(); !r.done; r = await it.next()) yield Buffer.from(r.value);
+    } finally {
+      await it.return?.();
+    }
+  }
+  return { head, stream: Readable.from(all(), { objectMode: false, highWaterMark: 1 << 20 }) };
 }

@@ -16,10 +16,12 @@ import {
   type Descriptor,
   type HistoryEntry,
   type ImageConfig,
-  type ImageManifest,
   type ManifestDocument,
 } from '../oci/types.js';
 import type { ContentStore } from '../store/types.js';
+import { imageOf, renderImage } from '../image/mutate.js';
+import { writeImage } from '../image/mutate-store.js';
+import { silentObserver, type Observer } from '../observe.js';
 import { ANNOTATION_IMAGE_NAME, ANNOTATION_REF_NAME, blobMember } from './save.js';
 import {
   linkTarget,
@@ -60,6 +62,10 @@ export interface LoadOptions {
   readonly signal?: AbortSignal;
   readonly onEvent?: ProgressListener;
   readonly limits?: LoadLimits;
+  /** Names the input in messages (`load -i FILE`: the file); default `the archive`. */
+  readonly source?: string;
+  /** Receives `archive-progress` events (operation `load`); default silent. */
+  readonly observer?: Observer;
 }
 
 /** One image a load produced. */
@@ -77,7 +83,13 @@ export interface LoadedImage {
 export interface LoadResult {
   readonly format: ArchiveKind;
   readonly images: readonly LoadedImage[];
-  readonly blobs: { readonly written: number; readonly existed: number; readonly bytes: number };
+  readonly blobs: {
+    readonly written: number;
+    readonly existed: number;
+    readonly bytes: number;
+    /** Members stored while reading that no loaded image refers to, deleted again. */
+    readonly discarded: number;
+  };
   /** Things the caller should know (untagged images, platforms of an index not in the archive…). */
   readonly notes: readonly string[];
 }
@@ -132,13 +144,36 @@ export async function loadArchive(
   options: LoadOptions = {},
 ): Promise<LoadResult> {
   const members = await readMembers(store, input, options);
-  return new ArchiveBuilder(store, members.members, options, members.stats).build();
+  const builder = new ArchiveBuilder(store, members.members, options, members.stats);
+  let result: LoadResult;
+  try {
+    result = await builder.build();
+  } catch (err) {
+    // Nothing was tagged: what this load stored is nobody's (a blob that was there before is never touched).
+    await discardBlobs(store, members.stats.stored, new Set()).catch(() => undefined);
+    throw err;
+  }
+  const discarded = await discardBlobs(store, members.stats.stored, await builder.referenced());
+  return { ...result, blobs: { ...result.blobs, discarded } };
+}
+
+/** Deletes the blobs of `stored` not in `keep`; answers how many went. */
+async function discardBlobs(
+  store: ContentStore,
+  stored: ReadonlySet<Digest>,
+  keep: ReadonlySet<Digest>,
+): Promise<number> {
+  let n = 0;
+  for (const d of stored) if (!keep.has(d) && (await store.deleteBlob(d))) n++;
+  return n;
 }
 
 interface ReadStats {
   written: number;
   existed: number;
   bytes: number;
+  /** Blobs this load wrote (not present before): the only ones it may delete again. */
+  stored: Set<Digest>;
 }
 
 /** The first pass: reads every tar entry, ingesting files and keeping metadata. */
@@ -188,12 +223,28 @@ async function readMembers(
 
   // Failures of the tar (or of the bytes under it) mean the input is not a readable archive.
   let tarError: unknown;
-  const extract = readArchiveEntries(input as AsyncIterable<Buffer>, (err) => (tarError ??= err));
+  const observer = options.observer ?? silentObserver;
+  let read = 0;
+  let reported = 0;
+  let entries = 0;
+  const progress = (done: boolean): void =>
+    observer.emit({ type: 'archive-progress', operation: 'load', entries, bytes: read, done });
+  // Count the archive's bytes as the reader pulls them (no extra buffering: one chunk at a time).
+  async function* counted(source: AsyncIterable<Buffer>): AsyncGenerator<Buffer> {
+    for await (const chunk of source) {
+      read += chunk.length;
+      if (read - reported >= 4 << 20) {
+        reported = read;
+        progress(false);
+      }
+      yield chunk;
+    }
+  }
+  const extract = readArchiveEntries(counted(input as AsyncIterable<Buffer>), (err) => (tarError ??= err));
 
   const members = new Map<string, Member>();
-  const stats: ReadStats = { written: 0, existed: 0, bytes: 0 };
+  const stats: ReadStats = { written: 0, existed: 0, bytes: 0, stored: new Set() };
   let metadataTotal = 0;
-  let entries = 0;
   const add = (name: string, m: Member): void => {
     if (members.has(name))
       throw new TerminalError('MANIFEST_INVALID', `archive member ${JSON.stringify(name)} appears twice`, {
@@ -265,7 +316,10 @@ async function readMembers(
         );
         await drain(it); // the store may have found the blob present and left the rest unread
         if (result.existed) stats.existed++;
-        else stats.written++;
+        else {
+          stats.written++;
+          stats.stored.add(result.digest);
+        }
         stats.bytes += result.size;
         add(name, { kind: 'blob', digest: result.digest, size: result.size });
         emit({
@@ -296,6 +350,7 @@ async function readMembers(
     );
   }
   if (entries === 0) throw new TerminalError('INVALID_ARGUMENT', 'load: the archive has no entries');
+  progress(true);
   return { members, stats };
 }
 
@@ -336,6 +391,8 @@ interface BuiltImage {
   readonly configDigest?: Digest;
   /** Where it came from, for messages. */
   readonly what: string;
+  /** Config+layers keys of the image manifests it holds (see manifestKey). */
+  readonly manifestKeys: readonly string[];
 }
 
 /** The second pass: turns the members into images and sets their refs once all are sound. */
@@ -343,6 +400,7 @@ class ArchiveBuilder {
   private readonly archived = new Set<Digest>();
   private readonly diffIds = new Map<Digest, Promise<Digest>>();
   private readonly notes: string[] = [];
+  private built: BuiltImage[] = [];
 
   constructor(
     private readonly store: ContentStore,
@@ -366,21 +424,31 @@ class ArchiveBuilder {
           `archive: oci-layout: unsupported imageLayoutVersion ${JSON.stringify(v)}`,
         );
     }
-    if (this.doc('manifest.json')) {
+    if (this.doc('index.json')) {
+      // index.json first, as podman and containerd read it: it keeps a multi-platform index whole, where
+      // manifest.json (one platform per entry, as `ctr export --all-platforms` also writes it) would drop it.
+      format = this.doc('manifest.json') ? 'docker-archive' : 'oci-layout';
+      images = await this.ociImages().catch((err: unknown) => {
+        if (!this.doc('manifest.json') || !(err instanceof TerminalError)) throw err;
+        this.notes.push(`index.json ignored (${err.message}); loaded by manifest.json`);
+        return [];
+      });
+      if (this.doc('manifest.json')) images.push(...(await this.dockerImages(this.coveredBy(images))));
+    } else if (this.doc('manifest.json')) {
       format = 'docker-archive';
-      images = await this.dockerImages();
-    } else if (this.doc('index.json')) {
-      format = 'oci-layout';
-      images = await this.ociImages();
+      images = await this.dockerImages(new Set());
     } else if (this.doc('repositories')) {
       format = 'docker-legacy';
       images = await this.legacyImages();
     } else {
+      const source = this.options.source ?? 'the archive';
       throw new TerminalError(
-        'INVALID_ARGUMENT',
-        'load: not an image archive: it has no manifest.json, index.json or repositories',
+        'NOT_AN_IMAGE_ARCHIVE',
+        `load: ${source} is not an image archive (it has no manifest.json, index.json or repositories); to make an image of a root filesystem tarball, use: strata import ${this.options.source ?? 'FILE'} REPO[:TAG]`,
+        { detail: { source } },
       );
     }
+    this.built = images;
     throwIfAborted(this.options.signal);
     const named = this.applyDefaultName(images);
     // Everything checked: write the documents, then set every ref.
@@ -416,7 +484,30 @@ class ArchiveBuilder {
         ...(img.configDigest ? { configDigest: img.configDigest } : {}),
       });
     }
-    return { format, images: loaded, blobs: { ...this.stats }, notes: this.notes };
+    const { written, existed, bytes } = this.stats;
+    return { format, images: loaded, blobs: { written, existed, bytes, discarded: 0 }, notes: this.notes };
+  }
+
+  /** Every digest the images built reach (documents, configs, layers): what the load keeps. */
+  async referenced(): Promise<Set<Digest>> {
+    const out = new Set<Digest>();
+    const visit = async (doc: ManifestDocument): Promise<void> => {
+      out.add(doc.digest);
+      if (doc.kind === 'manifest') {
+        for (const b of [doc.manifest.config, ...doc.manifest.layers]) out.add(b.digest);
+        return;
+      }
+      for (const c of doc.index.manifests)
+        if (!out.has(c.digest) && (await this.store.has(c.digest)))
+          await visit(await this.readDocument(c, 'index'));
+    };
+    for (const img of this.built) await visit(img.doc);
+    return out;
+  }
+
+  /** The config+layers keys of every image manifest the given images reach (a docker entry among them is known). */
+  private coveredBy(images: readonly BuiltImage[]): Set<string> {
+    return new Set(images.flatMap((i) => i.manifestKeys));
   }
 
   /** `--name` names the one image the archive leaves unnamed. */
@@ -517,7 +608,8 @@ class ArchiveBuilder {
 
   // ---- docker-archive: manifest.json -------------------------------------------------------------------------
 
-  private async dockerImages(): Promise<BuiltImage[]> {
+  /** The entries of manifest.json, except those whose config and layers `covered` already holds. */
+  private async dockerImages(covered: ReadonlySet<string>): Promise<BuiltImage[]> {
     const list = parseJson(this.doc('manifest.json')!, 'manifest.json');
     if (!Array.isArray(list)) throw invalidArchive('manifest.json', 'not a JSON array');
     const known = await this.indexManifests();
@@ -538,6 +630,8 @@ class ArchiveBuilder {
         return ref;
       });
       const cfgFile = this.file(e.Config, `${what} Config`);
+      const layerFiles = (e.Layers as string[]).map((l, j) => this.file(l, `${what} Layers[${j}]`));
+      if (covered.has(manifestKey(cfgFile.digest, layerFiles))) continue;
       const cfgBytes = await this.store.readBlob(cfgFile.digest, MAX_CONFIG_BYTES);
       const config = parseImageConfig(cfgBytes, `archive: ${what}: config ${cfgFile.name}`);
       const diffIds = config.rootfs.diff_ids;
@@ -548,8 +642,7 @@ class ArchiveBuilder {
           `${layerNames.length} layers but the config lists ${diffIds.length} diff_ids`,
         );
       const layers: Descriptor[] = [];
-      for (const [j, layerName] of layerNames.entries()) {
-        const f = this.file(layerName, `${what} Layers[${j}]`);
+      for (const [j, f] of layerFiles.entries()) {
         const compression = await this.compressionOf(f.digest);
         const want = parseDigestIn(diffIds[j]!, `${what}: config rootfs.diff_ids[${j}]`);
         const got = await this.diffIdOf(f.digest, compression, `layer ${f.name}`);
@@ -564,16 +657,10 @@ class ArchiveBuilder {
       const key = manifestKey(cfgFile.digest, layers);
       let doc = known.get(key);
       if (!doc) {
-        const manifest: ImageManifest = {
-          schemaVersion: 2,
-          mediaType: MediaType.OciManifest,
-          config: { mediaType: MediaType.OciConfig, digest: cfgFile.digest, size: cfgFile.size },
-          layers,
-        };
-        const bytes = Buffer.from(JSON.stringify(manifest));
-        doc = parseManifest(bytes, digestOf(bytes), MediaType.OciManifest, what);
+        const m = renderImage(imageOf(config, layers, { rawConfig: cfgBytes })).manifest;
+        doc = parseManifest(m.bytes, m.descriptor.digest, m.descriptor.mediaType, what);
       }
-      images.push({ names, doc, configDigest: cfgFile.digest, what });
+      images.push({ names, doc, configDigest: cfgFile.digest, what, manifestKeys: [key] });
     }
     return images;
   }
@@ -617,12 +704,14 @@ class ArchiveBuilder {
         continue;
       }
       const names = this.ociNames(d, what);
-      const doc = await this.checkTree(d, what, 0);
+      const manifestKeys: string[] = [];
+      const doc = await this.checkTree(d, what, 0, manifestKeys);
       images.push({
         names,
         doc,
         ...(doc.kind === 'manifest' ? { configDigest: doc.manifest.config.digest } : {}),
         what,
+        manifestKeys,
       });
     }
     if (images.length === 0) throw invalidArchive('index.json', 'lists no images');
@@ -640,16 +729,32 @@ class ArchiveBuilder {
     const refName = d.annotations?.[ANNOTATION_REF_NAME];
     if (!refName) return [];
     if (/[/:@]/.test(refName)) return [this.parseName(refName, `${what}: ${ANNOTATION_REF_NAME}`)];
-    if (!this.options.name)
+    if (this.options.name) {
+      try {
+        return [withTag(this.defaultName(), refName)];
+      } catch (err) {
+        throw invalidArchive(
+          what,
+          `${ANNOTATION_REF_NAME} ${JSON.stringify(refName)} is not a valid tag`,
+          err,
+        );
+      }
+    }
+    // As podman (containers/podman#11553): a bare name is a repository on `localhost`, tagged latest.
+    let ref: ImageReference;
+    try {
+      ref = parseReference(`localhost/${refName}`);
+    } catch (err) {
       throw new TerminalError(
         'INVALID_ARGUMENT',
-        `load: ${what} is named only by the tag ${JSON.stringify(refName)} (${ANNOTATION_REF_NAME}); give --name REPOSITORY to load it as REPOSITORY:${refName}`,
+        `load: ${what} is named only ${JSON.stringify(refName)} (${ANNOTATION_REF_NAME}), which is no repository name; give --name REPOSITORY to load it as REPOSITORY:${refName}`,
+        { cause: err },
       );
-    try {
-      return [withTag(this.defaultName(), refName)];
-    } catch (err) {
-      throw invalidArchive(what, `${ANNOTATION_REF_NAME} ${JSON.stringify(refName)} is not a valid tag`, err);
     }
+    this.notes.push(
+      `${what}: ${ANNOTATION_REF_NAME} ${JSON.stringify(refName)} names no repository; loaded as ${formatReference(ref)} (as podman does; --name REPO loads it as REPO:${refName})`,
+    );
+    return [ref];
   }
 
   private async readDocument(d: Descriptor, what: string): Promise<ManifestDocument> {
@@ -668,7 +773,12 @@ class ArchiveBuilder {
   }
 
   /** Checks that an index entry's document and everything it needs are present; returns the document. */
-  private async checkTree(d: Descriptor, what: string, depth: number): Promise<ManifestDocument> {
+  private async checkTree(
+    d: Descriptor,
+    what: string,
+    depth: number,
+    keys: string[],
+  ): Promise<ManifestDocument> {
     if (depth > MAX_INDEX_DEPTH) throw invalidArchive(what, 'indexes nested too deep');
     if (!(await this.available(d.digest))) throw missingMember(blobMember(d.digest), what);
     const doc = await this.readDocument(d, what);
@@ -679,6 +789,7 @@ class ArchiveBuilder {
         if (j > 0 && isNonDistributable(b.mediaType)) continue;
         throw missingMember(blobMember(b.digest), `${what} (${j === 0 ? 'config' : `layer ${j - 1}`})`);
       }
+      keys.push(manifestKey(m.config.digest, m.layers));
       return doc;
     }
     let present = 0;
@@ -689,7 +800,7 @@ class ArchiveBuilder {
         this.notes.push(`${what}: platform ${label} is not in the archive`);
         continue;
       }
-      await this.checkTree(c, `${what} manifests[${j}] (${label})`, depth + 1);
+      await this.checkTree(c, `${what} manifests[${j}] (${label})`, depth + 1, keys);
       present++;
     }
     if (present === 0)
@@ -766,25 +877,21 @@ class ArchiveBuilder {
       rootfs: { type: 'layers', diff_ids: diffIds },
       history,
     } as unknown as ImageConfig;
-    const cfgBytes = Buffer.from(JSON.stringify(config));
-    const cfg = await this.store.putBytes(cfgBytes, { what: `config rebuilt from ${topId}/json` });
-    const manifest: ImageManifest = {
-      schemaVersion: 2,
-      mediaType: MediaType.OciManifest,
-      config: { mediaType: MediaType.OciConfig, digest: cfg.digest, size: cfg.size },
-      layers,
-    };
-    const bytes = Buffer.from(JSON.stringify(manifest));
+    const written = await writeImage(this.store, imageOf(config, layers), {
+      ...(this.options.signal ? { signal: this.options.signal } : {}),
+      what: `image rebuilt from ${topId}/json`,
+    });
     return {
       names: [],
-      doc: parseManifest(bytes, digestOf(bytes), MediaType.OciManifest, what),
-      configDigest: cfg.digest,
+      doc: written.doc,
+      configDigest: written.config.descriptor.digest,
       what: `legacy image ${topId}`,
+      manifestKeys: [manifestKey(written.config.descriptor.digest, layers)],
     };
   }
 }
 
-function manifestKey(config: Digest, layers: readonly Descriptor[]): string {
+function manifestKey(config: Digest, layers: ReadonlyArray<{ readonly digest: Digest }>): string {
   return [config, ...layers.map((l) => l.digest)].join(',');
 }
 

@@ -6,10 +6,12 @@ import { findLocalRef, loadLocalImage } from '../image/local.js';
 import { readStoredManifest } from '../image/store-endpoint.js';
 import { formatPlatform, type Platform } from '../oci/platform.js';
 import { familiarName, formatReference, parseReference, type ImageReference } from '../oci/reference.js';
-import { MediaType } from '../oci/media-types.js';
-import type { Descriptor, ImageIndex } from '../oci/types.js';
+import { MediaType, stripParams } from '../oci/media-types.js';
+import type { Descriptor, ImageIndex, ImageManifest } from '../oci/types.js';
 import type { ContentStore, RefEntry } from '../store/types.js';
 import { TarWriter } from '../tar/writer.js';
+import { ociIndexOf, ociManifestOf } from '../image/mutate.js';
+import { silentObserver, type Observer } from '../observe.js';
 
 /** The two archive layouts `save` writes. */
 export type ArchiveFormat = 'docker' | 'oci';
@@ -27,6 +29,14 @@ export interface SaveOptions {
   readonly platform?: Platform;
   readonly signal?: AbortSignal;
   readonly onEvent?: ProgressListener;
+  /**
+   * OCI format: write Docker schema2 manifests and manifest lists as they are stored (digests kept) instead of
+   * converting them to OCI media types (default false: skopeo's and podman's `oci:` transport and umoci see
+   * only OCI-typed entries).
+   */
+  readonly keepMediaTypes?: boolean;
+  /** Receives `archive-progress` events (operation `save`); default silent. */
+  readonly observer?: Observer;
 }
 
 /** One image written into an archive. */
@@ -43,6 +53,8 @@ export interface SavedImage {
   readonly platform?: string;
   /** OCI format from an index: platforms of the index not present locally, hence not in the archive. */
   readonly missingPlatforms?: readonly string[];
+  /** OCI format: the stored (Docker media type) digest this image had before it was converted to OCI types. */
+  readonly convertedFrom?: Digest;
 }
 
 /** What {@link saveArchive} wrote. */
@@ -131,6 +143,8 @@ export async function saveArchive(
   const blobs = new Map<Digest, BlobPlan>();
   const images: SavedImage[] = [];
   const docs = new Map<string, Buffer>();
+  /** OCI format: documents converted from Docker media types, written as blobs beside the stored ones. */
+  const generated = new Map<Digest, Buffer>();
   const json = (v: unknown): Buffer => Buffer.from(JSON.stringify(v));
 
   const need = async (d: Descriptor, kind: BlobPlan['kind'], what: string): Promise<void> => {
@@ -228,12 +242,17 @@ export async function saveArchive(
       throwIfAborted(options.signal);
       const entry = await findLocalRef(store, input);
       const missing: string[] = [];
-      await collectOci(store, entry.descriptor, entry.name, need, missing, true);
+      const written = await collectOci(store, entry.descriptor, entry.name, {
+        need,
+        missing,
+        top: true,
+        ...(options.keepMediaTypes ? {} : { generated }),
+      });
       const tag = tagOf(input, entry);
       const top: Descriptor = {
-        mediaType: entry.descriptor.mediaType,
-        digest: entry.descriptor.digest,
-        size: entry.descriptor.size,
+        mediaType: written.mediaType,
+        digest: written.digest,
+        size: written.size,
         ...(tag
           ? {
               annotations: { [ANNOTATION_IMAGE_NAME]: formatReference(tag), [ANNOTATION_REF_NAME]: tag.tag! },
@@ -244,9 +263,10 @@ export async function saveArchive(
       images.push({
         input,
         name: entry.name,
-        digest: entry.descriptor.digest,
+        digest: written.digest,
         tags: tag ? [familiarName(tag)] : [],
         ...(missing.length ? { missingPlatforms: missing } : {}),
+        ...(written.digest !== entry.descriptor.digest ? { convertedFrom: entry.descriptor.digest } : {}),
       });
     }
     docs.set('index.json', json(ociIndex(indexEntries)));
@@ -255,26 +275,46 @@ export async function saveArchive(
 
   const writer = new TarWriter(out, options.signal);
   const emit = options.onEvent ?? (() => undefined);
+  const observer = options.observer ?? silentObserver;
+  for (const [digest, bytes] of generated)
+    if (!blobs.has(digest)) blobs.set(digest, { digest, size: bytes.length, kind: 'config' });
   const sorted = [...blobs.values()].sort((a, b) => blobMember(a.digest).localeCompare(blobMember(b.digest)));
+  const total = sorted.reduce((n, b) => n + b.size, 0);
   let blobBytes = 0;
+  let entries = 0;
+  const progress = (bytes: number, done: boolean): void =>
+    observer.emit({ type: 'archive-progress', operation: 'save', entries, bytes, total, done });
   try {
     await writer.directory('blobs');
     for (const alg of [...new Set(sorted.map((b) => digestAlgorithm(b.digest)))].sort())
       await writer.directory(`blobs/${alg}`);
     for (const b of sorted) {
+      entries++;
+      const made = generated.get(b.digest);
+      if (made) {
+        await writer.file(blobMember(b.digest), made);
+        blobBytes += b.size;
+        continue;
+      }
       emit({ type: 'blob-start', digest: b.digest, size: b.size, kind: b.kind });
       await writer.stream(
         blobMember(b.digest),
         b.size,
-        verifiedBlob(store, b, (bytes) =>
-          emit({ type: 'blob-progress', digest: b.digest, bytes, size: b.size }),
-        ),
+        verifiedBlob(store, b, (bytes) => {
+          emit({ type: 'blob-progress', digest: b.digest, bytes, size: b.size });
+          progress(blobBytes + bytes, false);
+        }),
       );
       blobBytes += b.size;
+      progress(blobBytes, false);
       emit({ type: 'blob-done', digest: b.digest, size: b.size, outcome: 'copied' });
     }
-    for (const name of [...docs.keys()].sort()) await writer.file(name, docs.get(name)!);
+    for (const name of [...docs.keys()].sort()) {
+      entries++;
+      await writer.file(name, docs.get(name)!);
+    }
     await writer.finish();
+    progress(blobBytes, true);
   } catch (err) {
     writer.destroy(err);
     throw err;
@@ -286,41 +326,64 @@ function ociIndex(manifests: readonly Descriptor[]): ImageIndex {
   return { schemaVersion: 2, mediaType: MediaType.OciIndex, manifests };
 }
 
-/** Adds a stored document and everything under it present locally; records index children that are absent. */
+/** How {@link collectOci} records what it finds. */
+interface OciCollect {
+  readonly need: (d: Descriptor, kind: BlobPlan['kind'], what: string) => Promise<void>;
+  /** Labels of index children that are not present locally. */
+  readonly missing: string[];
+  readonly top: boolean;
+  /** Given: Docker-typed documents are converted to OCI types and their new bytes put here. */
+  readonly generated?: Map<Digest, Buffer>;
+}
+
+/**
+ * Adds a stored document and everything under it present locally; records index children that are absent.
+ * Answers the descriptor to write for it: the stored one, or (converting) that of its OCI-typed rewrite.
+ */
 async function collectOci(
   store: ContentStore,
   d: Descriptor,
   name: string,
-  need: (d: Descriptor, kind: BlobPlan['kind'], what: string) => Promise<void>,
-  missing: string[],
-  top: boolean,
-): Promise<void> {
+  c: OciCollect,
+): Promise<Descriptor> {
   const doc = await readStoredManifest(store, d, name);
-  await need(
-    { mediaType: d.mediaType, digest: d.digest, size: doc.bytes.length },
-    'config',
-    `manifest of ${name}`,
-  );
+  const stored: Descriptor = { mediaType: d.mediaType, digest: d.digest, size: doc.bytes.length };
+  const emit = async (converted: ImageManifest | ImageIndex | undefined): Promise<Descriptor> => {
+    if (!converted || !c.generated) {
+      await c.need(stored, 'config', `manifest of ${name}`);
+      return stored;
+    }
+    const bytes = Buffer.from(JSON.stringify(converted));
+    const digest = digestOf(bytes);
+    c.generated.set(digest, bytes);
+    return { mediaType: converted.mediaType!, digest, size: bytes.length };
+  };
   if (doc.kind === 'manifest') {
-    await need(doc.manifest.config, 'config', `config of ${name}`);
-    for (const l of doc.manifest.layers) await need(l, 'layer', `layer of ${name}`);
-    return;
+    await c.need(doc.manifest.config, 'config', `config of ${name}`);
+    for (const l of doc.manifest.layers) await c.need(l, 'layer', `layer of ${name}`);
+    return emit(ociManifestOf(doc.manifest));
   }
   let present = 0;
+  let changed = stripParams(doc.mediaType) === MediaType.DockerManifestList;
+  const children: Descriptor[] = [];
   for (const child of doc.index.manifests) {
     const label = child.platform ? formatPlatform(child.platform) : child.digest;
     if (!(await store.has(child.digest))) {
-      missing.push(label);
+      c.missing.push(label);
+      children.push(child);
       continue;
     }
     present++;
-    await collectOci(store, child, `${name} (${label})`, need, missing, false);
+    const written = await collectOci(store, child, `${name} (${label})`, { ...c, top: false });
+    if (written.digest !== child.digest) changed = true;
+    children.push({ ...child, mediaType: written.mediaType, digest: written.digest, size: written.size });
   }
-  if (top && present === 0)
+  if (c.top && present === 0)
     throw new TerminalError(
       'PLATFORM_NOT_FOUND',
       `save: ${name}: none of the index's manifests is present locally (pull a platform first)`,
     );
+  return emit(changed ? ociIndexOf(doc.index, children) : undefined);
 }
 
 /** A stored blob's bytes, hashed as they stream; a mismatch with its name fails before the tar entry ends. */

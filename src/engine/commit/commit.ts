@@ -2,27 +2,26 @@
  * `commit CONTAINER REF`: the container's writable layer becomes a new layer on top of its image, with a new
  * config (diff_ids, a history entry, `-c` changes) and manifest, tagged REF — as `docker commit` does.
  */
-import { TerminalError } from '../errors.js';
-import { digestOf, parseDigest, type Digest } from '../oci/digest.js';
-import { MediaType, stripParams } from '../oci/media-types.js';
-import {
-  parseImageConfig,
-  parseManifest,
-  type ContainerConfig,
-  type Descriptor,
-  type HistoryEntry,
-  type ImageConfig,
-  type ImageManifest,
-} from '../oci/types.js';
+import { parseDigest, type Digest } from '../oci/digest.js';
 import type { ContentStore } from '../store/types.js';
+import {
+  appendLayer,
+  EMPTY_LAYER_DIFF_ID,
+  withAnnotations,
+  withAuthor,
+  withConfigChanges,
+  withCreated,
+  withFamily,
+} from '../image/mutate.js';
+import { readImageValue, writeImage } from '../image/mutate-store.js';
 import { applyConfigChanges } from './changes-parser.js';
 import { overlayChanges, summarizeChanges, vfsChanges } from './changes.js';
 import { writeLayer, type LayerWriteOptions, type WrittenLayer } from './layer-writer.js';
 import { LowerTree } from './lower-tree.js';
+import { cacheCommittedLayer } from './cache-layer.js';
+import { silentObserver, type Observer } from '../observe.js';
+import { chainIds } from '../union/layer-cache.js';
 import type { Change, ContainerRecord } from './types.js';
-
-/** diffID of an empty layer tar (1024 zero bytes), which docker never adds to `rootfs.diff_ids`. */
-export const EMPTY_LAYER_DIFF_ID = 'sha256:5f70bf18a086007016e948b04aed3b82103a36bea41755b6cddfaf10ace3c6ef';
 
 /** Options of {@link commitContainer}. */
 export interface CommitOptions extends Omit<LayerWriteOptions, 'mediaTypes' | 'what'> {
@@ -36,6 +35,13 @@ export interface CommitOptions extends Omit<LayerWriteOptions, 'mediaTypes' | 'w
   readonly createdBy?: string;
   /** Clock, for reproducible output. */
   readonly now?: () => Date;
+  /**
+   * overlay: copy the upper dir into the layer cache under the new layer's chain ID, so the next `create` of the
+   * image mounts it without unpacking (default true; a failure there only logs a warning).
+   */
+  readonly cacheLayer?: boolean;
+  /** Receives `commit-progress` events and the warning above; default silent. */
+  readonly observer?: Observer;
 }
 
 /** What a commit produced. */
@@ -75,50 +81,6 @@ export async function containerChanges(
   return vfsChanges(record.merged, lower, signal);
 }
 
-const TO_OCI: Record<string, string> = {
-  [MediaType.DockerLayer]: MediaType.OciLayerGzip,
-  [MediaType.DockerForeignLayer]: MediaType.OciLayerNondistributableGzip,
-};
-
-/**
- * The new image config (pure): the base config with `-c` changes, the author, a creation time, the new diffID
- * appended (unless the layer is empty) and one history entry.
- */
-export function buildCommitConfig(
-  base: ImageConfig,
-  options: {
-    readonly created: string;
-    readonly diffId?: Digest;
-    readonly author?: string;
-    readonly message?: string;
-    readonly createdBy: string;
-    readonly changes?: readonly string[];
-  },
-): ImageConfig {
-  const runtime: ContainerConfig = applyConfigChanges(base.config, options.changes ?? []);
-  const entry: HistoryEntry = {
-    created: options.created,
-    created_by: options.createdBy,
-    ...(options.author ? { author: options.author } : {}),
-    ...(options.message ? { comment: options.message } : {}),
-    ...(options.diffId ? {} : { empty_layer: true }),
-  };
-  // Images built without history still get one entry per existing layer, so history rows pair with layers.
-  const history = base.history ?? base.rootfs.diff_ids.map((): HistoryEntry => ({ created_by: '' }));
-  const { author: _a, ...rest } = base;
-  return {
-    ...rest,
-    created: options.created,
-    ...(options.author ? { author: options.author } : base.author ? { author: base.author } : {}),
-    config: runtime,
-    rootfs: {
-      type: 'layers',
-      diff_ids: options.diffId ? [...base.rootfs.diff_ids, options.diffId] : [...base.rootfs.diff_ids],
-    },
-    history: [...history, entry],
-  };
-}
-
 /**
  * Commits a container: writes its changes as a new layer (gzip by default), a new config and manifest, and points
  * `reference` (a full reference name) at it. Keeps the base manifest's media type family: a Docker schema2 base
@@ -135,75 +97,87 @@ export async function commitContainer(
   // Validate the -c changes before any expensive work.
   applyConfigChanges({}, options.changes ?? []);
   const manifestDigest = parseDigest(record.image.manifest);
-  const baseDoc = parseManifest(
-    await store.readBlob(manifestDigest),
-    manifestDigest,
-    undefined,
-    `${what}: base manifest`,
-  );
-  if (baseDoc.kind !== 'manifest')
-    throw new TerminalError(
-      'MANIFEST_INVALID',
-      `${what}: the base ${manifestDigest} is an index, not a manifest`,
-    );
-  const base = baseDoc.manifest;
-  const baseConfig = parseImageConfig(
-    await store.readBlob(base.config.digest, 8 << 20),
-    `${what}: base config`,
-  );
+  const { image: base } = await readImageValue(store, manifestDigest, `${what}: base`);
   const compression = options.compression ?? 'gzip';
-  const docker = stripParams(baseDoc.mediaType) === MediaType.DockerManifest && compression === 'gzip';
+  const docker = base.family === 'docker' && compression === 'gzip';
 
+  const observer = options.observer ?? silentObserver;
   const changes = await containerChanges(record, signal);
   let layer: WrittenLayer | undefined;
   if (changes.length > 0) {
-    layer = await writeLayer(store, changes, { ...options, mediaTypes: docker ? 'docker' : 'oci', what });
+    const progress = (bytes: number, done: boolean): void =>
+      observer.emit({ type: 'commit-progress', entries: changes.length, bytes, done });
+    progress(0, false);
+    layer = await writeLayer(
+      withIngestProgress(store, (bytes) => progress(bytes, false)),
+      changes,
+      {
+        ...options,
+        mediaTypes: docker ? 'docker' : 'oci',
+        what,
+      },
+    );
+    progress(layer.size, true);
     if (layer.diffId === EMPTY_LAYER_DIFF_ID) layer = undefined;
   }
   const created = (options.now?.() ?? new Date()).toISOString();
-  const config = buildCommitConfig(baseConfig, {
-    created,
-    createdBy: options.createdBy ?? `strata commit ${record.name}`,
-    ...(layer ? { diffId: layer.diffId } : {}),
-    ...(options.author ? { author: options.author } : {}),
-    ...(options.message ? { message: options.message } : {}),
-    ...(options.changes ? { changes: options.changes } : {}),
-  });
-  const configBytes = Buffer.from(JSON.stringify(config));
-  const cfg = await store.putBytes(configBytes);
-  const layers: Descriptor[] = base.layers.map((l) =>
-    docker ? l : { ...l, mediaType: TO_OCI[stripParams(l.mediaType)] ?? l.mediaType },
+  let image = withConfigChanges(
+    withFamily(withAnnotations(base), docker ? 'docker' : 'oci'),
+    options.changes ?? [],
   );
-  if (layer) layers.push({ mediaType: layer.mediaType, digest: layer.digest, size: layer.size });
-  const manifest: ImageManifest = {
-    schemaVersion: 2,
-    mediaType: docker ? MediaType.DockerManifest : MediaType.OciManifest,
-    config: {
-      mediaType: docker ? MediaType.DockerConfig : MediaType.OciConfig,
-      digest: cfg.digest,
-      size: cfg.size,
+  image = appendLayer(image, {
+    ...(layer ? { layer } : {}),
+    history: {
+      created,
+      created_by: options.createdBy ?? `strata commit ${record.name}`,
+      ...(options.author ? { author: options.author } : {}),
+      ...(options.message ? { comment: options.message } : {}),
     },
-    layers,
-    ...(docker
-      ? {}
-      : {
-          annotations: {
-            'org.opencontainers.image.base.digest': manifestDigest,
-            ...(record.image.name ? { 'org.opencontainers.image.base.name': record.image.name } : {}),
-          },
-        }),
-  };
-  const bytes = Buffer.from(JSON.stringify(manifest));
-  const digest = digestOf(bytes);
-  const doc = parseManifest(bytes, digest, manifest.mediaType, reference);
-  await store.putBytes(bytes, { digest });
-  await store.setRef(reference, { mediaType: doc.mediaType, digest, size: bytes.length });
+  });
+  image = withCreated(image, created);
+  if (options.author) image = withAuthor(image, options.author);
+  if (!docker)
+    image = withAnnotations(image, {
+      'org.opencontainers.image.base.digest': manifestDigest,
+      ...(record.image.name ? { 'org.opencontainers.image.base.name': record.image.name } : {}),
+    });
+  const written = await writeImage(store, image, { ...signal, what: reference });
+  if (layer && record.driver === 'overlay' && options.cacheLayer !== false) {
+    const chainId = chainIds(image.config.rootfs.diff_ids).at(-1)!;
+    await cacheCommittedLayer(
+      store,
+      record.upper,
+      { digest: layer.digest, diffId: layer.diffId, chainId },
+      signal,
+    ).catch((err: unknown) => {
+      if (options.signal?.aborted) throw err;
+      observer.log.warn(
+        { err, layer: layer.digest },
+        `${what}: the new layer was not cached; create unpacks it`,
+      );
+    });
+  }
+  const digest = written.manifest.descriptor.digest;
+  await store.setRef(reference, written.manifest.descriptor);
   return {
     reference,
     digest,
-    mediaType: doc.mediaType,
-    config: cfg.digest,
+    mediaType: written.doc.mediaType,
+    config: written.config.descriptor.digest,
     ...(layer ? { layer } : {}),
     changes: summarizeChanges(changes),
   };
+}
+
+/** `store` with every `ingest` reporting its byte count to `onProgress` (the layer writer takes no listener). */
+function withIngestProgress(store: ContentStore, onProgress: (bytes: number) => void): ContentStore {
+  return new Proxy(store, {
+    get(target, prop) {
+      if (prop === 'ingest')
+        return (...args: Parameters<ContentStore['ingest']>) =>
+          target.ingest(args[0], args[1], { ...args[2], onProgress });
+      const value: unknown = Reflect.get(target, prop, target);
+      return typeof value === 'function' ? (value as (...a: unknown[]) => unknown).bind(target) : value;
+    },
+  });
 }
