@@ -11,7 +11,7 @@ import { pruneSizeRecords } from '../engine/image/layer-sizes.js';
 import type { Digest } from '../engine/oci/digest.js';
 import type { GcResult, ContentStore } from '../engine/store/types.js';
 import type { PruneLayersResult } from '../engine/union/layer-cache.js';
-import { humanSize } from './format.js';
+import { humanSize, plural } from './format.js';
 
 /** FsStore's default grace for unreferenced blobs and temp files (`tempGraceMs`). */
 const STORE_GRACE = '1 h';
@@ -68,8 +68,6 @@ async function countEntries(dirs: readonly string[]): Promise<number> {
     n += (await readdir(d).catch(() => [] as string[])).filter((x) => /^[a-f0-9]{64}$/.test(x)).length;
   return n;
 }
-
-const plural = (n: number, word: string): string => `${n} ${word}${n === 1 ? '' : 's'}`;
 
 /**
  * Reads the store after `Engine.gc` and explains it. After a real run it also prunes the uncompressed-size
