@@ -36,7 +36,7 @@ export function globalOptions(cmd: Command): GlobalOptions {
 
 /** How a verb uses standard output. */
 export interface ContextOptions {
-  /** Standard output carries data (an archive): `--json` events go to standard error instead. */
+  /** Standard output carries data (an archive, or one JSON document): `--json` events go to standard error instead. */
   readonly dataOnStdout?: boolean;
 }
 

@@ -36,6 +36,9 @@ function collect(value: string, previous: string[]): string[] {
   return [...previous, value];
 }
 
+/** Verbs whose standard output is one JSON document under `--json`: engine events must not interleave with it. */
+const DOCUMENT = { dataOnStdout: true } as const;
+
 /** The digest a pull's target ref names before the pull (undefined when the ref is new or not a reference). */
 async function refBefore(ctx: CliContext, input: string): Promise<string | undefined> {
   try {
@@ -227,43 +230,48 @@ export function registerEngineCommands(program: Command, env: StrataEnvironment)
         opts: { quiet?: boolean; filter: string[]; format?: string; trunc: boolean },
         cmd: Command,
       ) =>
-        withContext(cmd, env, async (ctx) => {
-          const filters = parseImageFilters(opts.filter);
-          let rows = await ctx.engine.images({ signal: ctx.signal });
-          if (arg !== undefined) rows = selectByArgument(rows, arg);
-          rows = await filterImages(
-            rows,
-            filters,
-            async (image) => (await ctx.engine.inspect(image)).Created,
-          );
-          // The global -q/--quiet takes `-q` wherever it is written: here it means what docker's `images -q` does.
-          if (opts.quiet || ctx.options.quiet) {
-            // Like docker: one line per image, not per tag.
-            const ids = [...new Set(rows.map((r) => (opts.trunc ? shortId(r.id) : r.id)))];
-            if (ids.length) ctx.print(ids.join('\n'));
-            return;
-          }
-          if (opts.format !== undefined) {
-            const text = formatImages(rows, opts.format, opts.trunc);
-            if (text) ctx.print(text);
-            return;
-          }
-          if (ctx.options.json) return ctx.print(JSON.stringify(rows, null, 2));
-          ctx.print(
-            table(
-              ['REPOSITORY', 'TAG', 'DIGEST', 'IMAGE ID', 'PLATFORM', 'CREATED', 'SIZE'],
-              rows.map((r) => [
-                displayRepository(r.repository),
-                r.tag,
-                opts.trunc ? truncate(r.digest, 19) : r.digest,
-                opts.trunc ? shortId(r.id) : r.id,
-                r.platforms.join(',') || '-',
-                humanAge(r.created),
-                humanSize(r.size),
-              ]),
-            ),
-          );
-        }),
+        withContext(
+          cmd,
+          env,
+          async (ctx) => {
+            const filters = parseImageFilters(opts.filter);
+            let rows = await ctx.engine.images({ signal: ctx.signal });
+            if (arg !== undefined) rows = selectByArgument(rows, arg);
+            rows = await filterImages(
+              rows,
+              filters,
+              async (image) => (await ctx.engine.inspect(image)).Created,
+            );
+            // The global -q/--quiet takes `-q` wherever it is written: here it means what docker's `images -q` does.
+            if (opts.quiet || ctx.options.quiet) {
+              // Like docker: one line per image, not per tag.
+              const ids = [...new Set(rows.map((r) => (opts.trunc ? shortId(r.id) : r.id)))];
+              if (ids.length) ctx.print(ids.join('\n'));
+              return;
+            }
+            if (opts.format !== undefined) {
+              const text = formatImages(rows, opts.format, opts.trunc);
+              if (text) ctx.print(text);
+              return;
+            }
+            if (ctx.options.json) return ctx.print(JSON.stringify(rows, null, 2));
+            ctx.print(
+              table(
+                ['REPOSITORY', 'TAG', 'DIGEST', 'IMAGE ID', 'PLATFORM', 'CREATED', 'SIZE'],
+                rows.map((r) => [
+                  displayRepository(r.repository),
+                  r.tag,
+                  opts.trunc ? truncate(r.digest, 19) : r.digest,
+                  opts.trunc ? shortId(r.id) : r.id,
+                  r.platforms.join(',') || '-',
+                  humanAge(r.created),
+                  humanSize(r.size),
+                ]),
+              ),
+            );
+          },
+          DOCUMENT,
+        ),
     );
 
   program
@@ -272,24 +280,29 @@ export function registerEngineCommands(program: Command, env: StrataEnvironment)
     .argument('<ref...>')
     .option('--platform <os/arch[/variant]>', 'platform of a multi-platform image')
     .action((refs: string[], opts: { platform?: string }, cmd: Command) =>
-      withContext(cmd, env, async (ctx) => {
-        const platform = opts.platform ? parsePlatform(opts.platform) : undefined;
-        // Like docker: print every image found, then fail naming the ones that were not.
-        const docs = [];
-        const missing: unknown[] = [];
-        for (const r of refs) {
-          try {
-            docs.push(await ctx.engine.inspect(r, platform));
-          } catch (err) {
-            missing.push(err);
+      withContext(
+        cmd,
+        env,
+        async (ctx) => {
+          const platform = opts.platform ? parsePlatform(opts.platform) : undefined;
+          // Like docker: print every image found, then fail naming the ones that were not.
+          const docs = [];
+          const missing: unknown[] = [];
+          for (const r of refs) {
+            try {
+              docs.push(await ctx.engine.inspect(r, platform));
+            } catch (err) {
+              missing.push(err);
+            }
           }
-        }
-        ctx.print(JSON.stringify(docs, null, 4));
-        if (missing.length === 1) throw missing[0];
-        if (missing.length > 1) {
-          throw new TerminalError('NOT_FOUND', missing.map((e) => describeError(e)).join('; '));
-        }
-      }),
+          ctx.print(JSON.stringify(docs, null, 4));
+          if (missing.length === 1) throw missing[0];
+          if (missing.length > 1) {
+            throw new TerminalError('NOT_FOUND', missing.map((e) => describeError(e)).join('; '));
+          }
+        },
+        DOCUMENT,
+      ),
     );
 
   program
@@ -299,24 +312,32 @@ export function registerEngineCommands(program: Command, env: StrataEnvironment)
     .option('--platform <os/arch[/variant]>', 'platform of a multi-platform image')
     .option('--no-trunc', "don't truncate output")
     .action((ref: string, opts: { platform?: string; trunc: boolean }, cmd: Command) =>
-      withContext(cmd, env, async (ctx) => {
-        const rows = await ctx.engine.history(ref, opts.platform ? parsePlatform(opts.platform) : undefined);
-        if (ctx.options.json) return ctx.print(JSON.stringify(rows, null, 2));
-        ctx.print(
-          table(
-            ['IMAGE', 'CREATED', 'CREATED BY', 'SIZE', 'COMMENT'],
-            rows.map((r) => [
-              r.id === '<missing>' || !opts.trunc ? r.id : shortId(r.id),
-              humanAge(r.created),
-              opts.trunc ? truncate(r.createdBy.replace(/\s+/g, ' '), 45) : r.createdBy,
-              humanSize(r.size),
-              r.author && r.comment
-                ? `${r.comment} (by ${r.author})`
-                : r.comment || (r.author ? `by ${r.author}` : ''),
-            ]),
-          ),
-        );
-      }),
+      withContext(
+        cmd,
+        env,
+        async (ctx) => {
+          const rows = await ctx.engine.history(
+            ref,
+            opts.platform ? parsePlatform(opts.platform) : undefined,
+          );
+          if (ctx.options.json) return ctx.print(JSON.stringify(rows, null, 2));
+          ctx.print(
+            table(
+              ['IMAGE', 'CREATED', 'CREATED BY', 'SIZE', 'COMMENT'],
+              rows.map((r) => [
+                r.id === '<missing>' || !opts.trunc ? r.id : shortId(r.id),
+                humanAge(r.created),
+                opts.trunc ? truncate(r.createdBy.replace(/\s+/g, ' '), 45) : r.createdBy,
+                humanSize(r.size),
+                r.author && r.comment
+                  ? `${r.comment} (by ${r.author})`
+                  : r.comment || (r.author ? `by ${r.author}` : ''),
+              ]),
+            ),
+          );
+        },
+        DOCUMENT,
+      ),
     );
 
   program
