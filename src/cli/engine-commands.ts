@@ -9,7 +9,7 @@ import { familiarName, formatReference, parseReference } from '../engine/oci/ref
 import { parsePlatform } from '../engine/oci/platform.js';
 import { shortId } from '../engine/image/local.js';
 import { withContext, type CliContext } from './context.js';
-import { humanAge, humanSize, plural, table, truncate } from './format.js';
+import { humanAge, humanSize, table, truncate } from './format.js';
 import {
   displayRepository,
   filterImages,
@@ -406,7 +406,7 @@ export function registerEngineCommands(program: Command, env: StrataEnvironment)
         for (const w of result.total.warnings) process.stderr.write(`strata: warning: ${w}\n`);
         const t = result.total;
         ctx.print(
-          `Unpacked ${plural(result.layers.length, 'layer')} into ${result.dir}: ${t.files} files, ${t.dirs} dirs, ${t.symlinks} symlinks, ${t.hardlinks} hardlinks, ${humanSize(t.bytes)}; ${t.whiteouts} whiteouts, ${t.opaques} opaque dirs${t.devicesSkipped ? `, ${t.devicesSkipped} devices skipped` : ''}`,
+          `Unpacked ${result.layers.length} layers into ${result.dir}: ${t.files} files, ${t.dirs} dirs, ${t.symlinks} symlinks, ${t.hardlinks} hardlinks, ${humanSize(t.bytes)}; ${t.whiteouts} whiteouts, ${t.opaques} opaque dirs${t.devicesSkipped ? `, ${t.devicesSkipped} devices skipped` : ''}`,
         );
       }),
     );
