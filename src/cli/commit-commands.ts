@@ -4,6 +4,7 @@ import type { Writable } from 'node:stream';
 import type { Command } from 'commander';
 import type { StrataEnvironment } from '../config/index.js';
 import { TerminalError } from '../engine/errors.js';
+import { recordUncompressedSize } from '../engine/image/layer-sizes.js';
 import { withContext } from './context.js';
 
 function collect(value: string, previous: string[]): string[] {
@@ -20,7 +21,7 @@ function parseLevel(value: string): number {
 export function registerCommitCommands(program: Command, env: StrataEnvironment): void {
   program
     .command('commit')
-    .description("create a new image from a container's changes (prints the new manifest digest)")
+    .description("create a new image from a container's changes (prints the new image ID)")
     .argument('<container>', 'container name or ID')
     .argument('<ref>', 'name of the new image')
     .option('-m, --message <text>', 'commit message recorded in the history')
@@ -61,6 +62,13 @@ export function registerCommitCommands(program: Command, env: StrataEnvironment)
             ...(opts.author ? { author: opts.author } : {}),
             ...(env.sourceDateEpoch !== undefined ? { sourceDateEpoch: env.sourceDateEpoch } : {}),
           });
+          // docker images and history show uncompressed sizes: the writer just counted this layer's.
+          if (result.layer)
+            await recordUncompressedSize(
+              ctx.engine.store.root,
+              result.layer.digest,
+              result.layer.uncompressedSize,
+            );
           ctx.print(
             ctx.options.json
               ? JSON.stringify({
@@ -69,7 +77,7 @@ export function registerCommitCommands(program: Command, env: StrataEnvironment)
                   ...result,
                   layer: result.layer && { ...result.layer },
                 })
-              : result.digest,
+              : result.config, // the image ID, as docker commit prints it
           );
         }),
     );
@@ -80,26 +88,31 @@ export function registerCommitCommands(program: Command, env: StrataEnvironment)
     .argument('<container>', 'container name or ID')
     .option('-o, --output <file>', 'write to this file instead of standard output')
     .action((container: string, opts: { output?: string }, cmd: Command) =>
-      withContext(cmd, env, async (ctx) => {
-        if (!opts.output && process.stdout.isTTY)
-          throw new TerminalError(
-            'INVALID_ARGUMENT',
-            'export: refusing to write a tar to a terminal; use -o FILE',
-          );
-        const tmp = opts.output ? `${opts.output}.tmp-${process.pid}` : undefined;
-        const out: Writable = tmp ? createWriteStream(tmp) : process.stdout;
-        try {
-          const result = await ctx.engine.export(container, out, {
-            signal: ctx.signal,
-            ...(env.sourceDateEpoch !== undefined ? { sourceDateEpoch: env.sourceDateEpoch } : {}),
-          });
-          if (tmp && opts.output) await rename(tmp, opts.output);
-          if (ctx.options.json && opts.output)
-            ctx.print(JSON.stringify({ type: 'result', verb: 'export', output: opts.output, ...result }));
-        } catch (err) {
-          if (tmp) await rm(tmp, { force: true });
-          throw err;
-        }
-      }),
+      withContext(
+        cmd,
+        env,
+        async (ctx) => {
+          if (!opts.output && process.stdout.isTTY)
+            throw new TerminalError(
+              'INVALID_ARGUMENT',
+              'export: refusing to write a tar to a terminal; use -o FILE',
+            );
+          const tmp = opts.output ? `${opts.output}.tmp-${process.pid}` : undefined;
+          const out: Writable = tmp ? createWriteStream(tmp) : process.stdout;
+          try {
+            const result = await ctx.engine.export(container, out, {
+              signal: ctx.signal,
+              ...(env.sourceDateEpoch !== undefined ? { sourceDateEpoch: env.sourceDateEpoch } : {}),
+            });
+            if (tmp && opts.output) await rename(tmp, opts.output);
+            if (ctx.options.json && opts.output)
+              ctx.print(JSON.stringify({ type: 'result', verb: 'export', output: opts.output, ...result }));
+          } catch (err) {
+            if (tmp) await rm(tmp, { force: true });
+            throw err;
+          }
+        },
+        { dataOnStdout: !opts.output },
+      ),
     );
 }

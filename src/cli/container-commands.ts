@@ -88,21 +88,26 @@ export function registerContainerCommands(program: Command, env: StrataEnvironme
     .description('list containers')
     .option('--no-trunc', "don't truncate image names")
     .action((opts: { trunc: boolean }, cmd: Command) =>
-      withContext(cmd, env, async (ctx) => {
-        const rows = await ctx.engine.ps();
-        if (ctx.options.json) return ctx.print(JSON.stringify(rows, null, 2));
-        ctx.print(
-          table(
-            ['NAME', 'IMAGE', 'DRIVER', 'CREATED', 'MOUNTED'],
-            rows.map((r) => [
-              r.name,
-              opts.trunc ? shortImage(r.image.name) : r.image.name,
-              r.driver,
-              humanAge(r.created),
-              r.driver === 'vfs' ? '-' : r.mounted ? r.merged : 'no',
-            ]),
-          ),
-        );
-      }),
+      withContext(
+        cmd,
+        env,
+        async (ctx) => {
+          const rows = await ctx.engine.ps();
+          if (ctx.options.json) return ctx.print(JSON.stringify(rows, null, 2));
+          ctx.print(
+            table(
+              ['NAME', 'IMAGE', 'DRIVER', 'CREATED', 'MOUNTED'],
+              rows.map((r) => [
+                r.name,
+                opts.trunc ? shortImage(r.image.name) : r.image.name,
+                r.driver,
+                humanAge(r.created),
+                r.driver === 'vfs' ? '-' : r.mounted ? r.merged : 'no',
+              ]),
+            ),
+          );
+        },
+        { dataOnStdout: true },
+      ),
     );
 }

@@ -2,8 +2,9 @@ import type { Command } from 'commander';
 import type { StrataEnvironment } from '../config/index.js';
 import type { Engine } from '../engine/engine.js';
 import type { RegistryApi } from '../engine/registry/types.js';
-import { AbortedError } from '../engine/errors.js';
-import { createProgress, type ProgressMode } from './progress.js';
+import { AbortedError, classifySystemError } from '../engine/errors.js';
+import { createProgress, type Progress, type ProgressMode } from './progress.js';
+import { createCliLogger, type LogLevel } from './logger.js';
 
 /** The global flags every verb sees. */
 export interface GlobalOptions {
@@ -11,6 +12,7 @@ export interface GlobalOptions {
   readonly json: boolean;
   readonly quiet: boolean;
   readonly insecureRegistry: string[];
+  readonly logLevel: LogLevel;
 }
 
 /** Everything a verb needs, built from the global flags; `close` releases connections. */
@@ -18,7 +20,9 @@ export interface CliContext {
   readonly engine: Engine;
   readonly options: GlobalOptions;
   readonly signal: AbortSignal;
-  progress(): ReturnType<typeof createProgress>;
+  /** The verb's progress renderer; engine events (layer apply, commit, retries) reach it too. */
+  progress(): Progress;
+  /** Writes a result line to standard output, after drawing the final progress state. */
   print(text: string): void;
   close(): Promise<void>;
 }
@@ -30,15 +34,32 @@ export function globalOptions(cmd: Command): GlobalOptions {
   return root.opts<GlobalOptions>();
 }
 
-/** Opens the store and a registry client for a verb; Ctrl-C aborts the verb's signal. */
-export async function openContext(cmd: Command, env: StrataEnvironment): Promise<CliContext> {
+/** How a verb uses standard output. */
+export interface ContextOptions {
+  /** Standard output carries data (an archive, or one JSON document): `--json` events go to standard error instead. */
+  readonly dataOnStdout?: boolean;
+}
+
+/**
+ * Opens the store and a registry client for a verb; Ctrl-C aborts the verb's signal. Engine events go to the
+ * verb's progress renderer, engine logs to pino on standard error at `--log-level`.
+ */
+export async function openContext(
+  cmd: Command,
+  env: StrataEnvironment,
+  contextOptions: ContextOptions = {},
+): Promise<CliContext> {
   const options = globalOptions(cmd);
   // Loaded on first use: `--help` and `--version` stay as fast as Node itself allows (docs/adr/0005-bundled-cli.md).
   const [{ Engine }, { FsStore }] = await Promise.all([
     import('../engine/engine.js'),
     import('../engine/store/fs-store.js'),
   ]);
-  const store = await FsStore.open(options.store);
+  const store = await FsStore.open(options.store).catch((err: unknown) => {
+    throw classifySystemError(err, `cannot open the store ${options.store} (--store or $STRATA_STORE)`);
+  });
+  // Assigned below, before any verb can make the client (which reports to the engine's observer).
+  const made: { engine?: Engine } = {};
   // The registry client (and node:http with it) loads only when a verb talks to a registry.
   const registry = lazyRegistry(async () => {
     const [{ RegistryClient }, { DockerConfigCredentials }, { parseHttpTimeouts }] = await Promise.all([
@@ -52,7 +73,7 @@ export async function openContext(cmd: Command, env: StrataEnvironment): Promise
       certsDirs: env.certsDirs,
       ...(env.httpTimeouts ? { timeouts: parseHttpTimeouts(env.httpTimeouts) } : {}),
       // The engine's observer: its listeners see every HTTP exchange and retry.
-      observer: engine.observer,
+      ...(made.engine ? { observer: made.engine.observer } : {}),
     });
   });
   const controller = new AbortController();
@@ -60,15 +81,32 @@ export async function openContext(cmd: Command, env: StrataEnvironment): Promise
   // layer noticed the abort first.
   const onSigint = (): void => controller.abort(new AbortedError('interrupted'));
   process.once('SIGINT', onSigint);
-  const mode: ProgressMode = options.json ? 'json' : options.quiet || !process.stderr.isTTY ? 'quiet' : 'tty';
-  const engine = new Engine({ store, registry: registry.api });
+  const mode: ProgressMode = options.json
+    ? 'json'
+    : options.quiet
+      ? 'quiet'
+      : process.stderr.isTTY
+        ? 'tty'
+        : 'plain';
+  const progress = createProgress(
+    mode,
+    process.stderr,
+    contextOptions.dataOnStdout ? process.stderr : process.stdout,
+  );
+  const logger = createCliLogger(options.logLevel);
+  const engine = new Engine({ store, registry: registry.api, logger, listeners: [progress.listener] });
+  made.engine = engine;
   return {
     engine,
     options,
     signal: controller.signal,
-    progress: () => createProgress(mode, process.stderr, process.stdout),
-    print: (text) => void process.stdout.write(text.endsWith('\n') ? text : `${text}\n`),
+    progress: () => progress,
+    print: (text) => {
+      progress.finish(); // the final state of the bars first, then the result
+      process.stdout.write(text.endsWith('\n') ? text : `${text}\n`);
+    },
     close: async () => {
+      progress.finish();
       process.off('SIGINT', onSigint);
       await registry.close();
     },
@@ -92,13 +130,14 @@ function lazyRegistry(make: () => Promise<RegistryApi & { close(): Promise<void>
   return { api, close: async () => void (client && (await (await client).close())) };
 }
 
-/** Runs a verb with a context and always closes it. */
+/** Runs a verb with a context and always closes it (drawing the final progress, also on failure). */
 export async function withContext(
   cmd: Command,
   env: StrataEnvironment,
   fn: (ctx: CliContext) => Promise<void>,
+  contextOptions: ContextOptions = {},
 ): Promise<void> {
-  const ctx = await openContext(cmd, env);
+  const ctx = await openContext(cmd, env, contextOptions);
   try {
     await fn(ctx);
   } finally {

@@ -5,11 +5,19 @@ import { Option, type Command } from 'commander';
 import { describeError, StrataError, TerminalError } from '../engine/errors.js';
 import type { StrataEnvironment } from '../config/index.js';
 import type { TransferOptions, TransferResult } from '../engine/engine.js';
-import { familiarName, parseReference } from '../engine/oci/reference.js';
+import { familiarName, formatReference, parseReference } from '../engine/oci/reference.js';
 import { parsePlatform } from '../engine/oci/platform.js';
 import { shortId } from '../engine/image/local.js';
 import { withContext, type CliContext } from './context.js';
 import { humanAge, humanSize, table, truncate } from './format.js';
+import {
+  displayRepository,
+  filterImages,
+  formatImages,
+  parseImageFilters,
+  selectByArgument,
+} from './image-list.js';
+import { gcReport } from './gc-report.js';
 
 /** Opens a tarball for import, refusing directories with a clear message. */
 async function openTarball(file: string): Promise<Readable> {
@@ -28,12 +36,15 @@ function collect(value: string, previous: string[]): string[] {
   return [...previous, value];
 }
 
-/** The short name docker prints for a repository; a ref name other tools wrote that is no reference stays as is. */
-function displayRepository(repository: string): string {
+/** Verbs whose standard output is one JSON document under `--json`: engine events must not interleave with it. */
+const DOCUMENT = { dataOnStdout: true } as const;
+
+/** The digest a pull's target ref names before the pull (undefined when the ref is new or not a reference). */
+async function refBefore(ctx: CliContext, input: string): Promise<string | undefined> {
   try {
-    return familiarName(parseReference(repository, { defaultTag: false }));
+    return (await ctx.engine.store.getRef(formatReference(parseReference(input))))?.digest;
   } catch {
-    return repository;
+    return undefined;
   }
 }
 
@@ -43,6 +54,7 @@ async function transfer(
   verb: string,
   run: (opts: TransferOptions) => Promise<TransferResult>,
   platforms: TransferOptions['platforms'],
+  before?: string,
 ): Promise<void> {
   const progress = ctx.progress();
   let result: TransferResult;
@@ -59,7 +71,8 @@ async function transfer(
     ctx.print(JSON.stringify({ type: 'result', verb, ...result }));
     return;
   }
-  const moved = result.blobs.copied > 0;
+  // Up to date only when nothing was fetched and the tag already named this digest (docker's wording).
+  const moved = result.blobs.copied > 0 || before !== result.digest;
   ctx.print(`Digest: ${result.digest}`);
   if (verb === 'pull')
     ctx.print(
@@ -97,12 +110,13 @@ export function registerEngineCommands(program: Command, env: StrataEnvironment)
     )
     .option('-a, --all-platforms', 'pull every platform of a multi-platform image')
     .action((ref: string, opts: { platform: string[]; allPlatforms?: boolean }, cmd: Command) =>
-      withContext(cmd, env, (ctx) =>
+      withContext(cmd, env, async (ctx) =>
         transfer(
           ctx,
           'pull',
           (o) => ctx.engine.pull(ref, o),
           platformChoice(opts.platform, opts.allPlatforms),
+          await refBefore(ctx, ref),
         ),
       ),
     );
@@ -193,27 +207,71 @@ export function registerEngineCommands(program: Command, env: StrataEnvironment)
   program
     .command('images')
     .alias('ls')
-    .description('list local images')
-    .option('--no-trunc', 'show full digests')
-    .action((opts: { trunc: boolean }, cmd: Command) =>
-      withContext(cmd, env, async (ctx) => {
-        const rows = await ctx.engine.images();
-        if (ctx.options.json) return ctx.print(JSON.stringify(rows, null, 2));
-        ctx.print(
-          table(
-            ['REPOSITORY', 'TAG', 'DIGEST', 'IMAGE ID', 'PLATFORM', 'CREATED', 'SIZE'],
-            rows.map((r) => [
-              displayRepository(r.repository),
-              r.tag,
-              opts.trunc ? truncate(r.digest, 19) : r.digest,
-              opts.trunc ? shortId(r.id) : r.id,
-              r.platforms.join(',') || '-',
-              humanAge(r.created),
-              humanSize(r.size),
-            ]),
-          ),
-        );
-      }),
+    .description('list local images (SIZE: uncompressed, as docker shows it)')
+    .argument(
+      '[repository[:tag]]',
+      'only this repository (every tag) or this tag; * and ? match as in a glob',
+    )
+    .option('-q, --quiet', 'only the image IDs')
+    .option(
+      '-f, --filter <key=value>',
+      'dangling=true|false, reference=PATTERN, before=IMAGE, since=IMAGE (repeatable)',
+      collect,
+      [],
+    )
+    .option(
+      '--format <format>',
+      "'json', 'table', or a template: '{{.Repository}}:{{.Tag}} {{.ID}} {{.Size}}'",
+    )
+    .option('--no-trunc', 'show full digests and IDs')
+    .action(
+      (
+        arg: string | undefined,
+        opts: { quiet?: boolean; filter: string[]; format?: string; trunc: boolean },
+        cmd: Command,
+      ) =>
+        withContext(
+          cmd,
+          env,
+          async (ctx) => {
+            const filters = parseImageFilters(opts.filter);
+            let rows = await ctx.engine.images({ signal: ctx.signal });
+            if (arg !== undefined) rows = selectByArgument(rows, arg);
+            rows = await filterImages(
+              rows,
+              filters,
+              async (image) => (await ctx.engine.inspect(image)).Created,
+            );
+            // The global -q/--quiet takes `-q` wherever it is written: here it means what docker's `images -q` does.
+            if (opts.quiet || ctx.options.quiet) {
+              // Like docker: one line per image, not per tag.
+              const ids = [...new Set(rows.map((r) => (opts.trunc ? shortId(r.id) : r.id)))];
+              if (ids.length) ctx.print(ids.join('\n'));
+              return;
+            }
+            if (opts.format !== undefined) {
+              const text = formatImages(rows, opts.format, opts.trunc);
+              if (text) ctx.print(text);
+              return;
+            }
+            if (ctx.options.json) return ctx.print(JSON.stringify(rows, null, 2));
+            ctx.print(
+              table(
+                ['REPOSITORY', 'TAG', 'DIGEST', 'IMAGE ID', 'PLATFORM', 'CREATED', 'SIZE'],
+                rows.map((r) => [
+                  displayRepository(r.repository),
+                  r.tag,
+                  opts.trunc ? truncate(r.digest, 19) : r.digest,
+                  opts.trunc ? shortId(r.id) : r.id,
+                  r.platforms.join(',') || '-',
+                  humanAge(r.created),
+                  humanSize(r.size),
+                ]),
+              ),
+            );
+          },
+          DOCUMENT,
+        ),
     );
 
   program
@@ -222,24 +280,29 @@ export function registerEngineCommands(program: Command, env: StrataEnvironment)
     .argument('<ref...>')
     .option('--platform <os/arch[/variant]>', 'platform of a multi-platform image')
     .action((refs: string[], opts: { platform?: string }, cmd: Command) =>
-      withContext(cmd, env, async (ctx) => {
-        const platform = opts.platform ? parsePlatform(opts.platform) : undefined;
-        // Like docker: print every image found, then fail naming the ones that were not.
-        const docs = [];
-        const missing: unknown[] = [];
-        for (const r of refs) {
-          try {
-            docs.push(await ctx.engine.inspect(r, platform));
-          } catch (err) {
-            missing.push(err);
+      withContext(
+        cmd,
+        env,
+        async (ctx) => {
+          const platform = opts.platform ? parsePlatform(opts.platform) : undefined;
+          // Like docker: print every image found, then fail naming the ones that were not.
+          const docs = [];
+          const missing: unknown[] = [];
+          for (const r of refs) {
+            try {
+              docs.push(await ctx.engine.inspect(r, platform));
+            } catch (err) {
+              missing.push(err);
+            }
           }
-        }
-        ctx.print(JSON.stringify(docs, null, 4));
-        if (missing.length === 1) throw missing[0];
-        if (missing.length > 1) {
-          throw new TerminalError('NOT_FOUND', missing.map((e) => describeError(e)).join('; '));
-        }
-      }),
+          ctx.print(JSON.stringify(docs, null, 4));
+          if (missing.length === 1) throw missing[0];
+          if (missing.length > 1) {
+            throw new TerminalError('NOT_FOUND', missing.map((e) => describeError(e)).join('; '));
+          }
+        },
+        DOCUMENT,
+      ),
     );
 
   program
@@ -249,24 +312,32 @@ export function registerEngineCommands(program: Command, env: StrataEnvironment)
     .option('--platform <os/arch[/variant]>', 'platform of a multi-platform image')
     .option('--no-trunc', "don't truncate output")
     .action((ref: string, opts: { platform?: string; trunc: boolean }, cmd: Command) =>
-      withContext(cmd, env, async (ctx) => {
-        const rows = await ctx.engine.history(ref, opts.platform ? parsePlatform(opts.platform) : undefined);
-        if (ctx.options.json) return ctx.print(JSON.stringify(rows, null, 2));
-        ctx.print(
-          table(
-            ['IMAGE', 'CREATED', 'CREATED BY', 'SIZE', 'COMMENT'],
-            rows.map((r) => [
-              r.id === '<missing>' || !opts.trunc ? r.id : shortId(r.id),
-              humanAge(r.created),
-              opts.trunc ? truncate(r.createdBy.replace(/\s+/g, ' '), 45) : r.createdBy,
-              humanSize(r.size),
-              r.author && r.comment
-                ? `${r.comment} (by ${r.author})`
-                : r.comment || (r.author ? `by ${r.author}` : ''),
-            ]),
-          ),
-        );
-      }),
+      withContext(
+        cmd,
+        env,
+        async (ctx) => {
+          const rows = await ctx.engine.history(
+            ref,
+            opts.platform ? parsePlatform(opts.platform) : undefined,
+          );
+          if (ctx.options.json) return ctx.print(JSON.stringify(rows, null, 2));
+          ctx.print(
+            table(
+              ['IMAGE', 'CREATED', 'CREATED BY', 'SIZE', 'COMMENT'],
+              rows.map((r) => [
+                r.id === '<missing>' || !opts.trunc ? r.id : shortId(r.id),
+                humanAge(r.created),
+                opts.trunc ? truncate(r.createdBy.replace(/\s+/g, ' '), 45) : r.createdBy,
+                humanSize(r.size),
+                r.author && r.comment
+                  ? `${r.comment} (by ${r.author})`
+                  : r.comment || (r.author ? `by ${r.author}` : ''),
+              ]),
+            ),
+          );
+        },
+        DOCUMENT,
+      ),
     );
 
   program
@@ -302,15 +373,18 @@ export function registerEngineCommands(program: Command, env: StrataEnvironment)
 
   program
     .command('gc')
-    .description('delete every blob that no image refers to')
+    .description(
+      'delete every blob no image refers to, and the unpacked layers no image or container uses; say what stays',
+    )
     .option('--dry-run', 'only report what would be deleted')
     .action((opts: { dryRun?: boolean }, cmd: Command) =>
       withContext(cmd, env, async (ctx) => {
-        const result = await ctx.engine.gc({ dryRun: opts.dryRun ?? false, signal: ctx.signal });
-        if (ctx.options.json) return ctx.print(JSON.stringify({ type: 'result', verb: 'gc', ...result }));
-        ctx.print(
-          `${opts.dryRun ? 'Would delete' : 'Deleted'} ${result.removed.length} blobs, ${humanSize(result.bytesFreed)} (${result.kept} kept)`,
-        );
+        const dryRun = opts.dryRun ?? false;
+        const result = await ctx.engine.gc({ dryRun, signal: ctx.signal });
+        const report = await gcReport(ctx.engine.store, result, { dryRun, signal: ctx.signal });
+        if (ctx.options.json)
+          return ctx.print(JSON.stringify({ type: 'result', verb: 'gc', ...result, report }));
+        for (const line of report.lines) ctx.print(line);
       }),
     );
 

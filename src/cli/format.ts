@@ -49,3 +49,8 @@ export function table(header: readonly string[], rows: ReadonlyArray<readonly st
 export function truncate(text: string, max: number): string {
   return text.length <= max ? text : `${text.slice(0, max - 1)}…`;
 }
+
+/** `1 blob`, `3 blobs`: a count with its noun. */
+export function plural(n: number, word: string): string {
+  return `${n} ${word}${n === 1 ? '' : 's'}`;
+}

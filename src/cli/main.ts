@@ -1,6 +1,5 @@
 import { Command, CommanderError, Option } from 'commander';
 import { readEnvironment } from '../config/index.js';
-import { describeError, StrataError } from '../engine/errors.js';
 import { parsePlatform, type Platform } from '../engine/oci/platform.js';
 import { registerEngineCommands } from './engine-commands.js';
 import { registerRegistryCommands } from './registry-commands.js';
@@ -8,13 +7,18 @@ import { registerArchiveCommands } from './archive-commands.js';
 import { registerContainerCommands } from './container-commands.js';
 import { registerCommitCommands } from './commit-commands.js';
 import type { GlobalOptions } from './context.js';
+import { cliErrorReport } from './errors.js';
+import { LOG_LEVELS } from './logger.js';
 
 /** Builds the `strata` command tree; `argv` excludes the node binary and script. */
 export function buildProgram(): Command {
   const env = readEnvironment();
   const program = new Command('strata')
     .description(
-      'Pull, build, commit and push container images; mirror registries; and do it cluster-wide as a Kubernetes operator.',
+      'Container images without a daemon: pull, push and copy them, import, tag, inspect and remove them in a ' +
+        'local store (an OCI image layout), make containers of them, commit their changes, save and load archives, ' +
+        'and serve an embedded OCI registry. (Builds, the pull-through mirror and the Kubernetes operator are not ' +
+        'part of this release.)',
     )
     .version('0.1.0')
     .addOption(
@@ -31,14 +35,36 @@ export function buildProgram(): Command {
       collect,
       [...env.insecureRegistries],
     )
-    .showHelpAfterError()
+    .addOption(
+      new Option(
+        '--log-level <level>',
+        'engine log lines (pino JSON) on standard error at this level and above',
+      )
+        .choices(LOG_LEVELS)
+        .default('warn'),
+    )
+    // A usage error is one line plus a hint (set per command below), not the whole help.
+    .configureOutput({ outputError: (text, write) => write(`strata: ${text.replace(/^error: /, '')}`) })
     .exitOverride();
   registerEngineCommands(program, env);
   registerRegistryCommands(program, env);
   registerArchiveCommands(program, env);
   registerContainerCommands(program, env);
   registerCommitCommands(program, env);
+  for (const cmd of allCommands(program)) cmd.showHelpAfterError(`see '${commandPath(cmd)} --help'`);
   return program;
+}
+
+/** A command and every subcommand below it. */
+function allCommands(cmd: Command): Command[] {
+  return [cmd, ...cmd.commands.flatMap(allCommands)];
+}
+
+/** `strata registry serve`: the names from the root down to `cmd`. */
+function commandPath(cmd: Command): string {
+  const names: string[] = [];
+  for (let c: Command | null = cmd; c; c = c.parent) names.unshift(c.name());
+  return names.join(' ');
 }
 
 /** Collects a repeatable option's values. */
@@ -64,20 +90,19 @@ export const EXIT_INTERRUPTED = 130;
  */
 export async function run(argv: readonly string[]): Promise<number> {
   const program = buildProgram();
+  let verb: Command = program;
+  program.hook('preAction', (_root, action) => void (verb = action));
   try {
     await program.parseAsync([...argv]);
     return 0;
   } catch (err) {
     if (err instanceof CommanderError) return err.exitCode === 0 ? 0 : 2;
-    const message = describeError(err);
+    // What the user asked for, to name it in a message that would otherwise be a bare Node error.
+    const what = [commandPath(verb).replace(/^strata ?/, ''), ...verb.args].join(' ');
+    const { code, message } = cliErrorReport(err, what);
     process.stderr.write(`strata: ${message}\n`);
+    if (code === 'INVALID_ARGUMENT') process.stderr.write(`see '${commandPath(verb)} --help'\n`);
     if (process.env.STRATA_DEBUG && err instanceof Error) process.stderr.write(`${err.stack}\n`);
-    const code =
-      err instanceof StrataError
-        ? err.code
-        : err instanceof Error && err.name === 'AbortError' // Node's own, from a stream or timer aborted by Ctrl-C
-          ? 'ABORTED'
-          : 'INTERNAL';
     if (program.opts<{ json?: boolean }>().json)
       process.stdout.write(`${JSON.stringify({ type: 'error', code, message })}\n`);
     if (code === 'ABORTED') return EXIT_INTERRUPTED;

@@ -1,53 +1,95 @@
-import type { ProgressEvent, ProgressListener } from '../engine/image/events.js';
+import type { ProgressEvent } from '../engine/image/events.js';
+import type { EngineEvent } from '../engine/observe.js';
 import { humanSize } from './format.js';
 
-/** How the CLI reports progress: bars on a terminal, JSON lines for machines, nothing otherwise. */
-export type ProgressMode = 'tty' | 'json' | 'quiet';
+/**
+ * How the CLI reports progress: bars on a terminal (`tty`), one line per retry and note when standard error is
+ * not a terminal (`plain`), JSON lines for machines (`json`), notes only with `-q` (`quiet`).
+ */
+export type ProgressMode = 'tty' | 'plain' | 'json' | 'quiet';
 
-interface BlobLine {
-  digest: string;
+/** Everything the CLI renders: the copy pipeline's progress events and the engine's observer events. */
+export type CliEvent = ProgressEvent | EngineEvent;
+
+/** The line a `retry` event prints: `retrying (n/N): cause (what)`, n the retry, N the retries allowed. */
+export function retryLine(e: Extract<EngineEvent, { type: 'retry' }>): string {
+  // `attempt` is the 1-based attempt that failed, `maxAttempts` counts the first one: retry n of N = attempts - 1.
+  const retries = Math.max(1, e.maxAttempts - 1);
+  return `retrying (${e.attempt}/${retries}): ${e.reason} (${e.what}; in ${(e.delayMs / 1000).toFixed(1)}s)`;
+}
+
+interface Line {
+  /** What the line is about: 12 hex digits of a blob or layer, or `commit`. */
+  label: string;
+  /** Total when known (blob size); 0 when unknown (a layer being applied, a commit). */
   size: number;
   bytes: number;
+  /** The text after the label when no bar is drawn. */
   status: string;
+  bar: boolean;
 }
 
 const BAR_WIDTH = 30;
 
-/** Draws one line per blob, redrawn in place at most every 100 ms. */
+/** The 12 hex digits docker shows for a digest. */
+function short(digest: string): string {
+  const i = digest.indexOf(':');
+  return digest.slice(i + 1, i + 13);
+}
+
+/** Draws one line per blob, layer or commit, redrawn in place at most every 100 ms. */
 class TtyProgress {
-  private readonly lines: BlobLine[] = [];
-  private readonly byDigest = new Map<string, BlobLine>();
+  private readonly lines: Line[] = [];
+  private readonly byKey = new Map<string, Line>();
   private drawn = 0;
   private timer: NodeJS.Timeout | undefined;
 
-  constructor(private readonly out: NodeJS.WriteStream) {}
+  constructor(private readonly out: NodeJS.WritableStream) {}
 
-  onEvent(e: ProgressEvent): void {
+  onEvent(e: CliEvent): void {
     switch (e.type) {
       case 'blob-start':
-        this.line(e.digest, e.size).status = e.kind === 'config' ? 'config' : 'waiting';
+        Object.assign(this.line(e.digest, e.size), {
+          status: e.kind === 'config' ? 'config' : 'waiting',
+          bar: false,
+        });
         break;
-      case 'blob-progress': {
-        const l = this.line(e.digest, e.size);
-        l.bytes = e.bytes;
-        l.status = 'transferring';
+      case 'blob-progress':
+        Object.assign(this.line(e.digest, e.size), { bytes: e.bytes, bar: true });
         break;
-      }
       case 'blob-done': {
-        const l = this.line(e.digest, e.size);
-        l.bytes = e.size;
-        l.status = {
+        const status = {
           copied: 'done',
           exists: 'already exists',
           mounted: 'mounted',
           'skipped-foreign': 'skipped (foreign)',
         }[e.outcome];
+        Object.assign(this.line(e.digest, e.size), {
+          bytes: e.size,
+          status: `${status} ${humanSize(e.size)}`,
+          bar: false,
+        });
         break;
       }
+      case 'layer-apply':
+        Object.assign(this.line(`apply:${e.layer}`, 0, short(e.layer)), {
+          bytes: e.bytes,
+          status: `${e.done ? 'applied' : 'applying'} layer ${e.index + 1}/${e.count}: ${humanSize(e.bytes)}, ${e.entries} entries`,
+          bar: false,
+        });
+        break;
+      case 'commit-progress':
+        Object.assign(this.line('commit', 0, 'commit'), {
+          bytes: e.bytes,
+          status: `${e.done ? 'written' : 'writing'} layer: ${e.entries} entries, ${humanSize(e.bytes)}`,
+          bar: false,
+        });
+        break;
       case 'note':
-        this.flush();
-        this.out.write(`note: ${e.message}\n`);
-        this.drawn = 0;
+        this.above(`note: ${e.message}`);
+        return;
+      case 'retry':
+        this.above(retryLine(e));
         return;
       default:
         return;
@@ -55,51 +97,76 @@ class TtyProgress {
     this.timer ??= setTimeout(() => this.flush(), 100);
   }
 
-  private line(digest: string, size: number): BlobLine {
-    let l = this.byDigest.get(digest);
+  private line(key: string, size: number, label = short(key)): Line {
+    let l = this.byKey.get(key);
     if (!l) {
-      l = { digest, size, bytes: 0, status: 'waiting' };
-      this.byDigest.set(digest, l);
+      l = { label, size, bytes: 0, status: 'waiting', bar: false };
+      this.byKey.set(key, l);
       this.lines.push(l);
     }
     return l;
+  }
+
+  /** Prints a message above the drawing (which is redrawn below it). */
+  private above(message: string): void {
+    this.flush();
+    this.out.write(`${message}\n`);
+    this.drawn = 0;
   }
 
   /** Redraws every line (cursor up over the previous drawing). */
   flush(): void {
     if (this.timer) clearTimeout(this.timer);
     this.timer = undefined;
+    if (this.lines.length === 0) return;
     let text = this.drawn > 0 ? `\x1b[${this.drawn}A` : '';
     for (const l of this.lines) {
-      const frac = l.size > 0 ? Math.min(1, l.bytes / l.size) : 1;
-      const filled = Math.round(frac * BAR_WIDTH);
-      const bar =
-        l.status === 'transferring'
-          ? `[${'='.repeat(Math.max(0, filled - 1))}>${' '.repeat(BAR_WIDTH - filled)}] `
-          : '';
-      text += `\x1b[2K${l.digest.slice(7, 19)}: ${bar}${l.status === 'transferring' ? `${humanSize(l.bytes)}/${humanSize(l.size)}` : `${l.status} ${humanSize(l.size)}`}\n`;
+      let body = l.status;
+      if (l.bar) {
+        const frac = l.size > 0 ? Math.min(1, l.bytes / l.size) : 1;
+        const filled = Math.round(frac * BAR_WIDTH);
+        body = `[${'='.repeat(Math.max(0, filled - 1))}>${' '.repeat(BAR_WIDTH - filled)}] ${humanSize(l.bytes)}/${humanSize(l.size)}`;
+      }
+      text += `\x1b[2K${l.label}: ${body}\n`;
     }
     this.drawn = this.lines.length;
     this.out.write(text);
   }
+
+  /** Draws the final state and forgets the lines: the next verb's events start a new drawing. */
+  finish(): void {
+    this.flush();
+    this.lines.length = 0;
+    this.byKey.clear();
+    this.drawn = 0;
+  }
 }
 
-/** A progress listener for the chosen mode, and a `finish` to call before printing results. */
+/** A progress renderer: `listener` takes every event, `finish` draws the final state before results print. */
+export interface Progress {
+  listener(event: CliEvent): void;
+  finish(): void;
+}
+
+/**
+ * A progress renderer for the chosen mode. `json` writes every event as one JSON line to `jsonOut` (standard
+ * output, or standard error when standard output carries an archive).
+ */
 export function createProgress(
   mode: ProgressMode,
-  stderr: NodeJS.WriteStream,
-  stdout: NodeJS.WriteStream,
-): { listener: ProgressListener; finish(): void } {
-  if (mode === 'json') {
-    return { listener: (e) => void stdout.write(`${JSON.stringify(e)}\n`), finish: () => undefined };
-  }
+  stderr: NodeJS.WritableStream,
+  jsonOut: NodeJS.WritableStream,
+): Progress {
+  if (mode === 'json')
+    return { listener: (e) => void jsonOut.write(`${JSON.stringify(e)}\n`), finish: () => undefined };
   if (mode === 'tty') {
     const p = new TtyProgress(stderr);
-    return { listener: (e) => p.onEvent(e), finish: () => p.flush() };
+    return { listener: (e) => p.onEvent(e), finish: () => p.finish() };
   }
   return {
     listener: (e) => {
       if (e.type === 'note') stderr.write(`note: ${e.message}\n`);
+      else if (e.type === 'retry' && mode === 'plain') stderr.write(`${retryLine(e)}\n`);
     },
     finish: () => undefined,
   };

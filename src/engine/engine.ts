@@ -8,7 +8,16 @@ import { BlobLocations } from './image/blob-locations.js';
 import { copyImage, type CopyResult, type PlatformChoice } from './image/copy.js';
 import type { ProgressListener } from './image/events.js';
 import { inspectImage, imageHistory, type HistoryRow, type ImageInspect } from './image/describe.js';
-import { findLocalRef, imageClosure, listImages, loadLocalImage, type ImageSummary } from './image/local.js';
+import {
+  findLocalRef,
+  imageClosure,
+  imageSize,
+  listImages,
+  loadLocalImage,
+  refuseRemovingImageInUse,
+  type ImageSummary,
+} from './image/local.js';
+import { uncompressedSizes } from './image/layer-sizes.js';
 import type { Digest } from './oci/digest.js';
 import { RegistrySource, RegistryTarget } from './image/registry-endpoint.js';
 import { StoreSource, StoreTarget } from './image/store-endpoint.js';
@@ -372,28 +381,30 @@ export class Engine {
   }
 
   /** `images`: one row per local ref. */
-  images(): Promise<ImageSummary[]> {
-    return listImages(this.store);
+  images(options: { signal?: AbortSignal } = {}): Promise<ImageSummary[]> {
+    return listImages(this.store, options);
   }
 
   /** `inspect REF`: a docker-like description of a local image. */
   async inspect(reference: string, platform?: Platform): Promise<ImageInspect> {
     const entry = await findLocalRef(this.store, reference);
     const image = await loadLocalImage(this.store, entry, platform);
-    return inspectImage(image, await this.store.listRefs());
+    return inspectImage(image, await this.store.listRefs(), await imageSize(this.store, image));
   }
 
   /** `history REF`: the image's build steps, newest first. */
   async history(reference: string, platform?: Platform): Promise<HistoryRow[]> {
     const entry = await findLocalRef(this.store, reference);
-    return imageHistory(await loadLocalImage(this.store, entry, platform));
+    const image = await loadLocalImage(this.store, entry, platform);
+    return imageHistory(image, await uncompressedSizes(this.store, image.manifest.manifest.layers));
   }
 
   /**
    * `rmi REF…`: removes refs; with `prune` (the default, as docker does) the blobs no other image uses are
    * deleted at once. Like docker, a reference that fails (unknown, or an image ID naming several refs without
    * `force`) does not stop the others: it is reported in `failed`, and the caller decides the exit status.
-   * An image ID (or `repo@digest`) that several refs point at is a CONFLICT unless `force`, which removes them all.
+   * An image ID (or `repo@digest`) that several refs point at is a CONFLICT unless `force`, which removes them all;
+   * so is removing the last ref of an image a container was made from (`force` untags it; its blobs stay).
    */
   async rmi(
     references: readonly string[],
@@ -421,6 +432,14 @@ export class Engine {
               `rmi ${r}: image is referenced by ${targets.length} refs (${targets.map((t) => t.name).join(', ')}): remove them by name, or use --force`,
             );
         }
+        // Like docker: the last ref of an image a container uses is kept unless forced (the container's image stays).
+        if (!options.force)
+          await refuseRemovingImageInUse(
+            this.store,
+            r,
+            targets,
+            await (await containers()).listContainers(this.store),
+          );
         for (const t of targets) {
           if (options.prune !== false) for (const d of await imageClosure(this.store, t)) released.add(d);
           if (await this.store.deleteRef(t.name)) removed.push(t.name);

@@ -126,6 +126,38 @@ describe('strata CLI on the embedded registry', () => {
   });
 });
 
+describe('pull status and archive output', () => {
+  const C = (): Record<string, string> => ({ STRATA_STORE: join(work, 'store-c') });
+
+  it('a re-pull that only adds a tag says "Downloaded newer image"; "up to date" only when nothing changed', async () => {
+    const tar = await makeTarball({ 'tag.txt': 'tags' });
+    expect((await runCli(['import', tar, 'tagtest/app:1'], A())).code).toBe(0);
+    for (const t of ['1', '2'])
+      expect((await runCli(['push', 'tagtest/app:1', `${host}/tagtest/app:${t}`], A())).code).toBe(0);
+    const first = await runCli(['pull', `${host}/tagtest/app:1`], C());
+    expect(first.stdout).toContain('Status: Downloaded newer image');
+    // Same digest under a new tag: no blob moves, but the store changed (a new tag).
+    const retag = await runCli(['pull', `${host}/tagtest/app:2`], C());
+    expect(retag.code, retag.stderr).toBe(0);
+    expect(retag.stdout).toContain(`Status: Downloaded newer image for ${host}/tagtest/app:2`);
+    const again = await runCli(['pull', `${host}/tagtest/app:2`], C());
+    expect(again.stdout).toContain(`Status: Image is up to date for ${host}/tagtest/app:2`);
+  });
+
+  it('--json save to standard output keeps the archive clean: events go to standard error', async () => {
+    const r = await runCli(['--json', 'save', 'tagtest/app:1'], A());
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stdout).toContain('manifest.json');
+    expect(r.stdout).not.toContain('"type":"blob-done"');
+    const events = r.stderr
+      .trim()
+      .split('\n')
+      .map((l) => JSON.parse(l) as { type: string });
+    expect(events.some((e) => e.type === 'blob-done')).toBe(true);
+    expect(events.at(-1)).toMatchObject({ type: 'result', verb: 'save' });
+  });
+});
+
 describe('inspect of several images', () => {
   it('prints the ones found and fails naming the missing one, like docker', async () => {
     const tar = await makeTarball({ 'a.txt': 'a' });

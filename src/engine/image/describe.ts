@@ -1,6 +1,6 @@
 import type { Digest } from '../oci/digest.js';
 import type { RefEntry } from '../store/types.js';
-import { imageSize, splitRefName, type LocalImage } from './local.js';
+import { splitRefName, type LocalImage } from './local.js';
 
 /** `docker image inspect`-shaped description of a local image, plus the OCI identity Strata keeps. */
 export interface ImageInspect {
@@ -26,8 +26,11 @@ export interface ImageInspect {
   readonly Platforms: readonly string[];
 }
 
-/** Builds the inspect document; `refs` are every ref of the store (to list all tags of the same image). */
-export function inspectImage(image: LocalImage, refs: readonly RefEntry[]): ImageInspect {
+/**
+ * Builds the inspect document; `refs` are every ref of the store (to list all tags of the same image), `size` the
+ * uncompressed size of its layers (`imageSize`), as docker's `Size`.
+ */
+export function inspectImage(image: LocalImage, refs: readonly RefEntry[], size: number): ImageInspect {
   const same = refs.filter((r) => r.descriptor.digest === image.top.digest);
   const tags = same.map((r) => r.name).filter((n) => !n.includes('@'));
   const repos = [...new Set(same.map((r) => splitRefName(r.name).repository))];
@@ -45,7 +48,7 @@ export function inspectImage(image: LocalImage, refs: readonly RefEntry[]): Imag
     Architecture: image.config.architecture,
     ...(image.config.variant ? { Variant: image.config.variant } : {}),
     Os: image.config.os,
-    Size: imageSize(image),
+    Size: size,
     RootFS: { Type: 'layers', Layers: image.config.rootfs.diff_ids },
     Descriptor: { mediaType: image.top.mediaType, digest: image.top.digest, size: image.top.bytes.length },
     Manifest: {
@@ -63,8 +66,10 @@ export interface HistoryRow {
   readonly id: string;
   readonly created?: string;
   readonly createdBy: string;
-  /** Compressed size of the layer this step made (0 for steps without a layer). */
+  /** Uncompressed size of the layer this step made, as docker shows it (0 for steps without a layer). */
   readonly size: number;
+  /** Size of the layer's blob as stored and transferred (compressed). */
+  readonly compressedSize: number;
   readonly layer?: Digest;
   readonly comment: string;
   readonly author: string;
@@ -72,20 +77,24 @@ export interface HistoryRow {
 
 /**
  * Pairs config history entries with layers: every entry without `empty_layer` consumes the next layer. Layers
- * with no history entry (images built without history) get a row of their own.
+ * with no history entry (images built without history) get a row of their own. `sizes` are the layers'
+ * uncompressed sizes, base first (`uncompressedSizes`).
  */
-export function imageHistory(image: LocalImage): HistoryRow[] {
+export function imageHistory(image: LocalImage, sizes: readonly number[]): HistoryRow[] {
   const layers = image.manifest.manifest.layers;
+  const sizeOf = (i: number): number => sizes[i] ?? layers[i]!.size;
   const entries = image.config.history ?? [];
   const rows: HistoryRow[] = [];
   let li = 0;
   for (const h of entries) {
-    const layer = h.empty_layer ? undefined : layers[li++];
+    const index = h.empty_layer ? undefined : li++;
+    const layer = index === undefined ? undefined : layers[index];
     rows.push({
       id: '<missing>',
       ...(h.created ? { created: h.created } : {}),
       createdBy: h.created_by ?? '',
-      size: layer?.size ?? 0,
+      size: layer ? sizeOf(index!) : 0,
+      compressedSize: layer?.size ?? 0,
       ...(layer ? { layer: layer.digest } : {}),
       comment: h.comment ?? '',
       author: h.author ?? '',
@@ -95,7 +104,8 @@ export function imageHistory(image: LocalImage): HistoryRow[] {
     rows.push({
       id: '<missing>',
       createdBy: '',
-      size: layers[li]!.size,
+      size: sizeOf(li),
+      compressedSize: layers[li]!.size,
       layer: layers[li]!.digest,
       comment: '',
       author: '',

@@ -5,6 +5,7 @@ import { formatReference, parseReference } from '../oci/reference.js';
 import { parseImageConfig, type Descriptor, type ImageConfig, type ManifestDocument } from '../oci/types.js';
 import type { ContentStore, RefEntry } from '../store/types.js';
 import { readStoredManifest } from './store-endpoint.js';
+import { uncompressedSizes } from './layer-sizes.js';
 
 /** A local image: a ref of the store, resolved to one platform's manifest and config. */
 export interface LocalImage {
@@ -125,11 +126,24 @@ export async function loadLocalImage(
   return { name: entry.name, top, manifest, config, configDigest, localPlatforms };
 }
 
-/** Total bytes of an image's blobs (compressed layers, config and manifests), as `images` reports. */
-export function imageSize(image: LocalImage): number {
+/** Total bytes of an image's blobs as stored (compressed layers, config and manifests): what a pull moves. */
+export function compressedImageSize(image: LocalImage): number {
   const m = image.manifest.manifest;
   const top = image.top.kind === 'index' ? image.top.bytes.length : 0;
   return top + image.manifest.bytes.length + m.config.size + m.layers.reduce((n, l) => n + l.size, 0);
+}
+
+/**
+ * The image's size as docker shows it (`images`, `inspect`): the sum of its layers' uncompressed sizes, each
+ * measured once per store and then read from a record (see layer-sizes.ts).
+ */
+export async function imageSize(
+  store: ContentStore,
+  image: LocalImage,
+  options: { signal?: AbortSignal } = {},
+): Promise<number> {
+  const sizes = await uncompressedSizes(store, image.manifest.manifest.layers, options);
+  return sizes.reduce((a, b) => a + b, 0);
 }
 
 /** One row of `strata images`. */
@@ -142,12 +156,18 @@ export interface ImageSummary {
   /** The image ID: the config digest, as docker defines it (empty when the image cannot be read). */
   readonly id: string;
   readonly created?: string;
+  /** Uncompressed size of the layers, as docker's SIZE column. */
   readonly size: number;
+  /** Bytes of the image's blobs as stored (compressed layers, config, manifests). */
+  readonly compressedSize: number;
   readonly platforms: readonly string[];
 }
 
 /** Lists the store's images, one row per ref; refs that cannot be read are reported with size 0, not fatal. */
-export async function listImages(store: ContentStore): Promise<ImageSummary[]> {
+export async function listImages(
+  store: ContentStore,
+  options: { signal?: AbortSignal } = {},
+): Promise<ImageSummary[]> {
   const rows: ImageSummary[] = [];
   for (const entry of await store.listRefs()) {
     const { repository, tag } = splitRefName(entry.name);
@@ -158,7 +178,8 @@ export async function listImages(store: ContentStore): Promise<ImageSummary[]> {
         ...base,
         id: image.configDigest,
         ...(image.config.created ? { created: image.config.created } : {}),
-        size: imageSize(image),
+        size: await imageSize(store, image, options),
+        compressedSize: compressedImageSize(image),
         platforms: image.localPlatforms.length
           ? image.localPlatforms
           : [
@@ -170,7 +191,8 @@ export async function listImages(store: ContentStore): Promise<ImageSummary[]> {
             ],
       });
     } catch {
-      rows.push({ ...base, size: 0, platforms: [] });
+      if (options.signal?.aborted) throw options.signal.reason;
+      rows.push({ ...base, size: 0, compressedSize: 0, platforms: [] });
     }
   }
   return rows.sort((a, b) => a.name.localeCompare(b.name));
@@ -205,4 +227,39 @@ export async function imageClosure(store: ContentStore, entry: RefEntry): Promis
   };
   await visit(entry.descriptor);
   return [...out];
+}
+
+/** What {@link refuseRemovingImageInUse} needs of a container: its name and the manifest it was made from. */
+export interface ImageUser {
+  readonly name: string;
+  readonly image: { readonly manifest: Digest; readonly config: Digest };
+}
+
+/**
+ * Throws CONFLICT (naming the containers) when removing the refs `targets` would leave no ref reaching an image
+ * that a container was made from, as docker refuses `rmi` of a container's image without `-f`.
+ */
+export async function refuseRemovingImageInUse(
+  store: ContentStore,
+  input: string,
+  targets: readonly RefEntry[],
+  containers: readonly ImageUser[],
+): Promise<void> {
+  if (containers.length === 0) return;
+  const removing = new Set(targets.map((t) => t.name));
+  const stillReached = new Set<Digest>();
+  for (const r of await store.listRefs())
+    if (!removing.has(r.name)) for (const d of await imageClosure(store, r)) stillReached.add(d);
+  const reached = new Set<Digest>();
+  for (const t of targets) for (const d of await imageClosure(store, t)) reached.add(d);
+  const users = containers.filter(
+    (c) => reached.has(c.image.manifest) && !stillReached.has(c.image.manifest),
+  );
+  if (users.length === 0) return;
+  const names = users.map((c) => c.name);
+  throw new TerminalError(
+    'CONFLICT',
+    `rmi ${input}: image ${shortId(users[0]!.image.config)} is used by container${names.length > 1 ? 's' : ''} ${names.join(', ')}: remove ${names.length > 1 ? 'them' : 'it'} first (strata rm), or use -f to untag the image anyway`,
+    { detail: { containers: names } },
+  );
 }
