@@ -13,7 +13,7 @@ import { buildCorpus, SMALL_REF, type Corpus } from './corpus.js';
 import { settleDisk } from './disk.js';
 import { InProcessEngine, killWorkersSync } from './in-process.js';
 import { CountingProxy } from './proxy.js';
-import { killAllSync, Registry, stopAll } from './registry.js';
+import { killAllSync, Registry, stopAll, type RequestCounts } from './registry.js';
 import {
   BenchError,
   fmtBytes,
@@ -858,6 +858,7 @@ async function main(): Promise<void> {
   }
   if (args.only.has('engine-repush')) {
     let dst = '';
+    let pushed: RequestCounts | undefined;
     scenarios.push({
       id: 'engine-repush',
       title: 're-push, engine call in a warm process (every blob already there)',
@@ -870,10 +871,14 @@ async function main(): Promise<void> {
         startWorker();
       },
       before: async () => void (await counted!.takeRequests()),
-      exec: () => worker!.call({ op: 'push', store, source: srcRef, destination: dst }, timeoutMs),
+      exec: async () => {
+        const s = await worker!.call({ op: 'push', store, source: srcRef, destination: dst }, timeoutMs);
+        pushed = await counted!.takeRequests(); // before verify's own HEAD
+        return s;
+      },
       verify: () => verifyPushed(counted!.host, 'bench/repush', corpus),
       after: async () => {
-        const c = await counted!.takeRequests();
+        const c = pushed!;
         const uploads = Object.entries(c.requests)
           .filter(([k]) => k.endsWith(' upload'))
           .reduce((n, [, v]) => n + v, 0);
