@@ -763,7 +763,12 @@ async function main(): Promise<void> {
         ref = `${(await countedRegistry()).host}/bench/app:1`;
       },
       before: async (side, i) => {
-        dirs.set(key(side, i), await mkdtemp(path.join(tmpDir, `pullc-${side}-${i}-`)));
+        const dir = await mkdtemp(path.join(tmpDir, `pullc-${side}-${i}-`));
+        // An empty OCI layout, as the node's store would already be: the row measures two pulls, not two
+        // processes racing to turn an empty directory into a store (both sides get the same).
+        await writeFile(path.join(dir, 'oci-layout'), '{"imageLayoutVersion":"1.0.0"}');
+        await writeFile(path.join(dir, 'index.json'), '{"schemaVersion":2,"manifests":[]}');
+        dirs.set(key(side, i), dir);
         await counted!.takeRequests(); // count this run only
       },
       cmds: (side, i) => {
