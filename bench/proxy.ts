@@ -6,6 +6,7 @@
 import http from 'node:http';
 import { Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
+import { endpointKind } from './registry.js';
 
 export interface ProxyCounts {
   /** Request body bytes sent to blob upload endpoints (…/blobs/uploads/…). */
@@ -27,14 +28,6 @@ const HOP_BY_HOP = new Set([
   'upgrade',
   'expect',
 ]);
-
-function kindOf(url: string): 'blob' | 'upload' | 'manifest' | 'other' {
-  const p = url.split('?')[0] ?? '';
-  if (p.includes('/blobs/uploads')) return 'upload';
-  if (p.includes('/blobs/')) return 'blob';
-  if (p.includes('/manifests/')) return 'manifest';
-  return 'other';
-}
 
 export class CountingProxy {
   private counts: ProxyCounts = CountingProxy.zero();
@@ -74,7 +67,7 @@ export class CountingProxy {
   }
 
   private forward(req: http.IncomingMessage, res: http.ServerResponse, upstreamPort: number): void {
-    const kind = kindOf(req.url ?? '/');
+    const kind = endpointKind(req.url ?? '/');
     const key = `${req.method ?? '?'} ${kind}`;
     this.counts.requests[key] = (this.counts.requests[key] ?? 0) + 1;
     const headers: http.OutgoingHttpHeaders = {};

@@ -30,11 +30,14 @@ const live = new Set<Registry>();
 export class Registry {
   private child: ChildProcess | undefined;
   private logStream: WriteStream | undefined;
+  /** Bytes of registry.log already seen by takeRequests(). */
+  private logMark = 0;
 
   private constructor(
     readonly dir: string,
     readonly port: number,
     private readonly bin: string,
+    private readonly accessLog: boolean,
   ) {}
 
   /** host:port, as used in image references. */
@@ -46,10 +49,17 @@ export class Registry {
     return path.join(this.dir, 'data');
   }
 
-  /** Starts a registry with storage DIR/data; `fresh` removes any previous storage first. */
-  static async start(dir: string, opts: { fresh?: boolean } = {}): Promise<Registry> {
+  get logFile(): string {
+    return path.join(this.dir, 'registry.log');
+  }
+
+  /**
+   * Starts a registry with storage DIR/data; `fresh` removes any previous storage first. `accessLog` makes it log
+   * every request (combined log format) for {@link takeRequests}: counting at the registry costs the client nothing.
+   */
+  static async start(dir: string, opts: { fresh?: boolean; accessLog?: boolean } = {}): Promise<Registry> {
     const bin = await requireTool('/usr/bin/docker-registry', 'docker-registry');
-    const reg = new Registry(dir, await freePort(), bin);
+    const reg = new Registry(dir, await freePort(), bin, opts.accessLog ?? false);
     if (opts.fresh) await rm(reg.dataDir, { recursive: true, force: true });
     await mkdir(reg.dataDir, { recursive: true });
     await writeFile(path.join(dir, 'config.yml'), reg.config());
@@ -66,7 +76,7 @@ export class Registry {
       'log:',
       '  level: warn',
       '  accesslog:',
-      '    disabled: true',
+      `    disabled: ${!this.accessLog}`,
       'storage:',
       '  filesystem:',
       `    rootdirectory: ${this.dataDir}`,
@@ -80,7 +90,7 @@ export class Registry {
   }
 
   private async launch(): Promise<void> {
-    const logFile = path.join(this.dir, 'registry.log');
+    const logFile = this.logFile;
     const out = createWriteStream(logFile, { flags: 'a' });
     await new Promise<void>((resolve, reject) => {
       out.once('open', () => resolve());
@@ -146,6 +156,18 @@ export class Registry {
     live.add(this);
   }
 
+  /**
+   * Requests the registry answered since the last call (needs `accessLog`): counts by "METHOD kind" (kind: blob,
+   * upload, manifest, other) and the body bytes of blob GETs it sent.
+   */
+  async takeRequests(): Promise<RequestCounts> {
+    if (!this.accessLog) throw new BenchError(`registry ${this.host} was started without accessLog`);
+    const text = await readFile(this.logFile);
+    const counts = parseAccessLog(text.subarray(this.logMark).toString('utf8'));
+    this.logMark = text.length;
+    return counts;
+  }
+
   /** Copies an OCI layout ref into REPO:TAG of this registry with skopeo. */
   async seed(layout: string, ref: string, repoTag: string): Promise<void> {
     const skopeo = await requireTool('skopeo', 'skopeo');
@@ -159,6 +181,37 @@ export class Registry {
       `docker://${this.host}/${repoTag}`,
     ]);
   }
+}
+
+/** What {@link Registry.takeRequests} counted. */
+export interface RequestCounts {
+  /** Requests by "METHOD kind", e.g. "GET blob", "POST upload", "PUT manifest". */
+  requests: Record<string, number>;
+  /** Response body bytes of successful blob GETs (what clients downloaded). */
+  blobBytesServed: number;
+}
+
+/** The kind of registry endpoint a request path names (also used by bench/proxy.ts). */
+export function endpointKind(url: string): 'blob' | 'upload' | 'manifest' | 'other' {
+  const p = url.split('?')[0] ?? '';
+  if (p.includes('/blobs/uploads')) return 'upload';
+  if (p.includes('/blobs/')) return 'blob';
+  if (p.includes('/manifests/')) return 'manifest';
+  return 'other';
+}
+
+/** Counts the requests of combined-log-format lines (`… "GET /v2/… HTTP/1.1" 200 1234 …`); other lines are skipped. */
+export function parseAccessLog(text: string): RequestCounts {
+  const out: RequestCounts = { requests: {}, blobBytesServed: 0 };
+  for (const m of text.matchAll(/"([A-Z]+) (\S+) HTTP\/[\d.]+" (\d{3}) (\d+|-)/g)) {
+    const [, method, url, status, bytes] = m;
+    const kind = endpointKind(url!);
+    const key = `${method} ${kind}`;
+    out.requests[key] = (out.requests[key] ?? 0) + 1;
+    if (method === 'GET' && kind === 'blob' && (status === '200' || status === '206') && bytes !== '-')
+      out.blobBytesServed += Number(bytes);
+  }
+  return out;
 }
 
 /** Stops every registry still running (for exit paths). */

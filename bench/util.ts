@@ -1,6 +1,7 @@
 /**
  * Small helpers shared by the benchmark: running commands with a bounded output tail, finding
- * tools, streaming hashes. The benchmark stands alone: it imports nothing from src/.
+ * tools, streaming hashes. The benchmark stands alone: it imports nothing from src/ (except
+ * bench/engine-worker.ts, which exists to time the built engine itself).
  */
 import { spawn, type SpawnOptions } from 'node:child_process';
 import { createHash } from 'node:crypto';
