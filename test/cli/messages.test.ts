@@ -101,9 +101,7 @@ describe('plain messages instead of raw Node errors', () => {
       );
     });
     expect(r.code).toBe(1);
-    expect(lines(r.stderr)).toEqual([
-      `strata: cannot open the store ${store} (--store or $STRATA_STORE): permission denied (${store})`,
-    ]);
+    expect(lines(r.stderr)).toEqual([`strata: store ${store}: permission denied (${store})`]);
     expect(JSON.parse(lines(r.stdout).at(-1)!)).toMatchObject({ code: 'PERMISSION_DENIED' });
   });
 
@@ -118,7 +116,7 @@ describe('plain messages instead of raw Node errors', () => {
     const r = await runCli(['pull', `127.0.0.1:${port}/x/y:1`], env);
     expect(r.code).toBe(1);
     expect(r.stderr).toContain(`strata: pull 127.0.0.1:${port}/x/y:1:`);
-    expect(r.stderr).toContain(`nothing listens at 127.0.0.1:${port} (connection refused)`);
+    expect(r.stderr).toContain(`cannot connect to 127.0.0.1:${port}: connection refused`);
     expect(r.stderr).not.toMatch(/connect ECONNREFUSED/);
   });
 });

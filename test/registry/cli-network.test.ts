@@ -28,7 +28,12 @@ describe('strata pull against broken registries', () => {
       STRATA_HTTP_TIMEOUTS: 'headers=200ms',
     });
     expect(run.code).toBe(1);
-    expect(run.stderr.trim()).toMatch(
+    // Without a terminal each retry is one plain line (`retrying (n/N): cause`); the last line is the verdict.
+    const stderrLines = run.stderr.trim().split('\n');
+    expect(stderrLines.slice(0, -1).map((l) => l.slice(0, 'retrying (n/N):'.length))).toEqual(
+      [1, 2, 3, 4].map((n) => `retrying (${n}/4):`),
+    );
+    expect(stderrLines.at(-1)).toMatch(
       new RegExp(
         `^strata: pull ${silent.host}/team/app:1: ${silent.host} sent no response within 200 ms \\(response-headers timeout\\) \\(gave up after 5 attempts\\)$`,
       ),

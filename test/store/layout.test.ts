@@ -1,4 +1,4 @@
-import { spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { readdir, readFile, stat, unlink, utimes, writeFile } from 'node:fs/promises';
 import { hostname } from 'node:os';
 import { isAbsolute, join, relative } from 'node:path';
@@ -78,6 +78,29 @@ describe('FsStore.open', () => {
     await FsStore.open(other);
     expect((await indexJson(other)).manifests).toEqual([]);
   });
+
+  it('separate processes opening one empty directory at once all succeed (no STORE_CORRUPT race)', async () => {
+    const built = join(process.cwd(), 'dist', 'src', 'engine', 'store', 'index.js');
+    const script = `const { FsStore } = await import(${JSON.stringify(built)}); await FsStore.open(process.argv[1]);`;
+    for (let round = 0; round < 5; round++) {
+      const root = join(await tempDir(), 'store');
+      const codes = await Promise.all(
+        Array.from(
+          { length: 6 },
+          () =>
+            new Promise<string>((resolve) => {
+              const child = spawn(process.execPath, ['--input-type=module', '-e', script, root], {
+                stdio: ['ignore', 'ignore', 'pipe'],
+              });
+              let err = '';
+              child.stderr.on('data', (d: Buffer) => (err += d.toString()));
+              child.on('close', (code) => resolve(code === 0 ? 'ok' : `exit ${code}: ${err}`));
+            }),
+        ),
+      );
+      expect(codes).toEqual(Array(6).fill('ok'));
+    }
+  }, 60_000);
 
   it('refuses what is not an OCI layout, with a clear STORE_CORRUPT error', async () => {
     const dir = await tempDir();

@@ -1,7 +1,7 @@
 import { execFile } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { existsSync } from 'node:fs';
-import { readFile, stat, writeFile } from 'node:fs/promises';
+import { readFile, stat, utimes, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import { fileURLToPath, pathToFileURL } from 'node:url';
@@ -128,11 +128,15 @@ describe('named ingests', () => {
     const owned = ingestName(digestOf('owned'));
     await writeFile(join(dir, orphan), randomBytes(1000));
     await writeFile(join(dir, owned), randomBytes(1000));
-    // A lock left by a dead writer (pid 2^22 + 1 is above Linux's pid_max limit, so never alive).
+    // A lock left by a dead writer: nobody refreshes it, so once older than the stale time it is judged stale
+    // (ADR 0009: age decides; a pid only when provably in our PID namespace).
+    const deadLock = join(dir, `${orphan}.lock`);
     await writeFile(
-      join(dir, `${orphan}.lock`),
+      deadLock,
       JSON.stringify({ pid: 4194305, host: (await import('node:os')).hostname(), token: 'dead', created: 0 }),
     );
+    const longAgo = new Date(Date.now() - 3600_000);
+    await utimes(deadLock, longAgo, longAgo);
     const held = await acquireLock(join(dir, `${owned}.lock`));
     try {
       const dry = await store.gc({ dryRun: true });

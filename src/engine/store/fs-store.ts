@@ -713,6 +713,11 @@ async function ensureLayout(root: string): Promise<void> {
   if (layoutText === undefined) {
     // Refuse to turn a directory of other things into a store; our own leftovers (another opener racing) are fine.
     const others = (await readdir(root)).filter((n) => !ROOT_TEMP_RE.test(n));
+    // A concurrent opener may have created the layout since we looked: then it is a layout, not "other things".
+    if (others.length > 0) layoutText = await readFile(layoutPath, 'utf8').catch(() => undefined);
+  }
+  if (layoutText === undefined) {
+    const others = (await readdir(root)).filter((n) => !ROOT_TEMP_RE.test(n));
     if (others.length > 0) {
       throw new TerminalError(
         'STORE_CORRUPT',
