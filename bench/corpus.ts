@@ -290,7 +290,8 @@ export function parseDeb822(text: string, suite: string): string[] {
   return out;
 }
 
-async function debootstrapRootfs(rootDir: string): Promise<string> {
+/** The debootstrap minbase tree under `rootDir` (made once, then reused while `<dir>.done` exists). */
+export async function debootstrapRootfs(rootDir: string): Promise<string> {
   const dir = path.join(rootDir, `${SUITE}-minbase`);
   if (existsSync(`${dir}.done`)) {
     log(`corpus: rootfs ${dir} cached`);

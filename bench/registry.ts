@@ -38,7 +38,13 @@ export class Registry {
     readonly port: number,
     private readonly bin: string,
     private readonly accessLog: boolean,
+    private readonly proxyRemote?: string,
   ) {}
+
+  /** The running process's id (undefined when stopped). */
+  get pid(): number | undefined {
+    return this.child?.pid;
+  }
 
   /** host:port, as used in image references. */
   get host(): string {
@@ -56,10 +62,14 @@ export class Registry {
   /**
    * Starts a registry with storage DIR/data; `fresh` removes any previous storage first. `accessLog` makes it log
    * every request (combined log format) for {@link takeRequests}: counting at the registry costs the client nothing.
+   * `proxyRemote` (`http://host:port`) makes it a pull-through cache of that registry (distribution's proxy mode).
    */
-  static async start(dir: string, opts: { fresh?: boolean; accessLog?: boolean } = {}): Promise<Registry> {
+  static async start(
+    dir: string,
+    opts: { fresh?: boolean; accessLog?: boolean; proxyRemote?: string } = {},
+  ): Promise<Registry> {
     const bin = await requireTool('/usr/bin/docker-registry', 'docker-registry');
-    const reg = new Registry(dir, await freePort(), bin, opts.accessLog ?? false);
+    const reg = new Registry(dir, await freePort(), bin, opts.accessLog ?? false, opts.proxyRemote);
     if (opts.fresh) await rm(reg.dataDir, { recursive: true, force: true });
     await mkdir(reg.dataDir, { recursive: true });
     await writeFile(path.join(dir, 'config.yml'), reg.config());
@@ -85,6 +95,7 @@ export class Registry {
       'http:',
       `  addr: 127.0.0.1:${this.port}`,
       '  secret: strata-bench-local-only',
+      ...(this.proxyRemote ? ['proxy:', `  remoteurl: ${this.proxyRemote}`] : []),
       '',
     ].join('\n');
   }

@@ -9,9 +9,28 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
+import {
+  BUILD_BASE_REF,
+  buildahCli,
+  buildDockerfile,
+  prepareBuildFixture,
+  strataBuildCli,
+  strataBuildMetadata,
+  verifyBuildahBuilt,
+  verifyStrataBuilt,
+  type BuildFixture,
+} from './build.js';
 import { buildCorpus, SMALL_REF, type Corpus } from './corpus.js';
 import { settleDisk } from './disk.js';
 import { InProcessEngine, killWorkersSync } from './in-process.js';
+import {
+  httpPull,
+  httpPullMany,
+  killAllMirrorsSync,
+  MirrorProcess,
+  peakRssKiB,
+  stopAllMirrors,
+} from './mirror.js';
 import { CountingProxy } from './proxy.js';
 import { killAllSync, Registry, stopAll, type RequestCounts } from './registry.js';
 import {
@@ -52,6 +71,12 @@ const CREATE_SECONDS_TARGET = 0.1;
 const ENGINE_SECONDS_TARGET = 0.01;
 /** Untimed warm-up calls before the engine-level rows' timed ones (module loading, JIT, kept connections). */
 const ENGINE_WARMUPS = 3;
+/** Issue 12: a cold `strata build` against `buildah bud --layers` (no build cache on either side). */
+const BUILD_COLD_RATIO_TARGET = 0.7;
+/** Issue 12: a fully cached build may take this much longer than resolving the base (`strata inspect`). */
+const BUILD_CACHED_EXTRA_SECONDS = 0.5;
+/** Issue 12: peak RSS of `strata build` (the process tree's largest process). */
+const BUILD_RSS_TARGET_MIB = 200;
 
 // ---------------------------------------------------------------------------------------------
 // Arguments
@@ -62,7 +87,9 @@ const USAGE = `usage: npm run bench -- [options]     (or: node dist/bench/run.js
   --quick           small corpus (2,000 files, 32 MiB blob, generated rootfs: no debootstrap)
   --only LIST       comma-separated scenarios: startup,pull,pull-concurrent,push-new,
                     push-cold,repush,engine-repush,unpack-first,unpack,commit,create,
-                    engine-create (default: all)
+                    engine-create,build-resolve,build-cold,build-cached,mirror-cold,
+                    mirror-warm,mirror-concurrent; "build" means the three build-* rows,
+                    "mirror" the three mirror-* rows (default: all)
   --corpus-only     build (or find cached) the corpus, print its sizes, and stop
   --timeout S       a command running longer than S seconds fails the bench (default 600)
   --strata-cmd CMD  developer override of "node bin/strata.js" (a command prefix); the value
@@ -85,14 +112,33 @@ const SCENARIO_IDS = [
   'commit',
   'create',
   'engine-create',
+  'build-resolve',
+  'build-cold',
+  'build-cached',
+  'mirror-cold',
+  'mirror-warm',
+  'mirror-concurrent',
 ] as const;
 /** The union scenarios (issues 3, 11): they need root (overlay, ownership), umoci, and the real strata CLI. */
 const UNION_IDS: readonly ScenarioId[] = ['unpack-first', 'unpack', 'commit', 'create', 'engine-create'];
 /** The engine-level scenarios: the built engine in a worker process (bench/engine-worker.ts), not a command. */
 const ENGINE_IDS: readonly ScenarioId[] = ['engine-repush', 'engine-create'];
 /** Scenarios that need no prepared push source (the persistent strata store and skopeo layout). */
-const NO_PUSH_STATE_IDS: readonly ScenarioId[] = ['startup', 'pull', 'pull-concurrent'];
+const NO_PUSH_STATE_IDS: readonly ScenarioId[] = [
+  'startup',
+  'pull',
+  'pull-concurrent',
+  'mirror-cold',
+  'mirror-warm',
+  'mirror-concurrent',
+];
+/** The pull-through mirror rows (issue 13 §7): strata mirror serve against distribution's proxy mode. */
+const MIRROR_IDS: readonly ScenarioId[] = ['mirror-cold', 'mirror-warm', 'mirror-concurrent'];
+/** How many pulls the concurrent mirror row starts at once. */
+const MIRROR_CONCURRENT_PULLS = 50;
 type ScenarioId = (typeof SCENARIO_IDS)[number];
+/** The build rows (issue 12): strata build against buildah bud; root (runc, overlay), no corpus, no registry. */
+const BUILD_IDS: readonly ScenarioId[] = ['build-resolve', 'build-cold', 'build-cached'];
 
 interface Args {
   runs: number;
@@ -139,7 +185,18 @@ function parse(argv: string[]): Args {
   if (!Number.isInteger(runs) || runs < 1)
     throw new BenchError(`--runs must be a positive integer, got "${runsRaw}"`);
   const only = new Set<ScenarioId>();
-  for (const s of (values.only ?? SCENARIO_IDS.join(',')).split(',').filter(Boolean)) {
+  const words = (values.only ?? SCENARIO_IDS.join(',')).split(',').filter(Boolean);
+  // "build" names every build row; build-cached's target is relative to build-resolve, so it brings it along.
+  const expanded = words.flatMap((w) =>
+    w === 'build'
+      ? [...BUILD_IDS]
+      : w === 'mirror'
+        ? [...MIRROR_IDS]
+        : w === 'build-cached'
+          ? ['build-resolve', w]
+          : [w],
+  );
+  for (const s of expanded) {
     if (!(SCENARIO_IDS as readonly string[]).includes(s)) {
       throw new BenchError(`unknown scenario "${s}" (known: ${SCENARIO_IDS.join(', ')})`);
     }
@@ -332,6 +389,8 @@ interface Scenario {
     informational?: boolean;
     ratio?: number;
     seconds?: number;
+    /** The RSS bound when `rss` is set (default RSS_TARGET_MIB). */
+    rssMiB?: number;
   };
   /** Untimed warm-up runs before the timed ones (default 1); run indexes below this are warm-ups. */
   warmups?: number;
@@ -509,7 +568,7 @@ function resultRow(r: ScenarioResult): string {
   const ratioOk = seconds !== undefined || ratio <= (r.scenario.checks.ratio ?? RATIO_TARGET);
   const met =
     ratioOk &&
-    (!rss || srss <= RSS_TARGET_MIB) &&
+    (!rss || srss <= (r.scenario.checks.rssMiB ?? RSS_TARGET_MIB)) &&
     (!zeroCount || count === 0) &&
     (seconds === undefined || sm <= seconds);
   const verdict = informational ? '' : met ? ' — met' : ' — **missed**';
@@ -568,7 +627,7 @@ function corpusTable(c: Corpus): string[] {
   return rows;
 }
 
-async function machineFacts(args: Args, cli: StrataCli, c: Corpus): Promise<string[]> {
+async function machineFacts(args: Args, cli: StrataCli, c: Corpus | undefined): Promise<string[]> {
   const firstLine = async (argv: string[]) => {
     const r = await runCapture(argv).catch(() => undefined);
     return r && r.code === 0 ? r.tail.text(1).trim() : 'unknown';
@@ -588,9 +647,296 @@ async function machineFacts(args: Args, cli: StrataCli, c: Corpus): Promise<stri
     `- machine: ${os.availableParallelism()} CPUs (nproc), ${os.cpus()[0]?.model ?? 'unknown CPU'}, ${(os.totalmem() / 1024 / MiB).toFixed(1)} GiB RAM, Linux ${os.release()}`,
     `- node ${process.version}; ${await firstLine(['skopeo', '--version'])}; ${await firstLine(['/usr/bin/docker-registry', '--version'])}`,
     `- strata: ${cli.describe}, commit ${commit}${dirty ? ' (with uncommitted changes)' : ''}`,
-    `- runs: 1 warm-up + ${args.runs} timed per side, alternating; corpus: ${c.params.quick ? '**quick** (smoke run, not representative)' : 'full'}, rootfs ${c.params.rootfs}, compressed with ${c.compressor}`,
+    `- runs: 1 warm-up + ${args.runs} timed per side, alternating` +
+      (c
+        ? `; corpus: ${c.params.quick ? '**quick** (smoke run, not representative)' : 'full'}, rootfs ${c.params.rootfs}, compressed with ${c.compressor}`
+        : ''),
+    ...(buildFixture
+      ? [
+          `- ${await firstLine(['buildah', '--version'])}; runc ${(await runCapture(['runc', '--version']).catch(() => undefined))?.tail.text(3).match(/runc version (\S+)/)?.[1] ?? 'unknown'}`,
+        ]
+      : []),
+    `- load average at the end: ${os
+      .loadavg()
+      .map((x) => x.toFixed(2))
+      .join(' ')} (other work on this machine makes the numbers noisy)`,
     `- work dir: ${args.work}`,
   ];
+}
+
+// ---------------------------------------------------------------------------------------------
+// Build rows (issue 12): strata build against buildah bud, same Dockerfile, base and context
+
+/** The build fixture, once prepared (for the report). */
+let buildFixture: BuildFixture | undefined;
+
+function buildFixtureFacts(fx: BuildFixture): string[] {
+  const p = fx.params;
+  return [
+    '## Build rows: the Dockerfile and its inputs',
+    '',
+    `- base \`${BUILD_BASE_REF}\`: ${p.base === 'busybox-static' ? 'busybox-static tree (**--quick**: not representative)' : 'debootstrap --variant=minbase bookworm'}, ${fmtBytes(fx.baseTarBytes)} uncompressed; \`strata import\` of its tarball, and that image saved as an OCI archive for \`buildah pull oci-archive:\``,
+    `- context: ${p.contextFiles.toLocaleString('en')} files of 64 B – 64 KiB (${fmtBytes(fx.contextBytes)}) in nested dirs; the last RUN deletes ${fx.deletedFiles.toLocaleString('en')} of them`,
+    `- first RUN: ${p.runFiles.toLocaleString('en')} small files and one ${fmtBytes(p.runBigBytes)} file from /dev/urandom`,
+    '',
+    '```dockerfile',
+    buildDockerfile(p).trimEnd(),
+    '```',
+  ];
+}
+
+/**
+ * The mirror rows (issue 13 §7): pulls of the corpus image through `strata mirror serve` and through
+ * docker-registry in proxy mode (distribution's `proxy: remoteurl:`), both in front of the access-logged registry
+ * standing in for the hub, by the in-process client of bench/mirror.ts (no client start-up timed). Cold: both
+ * caches restarted empty before every run; warm: filled once, untimed; concurrent: 50 cold pulls at once. The
+ * RSS columns are the servers' peaks (VmHWM), the count is what the hub served.
+ */
+function mirrorScenarios(
+  args: Args,
+  prefix: string[],
+  corpus: Corpus,
+  hubRegistry: () => Promise<Registry>,
+): Scenario[] {
+  const repo = 'bench/app';
+  let hub: Registry | undefined;
+  let mirror: MirrorProcess | undefined;
+  let dist: Registry | undefined;
+  const imageBlobBytes = corpus.layers.reduce((n, l) => n + l.size, 0);
+  const setup = async (): Promise<void> => {
+    hub ??= await hubRegistry();
+    mirror ??= await MirrorProcess.start(prefix, path.join(args.work, 'mirror-strata'), `http://${hub.host}`);
+    dist ??= await Registry.start(path.join(args.work, 'mirror-distribution'), {
+      fresh: true,
+      proxyRemote: `http://${hub.host}`,
+    });
+    log(
+      `mirror: strata mirror serve on ${mirror.host}, docker-registry proxy on ${dist.host}, hub ${hub.host}`,
+    );
+  };
+  const hostOf = (side: Side): string => (side === 'strata' ? mirror!.host : dist!.host);
+  const serverRss = async (side: Side): Promise<number> =>
+    side === 'strata' ? mirror!.peakRssKiB() : peakRssKiB(dist!.pid);
+  const emptyCaches = async (): Promise<void> => {
+    await mirror!.restartEmpty();
+    await dist!.wipe();
+  };
+  const pulls =
+    (n: number) =>
+    async (side: Side): Promise<Sample> => {
+      const t0 = process.hrtime.bigint();
+      if (n === 1) await httpPull(hostOf(side), repo, '1', corpus.manifestDigest, timeoutMs);
+      else await httpPullMany(n, hostOf(side), repo, '1', corpus.manifestDigest, timeoutMs);
+      const seconds = Number(process.hrtime.bigint() - t0) / 1e9;
+      return { seconds, rssKiB: await serverRss(side) };
+    };
+  // What the hub served during the run: 1.00× the image for a cold fill that fetches each blob once, 0 warm.
+  const hubServed = async (): Promise<ByteCount> => {
+    const c = await hub!.takeRequests();
+    return {
+      how: 'served',
+      value: c.blobBytesServed,
+      requests: c.requests,
+      note: `hub served ${(c.blobBytesServed / imageBlobBytes).toFixed(2)}× the image's layers`,
+    };
+  };
+  const common = {
+    peer: 'docker-registry proxy',
+    strataName: 'mirror',
+    checks: { ratio: RATIO_TARGET },
+    after: hubServed,
+  } as const;
+  const rows: Scenario[] = [];
+  if (args.only.has('mirror-cold'))
+    rows.push({
+      ...common,
+      id: 'mirror-cold',
+      title: 'pull through a mirror, cold (empty cache; RSS: the server)',
+      target: `≤ ${RATIO_TARGET.toFixed(2)}× docker-registry proxy`,
+      setup,
+      before: async () => {
+        await emptyCaches();
+        await hub!.takeRequests();
+      },
+      exec: pulls(1),
+    });
+  if (args.only.has('mirror-warm'))
+    rows.push({
+      ...common,
+      id: 'mirror-warm',
+      title: 'pull through a mirror, warm (image cached; RSS: the server)',
+      target: `≤ ${RATIO_TARGET.toFixed(2)}× docker-registry proxy`,
+      setup: async () => {
+        await setup();
+        await emptyCaches();
+        for (const side of ['strata', 'peer'] as const)
+          await httpPull(hostOf(side), repo, '1', corpus.manifestDigest, timeoutMs);
+      },
+      before: async () => void (await hub!.takeRequests()),
+      exec: pulls(1),
+    });
+  if (args.only.has('mirror-concurrent'))
+    rows.push({
+      ...common,
+      id: 'mirror-concurrent',
+      title: `${MIRROR_CONCURRENT_PULLS} concurrent pulls through a mirror, cold (RSS: the server)`,
+      target: `≤ ${RATIO_TARGET.toFixed(2)}× docker-registry proxy`,
+      setup,
+      before: async () => {
+        await emptyCaches();
+        await hub!.takeRequests();
+      },
+      exec: pulls(MIRROR_CONCURRENT_PULLS),
+    });
+  return rows;
+}
+
+/** The build rows selected by --only: resolve (informational), cold, fully cached. */
+async function buildScenarios(args: Args, cli: StrataCli, tmpDir: string): Promise<Scenario[]> {
+  const prefix = cli.prefix;
+  if (!prefix) throw new BenchError('the build rows need the strata CLI (not --strata-cmd skopeo)');
+  await requireTool('buildah', 'buildah');
+  await requireTool('runc', 'runc');
+  const fx = await prepareBuildFixture({ work: args.work, quick: args.quick, strataPrefix: prefix });
+  buildFixture = fx;
+  const strataOn = (store: string) => strataBuildCli(prefix, store);
+  const describe = `${fx.params.contextFiles.toLocaleString('en')}-file COPY, RUN writing ${fmtBytes(fx.params.runBigBytes)}, RUN deleting`;
+
+  // `buildah pull` leaves the base extracted in its storage; strata's store gets the same head start: the base
+  // imported and its layer unpacked into the layer cache (a container made and removed), all untimed.
+  const importBase = async (store: string): Promise<void> => {
+    const cli = strataOn(store);
+    await run(cli.import(fx.baseTar));
+    await run(cli.createOnBase('bench-unpack-base'));
+    await run(cli.rm('bench-unpack-base'));
+  };
+  // The resolve and cached rows share one strata store and one buildah root, the base imported once.
+  let cached: { strata: string; buildah: string } | undefined;
+  const ensureCached = async (): Promise<{ strata: string; buildah: string }> => {
+    if (cached) return cached;
+    const strata = path.join(await mkdtemp(path.join(tmpDir, 'build-cached-strata-')), 'store');
+    const buildah = await mkdtemp(path.join(tmpDir, 'build-cached-buildah-'));
+    await importBase(strata);
+    await run(buildahCli(buildah).pull(fx.baseOci));
+    cached = { strata, buildah };
+    return cached;
+  };
+  const verifySide = async (side: Side, store: string): Promise<void> => {
+    if (side === 'strata') verifyStrataBuilt(await run(strataOn(store).history()), fx.params);
+    else verifyBuildahBuilt(await run(buildahCli(store).inspectOut()));
+  };
+
+  const scenarios: Scenario[] = [];
+  if (args.only.has('build-resolve')) {
+    scenarios.push({
+      id: 'build-resolve',
+      title: 'resolve the local base image (`strata inspect` vs `buildah inspect`)',
+      peer: 'buildah',
+      target: "informational: the fixed part of the cached build's target",
+      checks: { informational: true },
+      setup: async () => void (await ensureCached()),
+      cmd: (side) =>
+        side === 'strata'
+          ? strataOn(cached!.strata).inspectBase()
+          : buildahCli(cached!.buildah).inspectBase(),
+    });
+  }
+  if (args.only.has('build-cold')) {
+    const dirs = new Map<string, string>();
+    const dir = (side: Side, i: number) => dirs.get(`${side}-${i}`)!;
+    const store = (side: Side, i: number) =>
+      side === 'strata' ? path.join(dir(side, i), 'store') : dir(side, i);
+    scenarios.push({
+      id: 'build-cold',
+      title: `build, cold (${describe}) vs \`buildah bud --layers\``,
+      peer: 'buildah',
+      target: `≤ ${BUILD_COLD_RATIO_TARGET.toFixed(2)}× buildah, RSS ≤ ${BUILD_RSS_TARGET_MIB} MiB`,
+      checks: { rss: true, ratio: BUILD_COLD_RATIO_TARGET, rssMiB: BUILD_RSS_TARGET_MIB },
+      // Untimed: a fresh store / storage root holding only the base, as after `strata import` / `buildah pull`.
+      before: async (side, i) => {
+        dirs.set(`${side}-${i}`, await mkdtemp(path.join(tmpDir, `build-cold-${side}-${i}-`)));
+        if (side === 'strata') await importBase(store(side, i));
+        else await run(buildahCli(store(side, i)).pull(fx.baseOci));
+        await run(['sync']);
+      },
+      cmd: (side, i) =>
+        side === 'strata'
+          ? strataOn(store(side, i)).build(fx.context, path.join(dir(side, i), 'metadata.json'))
+          : buildahCli(store(side, i)).bud(fx.context, path.join(dir(side, i), 'iid')),
+      verify: async (side, i) => {
+        if (side === 'strata') {
+          const m = await strataBuildMetadata(path.join(dir(side, i), 'metadata.json'));
+          if (m.cacheHits !== 0) throw new Error(`a cold build reused ${m.cacheHits} cached steps`);
+        }
+        await verifySide(side, store(side, i));
+      },
+      after: async (side, i) => {
+        await unmountUnder(dir(side, i));
+        await rm(dir(side, i), { recursive: true, force: true });
+        dirs.delete(`${side}-${i}`);
+        return undefined;
+      },
+    });
+  }
+  if (args.only.has('build-cached')) {
+    const first: Record<Side, string> = { strata: '', peer: '' };
+    const out = (side: Side, i: number | string) => path.join(tmpDir, `build-cached-${side}-${i}`);
+    scenarios.push({
+      id: 'build-cached',
+      title: `build, fully cached (same context again) vs \`buildah bud --layers\``,
+      peer: 'buildah',
+      // Replaced by runAll once build-resolve has run (the target is relative to it).
+      target: `≤ resolving the base + ${BUILD_CACHED_EXTRA_SECONDS} s, RSS ≤ ${BUILD_RSS_TARGET_MIB} MiB`,
+      checks: { rss: true, rssMiB: BUILD_RSS_TARGET_MIB, seconds: BUILD_CACHED_EXTRA_SECONDS },
+      // Untimed: one build per side fills the cache; every later run must give the very same image.
+      setup: async () => {
+        const c = await ensureCached();
+        await run(strataOn(c.strata).build(fx.context, out('strata', 'setup')));
+        first.strata = (await strataBuildMetadata(out('strata', 'setup'))).config;
+        await verifySide('strata', c.strata);
+        await run(buildahCli(c.buildah).bud(fx.context, out('peer', 'setup')));
+        first.peer = (await readFile(out('peer', 'setup'), 'utf8')).trim();
+        await verifySide('peer', c.buildah);
+      },
+      cmd: (side, i) =>
+        side === 'strata'
+          ? strataOn(cached!.strata).build(fx.context, out(side, i))
+          : buildahCli(cached!.buildah).bud(fx.context, out(side, i)),
+      verify: async (side, i) => {
+        if (side === 'strata') {
+          const m = await strataBuildMetadata(out(side, i));
+          if (m.config !== first.strata)
+            throw new Error(`image ${m.config}, want the first build's ${first.strata}`);
+          if (m.cacheHits < 3)
+            throw new Error(`only ${m.cacheHits} of the 3 filesystem steps came from the cache`);
+        } else {
+          const iid = (await readFile(out(side, i), 'utf8')).trim();
+          if (iid !== first.peer) throw new Error(`image ${iid}, want the first build's ${first.peer}`);
+        }
+      },
+    });
+  }
+  return scenarios;
+}
+
+/** `--only build…`: only the build rows; no corpus, no registry, no skopeo. */
+async function mainBuildOnly(args: Args): Promise<void> {
+  timeBin = await requireTool('/usr/bin/time', 'time');
+  const cli = strataCli(args);
+  if (!args.strataCmd && !existsSync(path.join(args.root, 'dist', 'src', 'cli', 'main.js')))
+    throw new BenchError('strata CLI not built: dist/src/cli/main.js is missing (npm run build)');
+  if (process.getuid?.() !== 0)
+    throw new BenchError('the build rows need root (runc, overlay): sudo npm run bench -- --only build');
+  const tmpDir = path.join(args.work, 'tmp');
+  await unmountUnder(tmpDir);
+  await rm(tmpDir, { recursive: true, force: true });
+  await mkdir(tmpDir, { recursive: true });
+  cleanup = async () => {
+    await unmountUnder(tmpDir);
+    await rm(tmpDir, { recursive: true, force: true });
+  };
+  const results = await runAll(await buildScenarios(args, cli, tmpDir), args.runs, tmpDir);
+  await report(args, cli, results, undefined);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -601,6 +947,7 @@ let cleanup: (() => Promise<void>) | undefined;
 async function main(): Promise<void> {
   const args = parse(process.argv.slice(2));
   await mkdir(args.work, { recursive: true });
+  if (!args.corpusOnly && [...args.only].every((id) => BUILD_IDS.includes(id))) return mainBuildOnly(args);
   const corpus = await buildCorpus({ work: args.work, quick: args.quick });
   if (args.corpusOnly) {
     process.stdout.write(corpusTable(corpus).join('\n') + '\n');
@@ -617,12 +964,12 @@ async function main(): Promise<void> {
     );
   }
 
-  const rootIds = UNION_IDS.filter((id) => args.only.has(id));
+  const rootIds = [...UNION_IDS, ...BUILD_IDS].filter((id) => args.only.has(id));
   if (rootIds.length > 0 && process.getuid?.() !== 0) {
-    // Overlay mounts and the files' owners (for both tools) need root.
+    // Overlay mounts and the files' owners (for both tools), and runc for the builds' RUN steps, need root.
     if (args.onlyGiven) throw new BenchError(`${rootIds.join(', ')} need root (sudo npm run bench)`);
     log(`not root: skipping ${rootIds.join(', ')} (they need root)`);
-    for (const id of UNION_IDS) args.only.delete(id);
+    for (const id of [...UNION_IDS, ...BUILD_IDS]) args.only.delete(id);
   }
   const engineIds = ENGINE_IDS.filter((id) => args.only.has(id));
   if (engineIds.length > 0 && args.strataCmd) {
@@ -643,7 +990,10 @@ async function main(): Promise<void> {
     // Container roots of the union scenarios (a failed run may leave them mounted).
     if (UNION_IDS.some((id) => args.only.has(id))) await unmountUnder(store);
     await proxy?.stop();
+    await stopAllMirrors();
     await stopAll();
+    // Container roots of a build row's steps (a failed run may leave them mounted).
+    if (BUILD_IDS.some((id) => args.only.has(id))) await unmountUnder(tmpDir);
     await rm(tmpDir, { recursive: true, force: true });
   };
 
@@ -1046,11 +1396,42 @@ async function main(): Promise<void> {
     }
   }
 
-  const results: ScenarioResult[] = [];
-  for (const sc of scenarios) results.push(await runScenario(sc, args.runs, tmpDir));
+  if (MIRROR_IDS.some((id) => args.only.has(id))) {
+    if (!cli.prefix) throw new BenchError('the mirror rows need the strata CLI (not --strata-cmd skopeo)');
+    scenarios.push(...mirrorScenarios(args, cli.prefix, corpus, countedRegistry));
+  }
+  if (BUILD_IDS.some((id) => args.only.has(id))) scenarios.push(...(await buildScenarios(args, cli, tmpDir)));
+  const results = await runAll(scenarios, args.runs, tmpDir);
+  await report(args, cli, results, corpus);
+}
 
+/** Runs the scenarios in order; a build-resolve result sets the build-cached row's seconds target. */
+async function runAll(scenarios: Scenario[], runs: number, tmpDir: string): Promise<ScenarioResult[]> {
+  const results: ScenarioResult[] = [];
+  for (const sc of scenarios) {
+    const r = await runScenario(sc, runs, tmpDir);
+    results.push(r);
+    if (sc.id !== 'build-resolve') continue;
+    const resolve = median(r.samples.strata.map((x) => x.seconds));
+    const cached = scenarios.find((c) => c.id === 'build-cached');
+    if (cached) {
+      cached.checks.seconds = resolve + BUILD_CACHED_EXTRA_SECONDS;
+      cached.target = `≤ ${cached.checks.seconds.toFixed(3)} s (resolving the base ${resolve.toFixed(3)} s + ${BUILD_CACHED_EXTRA_SECONDS} s), RSS ≤ ${BUILD_RSS_TARGET_MIB} MiB`;
+    }
+  }
+  return results;
+}
+
+/** Prints the report (tables, corpus, machine) and writes it to WORK/results.md. */
+async function report(
+  args: Args,
+  cli: StrataCli,
+  results: ScenarioResult[],
+  corpus: Corpus | undefined,
+): Promise<void> {
+  const quick = args.quick;
   const out = [
-    `# Strata benchmark${corpus.params.quick ? ' (--quick smoke run)' : ''}`,
+    `# Strata benchmark${quick ? ' (--quick smoke run)' : ''}`,
     '',
     '| scenario | strata median s | peer median s | ratio (strata/peer) | strata peak RSS MiB | peer peak RSS MiB | target |',
     '|---|---:|---:|---:|---:|---:|---|',
@@ -1062,10 +1443,15 @@ async function main(): Promise<void> {
     '|---|---|---|---:|---:|---|',
     ...results.flatMap(detailRows),
     '',
-    `## Corpus: image \`${corpus.ref}\` (${corpus.layers.length} layers, manifest \`${corpus.manifestDigest.slice(0, 19)}…\`)`,
-    '',
-    ...corpusTable(corpus),
-    '',
+    ...(corpus
+      ? [
+          `## Corpus: image \`${corpus.ref}\` (${corpus.layers.length} layers, manifest \`${corpus.manifestDigest.slice(0, 19)}…\`)`,
+          '',
+          ...corpusTable(corpus),
+          '',
+        ]
+      : []),
+    ...(buildFixture ? [...buildFixtureFacts(buildFixture), ''] : []),
     '## Machine',
     '',
     ...(await machineFacts(args, cli, corpus)),
@@ -1088,6 +1474,7 @@ async function shutdown(code: number): Promise<never> {
 process.on('exit', () => {
   killRunningSync();
   killWorkersSync();
+  killAllMirrorsSync();
   killAllSync();
 });
 for (const sig of ['SIGINT', 'SIGTERM'] as const) {

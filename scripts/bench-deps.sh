@@ -4,11 +4,13 @@
 #   debootstrap      the base layer's Debian rootfs          pigz         parallel gzip for the corpus
 #   time             GNU time, for peak RSS (/usr/bin/time)   umoci        the peer for unpack and commit
 #   attr             setfattr/getfattr (xattrs, overlay)
+#   buildah, runc    the peer of the build rows, and the runtime of both sides' RUN steps
+#   busybox-static   the base of the build rows' --quick smoke run
 # GNU tar, gzip and git are assumed (Debian essentials / the repository itself).
 set -euo pipefail
 
 # "command:package" pairs; a command with a slash is checked as a path
-need=(docker-registry:docker-registry skopeo:skopeo umoci:umoci setfattr:attr debootstrap:debootstrap pigz:pigz /usr/bin/time:time)
+need=(docker-registry:docker-registry skopeo:skopeo umoci:umoci setfattr:attr debootstrap:debootstrap pigz:pigz /usr/bin/time:time buildah:buildah runc:runc /usr/bin/busybox:busybox-static)
 
 missing=()
 for pair in "${need[@]}"; do

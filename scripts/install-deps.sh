@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
 # install-deps.sh - install what Strata's tests need on a Debian machine (as root), only what is missing:
-# the Debian peers the interoperability tests run (docker-registry, skopeo, umoci, htpasswd, openssl) and the npm packages.
+# the Debian peers the interoperability tests run (docker-registry, skopeo, umoci, htpasswd, openssl, buildah,
+# containerd and its ctr), the OCI runtime builds run RUN steps with (runc), a static busybox for test roots, git
+# for git build contexts, debootstrap (and dpkg-deb) for the Debian apt build test, GNU time (peak RSS in the
+# benchmark), and the npm packages.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 need=()
-for pair in docker-registry:docker-registry skopeo:skopeo umoci:umoci htpasswd:apache2-utils tar:tar gzip:gzip curl:curl setfattr:attr zstd:zstd openssl:openssl; do
+for pair in docker-registry:docker-registry skopeo:skopeo umoci:umoci htpasswd:apache2-utils tar:tar gzip:gzip curl:curl setfattr:attr zstd:zstd openssl:openssl pigz:pigz runc:runc busybox:busybox-static buildah:buildah git:git debootstrap:debootstrap dpkg-deb:dpkg /usr/bin/time:time containerd:containerd; do
     command -v "${pair%%:*}" >/dev/null 2>&1 || need+=("${pair#*:}")
 done
 if [ ${#need[@]} -gt 0 ]; then

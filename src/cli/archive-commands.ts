@@ -62,48 +62,63 @@ export function registerArchiveCommands(program: Command, env: StrataEnvironment
       '--platform <os/arch[/variant]>',
       'docker format: platform of a multi-platform image (default: this host)',
     )
-    .action((refs: string[], opts: { output?: string; format: string; platform?: string }, cmd: Command) =>
-      withContext(
-        cmd,
-        env,
-        async (ctx) => {
-          if (opts.format !== 'docker' && opts.format !== 'oci')
-            throw new TerminalError(
-              'INVALID_ARGUMENT',
-              `save: --format must be docker or oci, not ${opts.format}`,
+    .option(
+      '--keep-media-types',
+      'oci format: write Docker-typed manifests and lists as stored (digests kept) instead of converting them to OCI types',
+    )
+    .action(
+      (
+        refs: string[],
+        opts: { output?: string; format: string; platform?: string; keepMediaTypes?: boolean },
+        cmd: Command,
+      ) =>
+        withContext(
+          cmd,
+          env,
+          async (ctx) => {
+            if (opts.format !== 'docker' && opts.format !== 'oci')
+              throw new TerminalError(
+                'INVALID_ARGUMENT',
+                `save: --format must be docker or oci, not ${opts.format}`,
+              );
+            if (opts.keepMediaTypes && opts.format !== 'oci')
+              throw new TerminalError(
+                'INVALID_ARGUMENT',
+                'save: --keep-media-types applies to --format oci only',
+              );
+            const toStdout = opts.output === undefined || opts.output === '-';
+            if (toStdout && process.stdout.isTTY)
+              throw new TerminalError(
+                'INVALID_ARGUMENT',
+                'save: refusing to write an archive to a terminal; give -o FILE or redirect standard output',
+              );
+            // With the archive on standard output, JSON progress lines go to standard error (dataOnStdout below).
+            const progress = ctx.progress();
+            const write = (out: Writable): Promise<SaveResult> =>
+              ctx.engine.save(refs, out, {
+                format: opts.format as ArchiveFormat,
+                signal: ctx.signal,
+                onEvent: progress.listener,
+                ...(opts.platform ? { platform: parsePlatform(opts.platform) } : {}),
+                ...(opts.keepMediaTypes ? { keepMediaTypes: true } : {}),
+              });
+            const result = toStdout ? await write(process.stdout) : await saveToFile(opts.output!, write);
+            progress.finish();
+            const notes = result.images.flatMap((i) =>
+              i.missingPlatforms?.length
+                ? [`${i.name}: not in the archive (not present locally): ${i.missingPlatforms.join(', ')}`]
+                : [],
             );
-          const toStdout = opts.output === undefined || opts.output === '-';
-          if (toStdout && process.stdout.isTTY)
-            throw new TerminalError(
-              'INVALID_ARGUMENT',
-              'save: refusing to write an archive to a terminal; give -o FILE or redirect standard output',
-            );
-          // With the archive on standard output, JSON progress lines go to standard error (dataOnStdout below).
-          const progress = ctx.progress();
-          const write = (out: Writable): Promise<SaveResult> =>
-            ctx.engine.save(refs, out, {
-              format: opts.format as ArchiveFormat,
-              signal: ctx.signal,
-              onEvent: progress.listener,
-              ...(opts.platform ? { platform: parsePlatform(opts.platform) } : {}),
-            });
-          const result = toStdout ? await write(process.stdout) : await saveToFile(opts.output!, write);
-          progress.finish();
-          const notes = result.images.flatMap((i) =>
-            i.missingPlatforms?.length
-              ? [`${i.name}: not in the archive (not present locally): ${i.missingPlatforms.join(', ')}`]
-              : [],
-          );
-          printNotes(notes);
-          if (ctx.options.json) {
-            const line = `${JSON.stringify({ type: 'result', verb: 'save', ...result })}\n`;
-            // Standard output carries the archive itself: the result goes to standard error then.
-            if (toStdout) process.stderr.write(line);
-            else ctx.print(line);
-          }
-        },
-        { dataOnStdout: opts.output === undefined || opts.output === '-' },
-      ),
+            printNotes(notes);
+            if (ctx.options.json) {
+              const line = `${JSON.stringify({ type: 'result', verb: 'save', ...result })}\n`;
+              // Standard output carries the archive itself: the result goes to standard error then.
+              if (toStdout) process.stderr.write(line);
+              else ctx.print(line);
+            }
+          },
+          { dataOnStdout: opts.output === undefined || opts.output === '-' },
+        ),
     );
 
   program

@@ -48,6 +48,67 @@ export function registerContainerCommands(program: Command, env: StrataEnvironme
     );
 
   program
+    .command('run')
+    .description(
+      "run an image's command in a new container through runc, in the foreground (needs root and runc)",
+    )
+    .argument('<ref>', 'local image (reference or image ID)')
+    .argument('[command...]', "replaces the image's CMD (put it after -- when it has options of its own)")
+    .option('--rm', 'remove the container when the command exits')
+    .option('--name <name>', 'container name (default: strata-<8 hex>)')
+    .option(
+      '-e, --env <k=v>',
+      'set an environment variable (repeatable)',
+      (v: string, p: string[]) => [...p, v],
+      [],
+    )
+    .option('-w, --workdir <dir>', 'working directory inside the container')
+    .option('-u, --user <user>', 'user (name, uid, name:group or uid:gid)')
+    .option('--network <host|none>', "network: the host's, or loopback only", 'host')
+    .option('--driver <driver>', 'overlay or vfs; default: overlay when it works')
+    .option('--platform <os/arch[/variant]>', 'platform of a multi-platform image (default: this host)')
+    .action(
+      (
+        ref: string,
+        command: string[],
+        opts: {
+          rm?: boolean;
+          name?: string;
+          env: string[];
+          workdir?: string;
+          user?: string;
+          network: string;
+          driver?: string;
+          platform?: string;
+        },
+        cmd: Command,
+      ) =>
+        withContext(cmd, env, async (ctx) => {
+          if (opts.network !== 'host' && opts.network !== 'none')
+            throw new TerminalError(
+              'INVALID_ARGUMENT',
+              `--network must be host or none, not ${opts.network}`,
+            );
+          const driver = driverOption(opts.driver);
+          const outcome = await ctx.engine.run(ref, {
+            args: command,
+            env: opts.env,
+            network: opts.network,
+            signal: ctx.signal,
+            onStdout: (c) => process.stdout.write(c),
+            onStderr: (c) => process.stderr.write(c),
+            ...(opts.rm ? { remove: true } : {}),
+            ...(opts.name !== undefined ? { name: opts.name } : {}),
+            ...(opts.workdir !== undefined ? { workdir: opts.workdir } : {}),
+            ...(opts.user !== undefined ? { user: opts.user } : {}),
+            ...(driver ? { driver } : {}),
+            ...(opts.platform ? { platform: parsePlatform(opts.platform) } : {}),
+          });
+          process.exitCode = outcome.exitCode;
+        }),
+    );
+
+  program
     .command('mount')
     .description("mount a container's root (if not mounted yet) and print its path")
     .argument('<name>', 'container name or ID prefix')

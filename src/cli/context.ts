@@ -3,8 +3,12 @@ import type { StrataEnvironment } from '../config/index.js';
 import type { Engine } from '../engine/engine.js';
 import type { RegistryApi } from '../engine/registry/types.js';
 import { AbortedError, classifySystemError } from '../engine/errors.js';
+import { parseByteSize } from '../config/size.js';
 import { createProgress, type Progress, type ProgressMode } from './progress.js';
 import { createCliLogger, type LogLevel } from './logger.js';
+
+/** The signals that abort a verb (and let it clean up) instead of killing the process. */
+const ABORT_SIGNALS: readonly NodeJS.Signals[] = ['SIGINT', 'SIGTERM', 'SIGHUP'];
 
 /** The global flags every verb sees. */
 export interface GlobalOptions {
@@ -13,6 +17,8 @@ export interface GlobalOptions {
   readonly quiet: boolean;
   readonly insecureRegistry: string[];
   readonly logLevel: LogLevel;
+  /** `--max-uncompressed` (default `$STRATA_MAX_UNCOMPRESSED`), unparsed. */
+  readonly maxUncompressed?: string;
 }
 
 /** Everything a verb needs, built from the global flags; `close` releases connections. */
@@ -29,9 +35,13 @@ export interface CliContext {
 
 /** The global options of the root command, seen from any subcommand. */
 export function globalOptions(cmd: Command): GlobalOptions {
+  return rootOf(cmd).opts<GlobalOptions>();
+}
+
+function rootOf(cmd: Command): Command {
   let root = cmd;
   while (root.parent) root = root.parent;
-  return root.opts<GlobalOptions>();
+  return root;
 }
 
 /** How a verb uses standard output. */
@@ -50,37 +60,22 @@ export async function openContext(
   contextOptions: ContextOptions = {},
 ): Promise<CliContext> {
   const options = globalOptions(cmd);
+  // Parsed before anything opens: a bad size fails the verb at once, naming where it came from.
+  const maxUncompressedBytes =
+    options.maxUncompressed !== undefined
+      ? parseByteSize(
+          options.maxUncompressed,
+          rootOf(cmd).getOptionValueSource('maxUncompressed') === 'default'
+            ? '$STRATA_MAX_UNCOMPRESSED'
+            : '--max-uncompressed',
+        )
+      : undefined;
   // Loaded on first use: `--help` and `--version` stay as fast as Node itself allows (docs/adr/0005-bundled-cli.md).
-  const [{ Engine }, { FsStore }] = await Promise.all([
+  const [{ Engine }, { FsStore }, { createObserver }] = await Promise.all([
     import('../engine/engine.js'),
     import('../engine/store/fs-store.js'),
+    import('../engine/observe.js'),
   ]);
-  const store = await FsStore.open(options.store).catch((err: unknown) => {
-    throw classifySystemError(err, `cannot open the store ${options.store} (--store or $STRATA_STORE)`);
-  });
-  // Assigned below, before any verb can make the client (which reports to the engine's observer).
-  const made: { engine?: Engine } = {};
-  // The registry client (and node:http with it) loads only when a verb talks to a registry.
-  const registry = lazyRegistry(async () => {
-    const [{ RegistryClient }, { DockerConfigCredentials }, { parseHttpTimeouts }] = await Promise.all([
-      import('../engine/registry/client.js'),
-      import('../engine/registry/credentials.js'),
-      import('../engine/registry/timeouts.js'),
-    ]);
-    return new RegistryClient({
-      credentials: new DockerConfigCredentials({ path: env.dockerConfigPath }),
-      insecureRegistries: options.insecureRegistry,
-      certsDirs: env.certsDirs,
-      ...(env.httpTimeouts ? { timeouts: parseHttpTimeouts(env.httpTimeouts) } : {}),
-      // The engine's observer: its listeners see every HTTP exchange and retry.
-      ...(made.engine ? { observer: made.engine.observer } : {}),
-    });
-  });
-  const controller = new AbortController();
-  // The reason is what an aborted call rethrows: an AbortedError, so the CLI's exit status does not depend on which
-  // layer noticed the abort first.
-  const onSigint = (): void => controller.abort(new AbortedError('interrupted'));
-  process.once('SIGINT', onSigint);
   const mode: ProgressMode = options.json
     ? 'json'
     : options.quiet
@@ -93,9 +88,47 @@ export async function openContext(
     process.stderr,
     contextOptions.dataOnStdout ? process.stderr : process.stdout,
   );
-  const logger = createCliLogger(options.logLevel);
-  const engine = new Engine({ store, registry: registry.api, logger, listeners: [progress.listener] });
-  made.engine = engine;
+  // One observer for store, registry client and engine: lock waits, leases, HTTP exchanges and retries all reach
+  // the progress renderer and the log.
+  const observer = createObserver({
+    logger: createCliLogger(options.logLevel),
+    listeners: [progress.listener],
+  });
+  const store = await FsStore.open(options.store, { observer }).catch((err: unknown) => {
+    throw classifySystemError(err, `cannot open the store ${options.store} (--store or $STRATA_STORE)`);
+  });
+  // The registry client (and node:http with it) loads only when a verb talks to a registry.
+  const registry = lazyRegistry(async () => {
+    const [{ RegistryClient }, { DockerConfigCredentials }, { parseHttpTimeouts }] = await Promise.all([
+      import('../engine/registry/client.js'),
+      import('../engine/registry/credentials.js'),
+      import('../engine/registry/timeouts.js'),
+    ]);
+    return new RegistryClient({
+      credentials: new DockerConfigCredentials({ path: env.dockerConfigPath }),
+      insecureRegistries: options.insecureRegistry,
+      certsDirs: env.certsDirs,
+      ...(env.httpTimeouts ? { timeouts: parseHttpTimeouts(env.httpTimeouts) } : {}),
+      observer,
+    });
+  });
+  const controller = new AbortController();
+  // The reason is what an aborted call rethrows: an AbortedError, so the CLI's exit status does not depend on which
+  // layer noticed the abort first.
+  // Ctrl-C, `kill`, `timeout`, a closed terminal or a pod's deletion all abort the verb the same way, so it can
+  // clean up (kill a RUN step's processes, unmount, remove step containers). A repeated signal while that runs is
+  // ignored rather than killing the process halfway through its cleanup.
+  const onSignal = (signal: NodeJS.Signals): void => {
+    if (controller.signal.aborted) return;
+    controller.abort(new AbortedError(signal === 'SIGINT' ? 'interrupted' : `interrupted (${signal})`));
+  };
+  for (const s of ABORT_SIGNALS) process.on(s, onSignal);
+  const engine = new Engine({
+    store,
+    registry: registry.api,
+    observer,
+    ...(maxUncompressedBytes !== undefined ? { maxUncompressedBytes } : {}),
+  });
   return {
     engine,
     options,
@@ -107,7 +140,9 @@ export async function openContext(
     },
     close: async () => {
       progress.finish();
-      process.off('SIGINT', onSigint);
+      // An aborted verb is on its way out with 130: keep swallowing repeated signals until the process exits, or a
+      // second Ctrl-C arriving just after the cleanup would still kill it by signal.
+      if (!controller.signal.aborted) for (const s of ABORT_SIGNALS) process.off(s, onSignal);
       await registry.close();
     },
   };

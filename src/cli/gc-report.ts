@@ -123,7 +123,7 @@ export async function gcReport(
     );
   if (partial.count > 0)
     lines.push(
-      `Kept ${plural(partial.count, 'partial write')} in ingest/ (${humanSize(partial.bytes)}) younger than ${STORE_GRACE}`,
+      `Kept ${plural(partial.count, 'partial write')} in ingest/ (${humanSize(partial.bytes)}) that a running pull, load or commit owns`,
     );
   lines.push(
     `Layer cache: ${plural(layerCache.count, 'unpacked layer')}, ${humanSize(layerCache.bytes)} on disk (${options.dryRun ? 'would remove' : 'removed'} ${layerCache.removed}; layers no image or container uses are kept for ${LAYER_GRACE} after their last use)`,

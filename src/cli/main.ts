@@ -3,9 +3,11 @@ import { readEnvironment } from '../config/index.js';
 import { parsePlatform, type Platform } from '../engine/oci/platform.js';
 import { registerEngineCommands } from './engine-commands.js';
 import { registerRegistryCommands } from './registry-commands.js';
+import { registerMirrorCommands } from './mirror-commands.js';
 import { registerArchiveCommands } from './archive-commands.js';
 import { registerContainerCommands } from './container-commands.js';
 import { registerCommitCommands } from './commit-commands.js';
+import { registerBuildCommands } from './build-commands.js';
 import type { GlobalOptions } from './context.js';
 import { cliErrorReport } from './errors.js';
 import { LOG_LEVELS } from './logger.js';
@@ -16,9 +18,10 @@ export function buildProgram(): Command {
   const program = new Command('strata')
     .description(
       'Container images without a daemon: pull, push and copy them, import, tag, inspect and remove them in a ' +
-        'local store (an OCI image layout), make containers of them, commit their changes, save and load archives, ' +
-        'and serve an embedded OCI registry. (Builds, the pull-through mirror and the Kubernetes operator are not ' +
-        'part of this release.)',
+        'local store (an OCI image layout), make containers of them, commit their changes, build Dockerfiles (RUN ' +
+        'through runc), save and load archives, serve an embedded OCI registry and a pull-through registry mirror, ' +
+        "and point a node's containerd or docker at registry mirrors (mirror config). (The Kubernetes operator is " +
+        'not part of this release.)',
     )
     .version('0.1.0')
     .addOption(
@@ -43,14 +46,23 @@ export function buildProgram(): Command {
         .choices(LOG_LEVELS)
         .default('warn'),
     )
+    .addOption(
+      new Option(
+        '--max-uncompressed <size>',
+        'cap on what one layer (unpack, create, build steps) or one gzip archive (load) may expand to, e.g. 512m ' +
+          '(default: $STRATA_MAX_UNCOMPRESSED, else 64g)',
+      ).default(env.maxUncompressed),
+    )
     // A usage error is one line plus a hint (set per command below), not the whole help.
     .configureOutput({ outputError: (text, write) => write(`strata: ${text.replace(/^error: /, '')}`) })
     .exitOverride();
   registerEngineCommands(program, env);
   registerRegistryCommands(program, env);
+  registerMirrorCommands(program, env);
   registerArchiveCommands(program, env);
   registerContainerCommands(program, env);
   registerCommitCommands(program, env);
+  registerBuildCommands(program, env);
   for (const cmd of allCommands(program)) cmd.showHelpAfterError(`see '${commandPath(cmd)} --help'`);
   return program;
 }
@@ -94,7 +106,8 @@ export async function run(argv: readonly string[]): Promise<number> {
   program.hook('preAction', (_root, action) => void (verb = action));
   try {
     await program.parseAsync([...argv]);
-    return 0;
+    // A verb that passes on a status of its own (`run`: its command's) sets process.exitCode.
+    return typeof process.exitCode === 'number' ? process.exitCode : 0;
   } catch (err) {
     if (err instanceof CommanderError) return err.exitCode === 0 ? 0 : 2;
     // What the user asked for, to name it in a message that would otherwise be a bare Node error.

@@ -85,6 +85,12 @@ class TtyProgress {
           bar: false,
         });
         break;
+      case 'build-step':
+      case 'build-output': {
+        const line = buildLine(e);
+        if (line !== undefined) this.above(line.replace(/\n$/, ''));
+        break;
+      }
       case 'note':
         this.above(`note: ${e.message}`);
         return;
@@ -167,7 +173,37 @@ export function createProgress(
     listener: (e) => {
       if (e.type === 'note') stderr.write(`note: ${e.message}\n`);
       else if (e.type === 'retry' && mode === 'plain') stderr.write(`${retryLine(e)}\n`);
+      else if ((e.type === 'build-step' || e.type === 'build-output') && mode === 'plain') {
+        const line = buildLine(e);
+        if (line !== undefined) stderr.write(line.endsWith('\n') ? line : `${line}\n`);
+      }
     },
     finish: () => undefined,
   };
+}
+
+/**
+ * A build event as docker's plain progress shows it: `#3 [build 2/7] RUN make`, `#3 CACHED`, `#3 DONE 1.2s`, and a
+ * RUN step's output with its step number in front of each line. Undefined for events that print nothing.
+ */
+export function buildLine(e: CliEvent): string | undefined {
+  if (e.type === 'build-output') {
+    const text = e.text.endsWith('\n') ? e.text.slice(0, -1) : e.text;
+    return text
+      .split('\n')
+      .map((l) => `#${e.step} ${l}`)
+      .join('\n');
+  }
+  if (e.type !== 'build-step') return undefined;
+  const secs = e.durationMs !== undefined ? ` ${(e.durationMs / 1000).toFixed(1)}s` : '';
+  switch (e.status) {
+    case 'start':
+      return `#${e.step} [${e.stage} ${e.step}/${e.total}] ${e.instruction}`;
+    case 'cached':
+      return `#${e.step} CACHED`;
+    case 'done':
+      return `#${e.step} DONE${secs}`;
+    case 'error':
+      return `#${e.step} ERROR${secs}`;
+  }
 }

@@ -5,13 +5,13 @@ import type { StrataEnvironment } from '../config/index.js';
 import { TerminalError } from '../engine/errors.js';
 
 /** Parses `HOST:PORT` or `PORT` (host defaults to 127.0.0.1). */
-export function parseListen(value: string): { host: string; port: number } {
+export function parseListen(value: string, flag = '--listen'): { host: string; port: number } {
   const m = /^(?:(\[[^\]]+\]|[^:]+):)?(\d{1,5})$/.exec(value);
   const port = m ? Number(m[2]) : NaN;
   if (!m || port > 65535)
     throw new TerminalError(
       'INVALID_ARGUMENT',
-      `invalid --listen ${JSON.stringify(value)}: want HOST:PORT or PORT`,
+      `invalid ${flag} ${JSON.stringify(value)}: want HOST:PORT or PORT`,
     );
   return { host: (m[1] ?? '127.0.0.1').replace(/^\[|\]$/g, ''), port };
 }
@@ -52,7 +52,10 @@ interface ServeOptions {
   root: string;
   uploadTimeout: string;
   maxUploadsPerClient: string;
+  maxUploadsPerRepo: string;
   maxUploads: string;
+  htpasswd?: string;
+  maxConnections: string;
 }
 
 /** Registers `strata registry serve` and `strata registry gc`. */
@@ -65,13 +68,27 @@ export function registerRegistryCommands(program: Command, env: StrataEnvironmen
     .option('--root <dir>', 'registry storage (an OCI image layout)', env.registryRoot)
     .option('--upload-timeout <seconds>', 'remove upload sessions idle for this long', '600')
     .option('--max-uploads-per-client <n>', 'upload sessions one client address may hold at once', '64')
+    .option(
+      '--max-uploads-per-repo <n>',
+      'upload sessions all clients may hold at once for one repository',
+      '256',
+    )
     .option('--max-uploads <n>', 'upload sessions all clients may hold at once', '1024')
+    .option('--htpasswd <file>', 'require HTTP Basic auth of clients against this htpasswd file (bcrypt)')
+    .option(
+      '--max-connections <n>',
+      'open connections at most; past it the longest-idle one is closed',
+      '1000',
+    )
     .action(async (opts: ServeOptions) => {
       const { host, port } = parseListen(opts.listen);
       const limits = {
         uploadTimeoutMs: parsePositiveInt('--upload-timeout', opts.uploadTimeout) * 1000,
         maxUploadSessionsPerClient: parsePositiveInt('--max-uploads-per-client', opts.maxUploadsPerClient),
+        maxUploadSessionsPerRepository: parsePositiveInt('--max-uploads-per-repo', opts.maxUploadsPerRepo),
         maxUploadSessions: parsePositiveInt('--max-uploads', opts.maxUploads),
+        maxConnections: parsePositiveInt('--max-connections', opts.maxConnections),
+        ...(opts.htpasswd !== undefined ? { htpasswd: opts.htpasswd } : {}),
       };
       // Loaded here so that the engine verbs do not pay for the server and the logger at startup.
       const [{ pino, destination }, { startRegistryServer }] = await Promise.all([
@@ -85,15 +102,7 @@ export function registerRegistryCommands(program: Command, env: StrataEnvironmen
       const server = await startRegistryServer({ store, host, port, logger, ...limits });
       logger.info({ url: server.url, root: opts.root }, 'registry listening');
       process.stdout.write(`${server.url}\n`);
-      await new Promise<void>((resolve) => {
-        const stop = (): void => {
-          process.off('SIGINT', stop);
-          process.off('SIGTERM', stop);
-          void server.close().then(resolve, resolve);
-        };
-        process.on('SIGINT', stop);
-        process.on('SIGTERM', stop);
-      });
+      await untilStopped(server);
     });
 
   registry
@@ -114,4 +123,17 @@ export function registerRegistryCommands(program: Command, env: StrataEnvironmen
         `${opts.dryRun ? 'Would delete' : 'Deleted'} ${result.removed.length} blobs, ${result.bytesFreed} bytes (${result.kept} kept)\n`,
       );
     });
+}
+
+/** Waits for SIGINT or SIGTERM, then closes `server` (a listener of `serve` verbs runs until told to stop). */
+export async function untilStopped(server: { close(): Promise<void> }): Promise<void> {
+  await new Promise<void>((resolve) => {
+    const stop = (): void => {
+      process.off('SIGINT', stop);
+      process.off('SIGTERM', stop);
+      void server.close().then(resolve, resolve);
+    };
+    process.on('SIGINT', stop);
+    process.on('SIGTERM', stop);
+  });
 }

@@ -28,6 +28,11 @@ export interface StrataEnvironment {
   readonly httpTimeouts?: string;
   /** `$SOURCE_DATE_EPOCH` (reproducible builds): commit/import/export clamp file mtimes to it. */
   readonly sourceDateEpoch?: number;
+  /**
+   * Cap on what one layer or one gzip archive may expand to (`512m`, `64g`): `$STRATA_MAX_UNCOMPRESSED`, parsed by
+   * `parseByteSize` when a verb opens the engine (so a typo fails that verb, naming the variable).
+   */
+  readonly maxUncompressed?: string;
 }
 
 /** Reads the environment once; pass `env` to test other settings. */
@@ -50,6 +55,7 @@ export function readEnvironment(env: NodeJS.ProcessEnv = process.env): StrataEnv
       : ['/etc/containers/certs.d', '/etc/docker/certs.d'],
     logLevel: env.STRATA_LOG_LEVEL || 'info',
     ...(env.STRATA_HTTP_TIMEOUTS ? { httpTimeouts: env.STRATA_HTTP_TIMEOUTS } : {}),
+    ...(env.STRATA_MAX_UNCOMPRESSED ? { maxUncompressed: env.STRATA_MAX_UNCOMPRESSED } : {}),
     ...(env.SOURCE_DATE_EPOCH && /^\d+$/.test(env.SOURCE_DATE_EPOCH)
       ? { sourceDateEpoch: Number(env.SOURCE_DATE_EPOCH) }
       : {}),

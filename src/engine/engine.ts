@@ -1,6 +1,7 @@
 import { AsyncLocalStorage } from 'node:async_hooks';
+import { constants as osConstants } from 'node:os';
 import { hasCode, TerminalError, throwIfAborted } from './errors.js';
-import type { Platform } from './oci/platform.js';
+import { formatPlatform, platformMatches, type Platform } from './oci/platform.js';
 import { formatReference, parseReference, type ImageReference } from './oci/reference.js';
 import type { ContentStore, GcResult } from './store/types.js';
 import type { RegistryApi } from './registry/types.js';
@@ -18,7 +19,7 @@ import {
   type ImageSummary,
 } from './image/local.js';
 import { uncompressedSizes } from './image/layer-sizes.js';
-import type { Digest } from './oci/digest.js';
+import { parseDigest, type Digest } from './oci/digest.js';
 import { RegistrySource, RegistryTarget } from './image/registry-endpoint.js';
 import { StoreSource, StoreTarget } from './image/store-endpoint.js';
 import type { ImportOptions, ImportResult } from './archive/import.js';
@@ -29,6 +30,10 @@ import type { Readable, Writable } from 'node:stream';
 import { createObserver, type EngineEventListener, type EngineLogger, type Observer } from './observe.js';
 import { DEFAULT_LEASE_TTL_MS, type Lease } from './store/leases.js';
 import { completeLocalImage } from './image/pinned.js';
+import { renderImage } from './image/mutate.js';
+import { readImageValue } from './image/mutate-store.js';
+import type { BuildOutcome, BuildRequest, ResolvedBase } from './build/executor/build.js';
+import type { StepRunner } from './build/run/types.js';
 
 // The verbs beyond pull/push/copy load their modules on first use, so every CLI call does not pay for parsing
 // union, commit, archive and container code at start-up (docs/adr/0005-bundled-cli.md).
@@ -57,6 +62,12 @@ export interface EngineOptions {
   /** Receive every {@link EngineEvent} (HTTP requests, retries, lock waits, leases, apply/commit progress). */
   readonly listeners?: readonly EngineEventListener[];
   /**
+   * One observer shared with the store and the registry client, so their lock waits, leases and HTTP exchanges reach
+   * the same listeners as the engine's own events (see {@link createObserver}); when given, `logger` and `listeners`
+   * are ignored.
+   */
+  readonly observer?: Observer;
+  /**
    * Cap on the bytes one layer (unpack) or one gzip archive (load) may expand to; default 64 GiB. The free space
    * of the target filesystem caps both too (STORAGE_FULL).
    */
@@ -66,6 +77,95 @@ export interface EngineOptions {
    * verb runs, so only a crashed holder's lease lapses, and its content is then collectable.
    */
   readonly leaseTtlMs?: number;
+}
+
+/** Engine-level options of {@link Engine.build}, beyond the Dockerfile request. */
+export interface EngineBuildOptions {
+  /** References to tag the result with (`-t`). */
+  readonly tags?: readonly string[];
+  /** Push every tag after the build. */
+  readonly push?: boolean;
+  /** Container driver of the steps (default: overlay when it works here, else vfs). */
+  readonly driver?: DriverName;
+  /** How RUN steps run (default: runc). */
+  readonly runner?: StepRunner;
+  /**
+   * Registry build caches to import (`--cache-from`): `REF` or `type=registry,ref=REF`; a repository alone means
+   * its `buildcache` tag. A missing or broken one is a warning, never a failure.
+   */
+  readonly cacheFrom?: readonly string[];
+  /**
+   * Registry build caches to export after a successful build (`--cache-to`): `REF[,mode=min|max][,ignore-error=true]`.
+   * mode=min (default) exports the target stage's steps, max every stage's.
+   */
+  readonly cacheTo?: readonly string[];
+}
+
+/** One `--cache-to` export a build made. */
+export interface BuildCacheExport {
+  /** The cache index reference. */
+  readonly reference: string;
+  readonly digest: Digest;
+  readonly entries: number;
+  /** Step images pushed (the others were in the repository already). */
+  readonly pushed: number;
+}
+
+/** What {@link Engine.build} produced. */
+export interface BuildResult extends Pick<
+  BuildOutcome,
+  'config' | 'mediaType' | 'size' | 'layers' | 'steps' | 'cacheHits' | 'bases'
+> {
+  /** The image manifest's digest. */
+  readonly digest: Digest;
+  /** Steps whose image came from a `cacheFrom` registry cache. */
+  readonly cacheImported: number;
+  /** The `cacheTo` exports made (a failed one with `ignore-error=true` is absent). */
+  readonly cacheExports: readonly BuildCacheExport[];
+  /** The full reference names tagged. */
+  readonly tags: readonly string[];
+  /** The references pushed. */
+  readonly pushed: readonly string[];
+  readonly durationMs: number;
+}
+
+/** Options of {@link Engine.run}. */
+export interface RunOptions {
+  /** Replaces the image's CMD (the ENTRYPOINT stays). */
+  readonly args?: readonly string[];
+  /** `KEY=value` entries added to (or replacing those of) the image's ENV. */
+  readonly env?: readonly string[];
+  readonly workdir?: string;
+  /** USER override (name, uid, name:group, uid:gid). */
+  readonly user?: string;
+  /** Default host. */
+  readonly network?: 'host' | 'none';
+  readonly name?: string;
+  readonly driver?: DriverName;
+  readonly platform?: Platform;
+  /** Remove the container afterwards (`--rm`). */
+  readonly remove?: boolean;
+  readonly onStdout?: (chunk: Buffer) => void;
+  readonly onStderr?: (chunk: Buffer) => void;
+  readonly signal?: AbortSignal;
+  /** How the process runs (default: runc). */
+  readonly runner?: StepRunner;
+}
+
+/** How {@link Engine.run} ended. */
+export interface RunOutcome {
+  readonly container: string;
+  readonly exitCode: number;
+  readonly signal?: string;
+}
+
+/** What {@link Engine.pruneBuildCache} removed. */
+export interface BuildCachePruneResult {
+  /** Cache entries forgotten. */
+  readonly entries: number;
+  /** The blobs only they reached, collected. */
+  readonly gc?: GcResult;
+  readonly layers?: PruneLayersResult;
 }
 
 /** Holding a caller's lease: the verb adds what it touches to `lease` and leaves it held when done. */
@@ -157,10 +257,12 @@ export class Engine {
     this.maxUncompressedBytes = options.maxUncompressedBytes;
     this.store = options.store;
     this.registry = options.registry;
-    this.observer = createObserver({
-      ...(options.logger ? { logger: options.logger } : {}),
-      ...(options.listeners ? { listeners: options.listeners } : {}),
-    });
+    this.observer =
+      options.observer ??
+      createObserver({
+        ...(options.logger ? { logger: options.logger } : {}),
+        ...(options.listeners ? { listeners: options.listeners } : {}),
+      });
     this.locations = new BlobLocations(options.store.root);
     this.leaseTtlMs = options.leaseTtlMs ?? DEFAULT_LEASE_TTL_MS;
   }
@@ -458,7 +560,7 @@ export class Engine {
       gc: await this.store.gc({
         only: [...released],
         // Images of containers stay (commit reads their config); their layer dirs stay too (pruneLayerCache).
-        extraRoots: await containerImageRoots(this.store),
+        extraRoots: await this.extraRoots(containerImageRoots),
         ...(options.signal ? { signal: options.signal } : {}),
       }),
       layers: await pruneLayerCache(this.store),
@@ -473,7 +575,10 @@ export class Engine {
     options: { dryRun?: boolean; signal?: AbortSignal } = {},
   ): Promise<GcResult & { layers: PruneLayersResult }> {
     const { containerImageRoots, pruneLayerCache } = await containers();
-    const result = await this.store.gc({ ...options, extraRoots: await containerImageRoots(this.store) });
+    const result = await this.store.gc({
+      ...options,
+      extraRoots: await this.extraRoots(containerImageRoots),
+    });
     const layers = await pruneLayerCache(this.store, options.dryRun ? { dryRun: true } : {});
     return { ...result, layers };
   }
@@ -522,9 +627,257 @@ export class Engine {
         ...(options.name !== undefined ? { name: options.name } : {}),
         ...(options.driver ? { driver: options.driver } : {}),
         ...(options.signal ? { signal: options.signal } : {}),
+        ...this.uncompressedCap(),
         observer: this.observer,
       });
     });
+  }
+
+  /** The configured per-layer cap as an option spread (nothing when unset: each module's default applies). */
+  private uncompressedCap(): { maxUncompressedBytes?: number } {
+    const cap = this.maxUncompressedBytes;
+    return cap !== undefined ? { maxUncompressedBytes: cap } : {};
+  }
+
+  /**
+   * `build`: runs a Dockerfile (see `build/executor/build.ts`) under one lease, tags the result with every
+   * `tags` entry and pushes them when asked. Base images are pulled when absent (always with `pull`).
+   */
+  async build(request: BuildRequest & EngineBuildOptions): Promise<BuildResult> {
+    const tags = (request.tags ?? []).map((t) => formatReference(parseUserReference(t, 'build -t')));
+    const started = Date.now();
+    const [{ buildImage }, { chooseDriver }, format, { RegistryCacheImport }, { exportBuildCache }] =
+      await Promise.all([
+        import('./build/executor/build.js'),
+        import('./union/snapshotter.js'),
+        import('./build/executor/registry-cache-format.js'),
+        import('./build/executor/registry-cache-import.js'),
+        import('./build/executor/registry-cache-export.js'),
+      ]);
+    // Parsed before any work: a bad flag fails at once.
+    const cacheFrom = (request.cacheFrom ?? []).map((v) => format.parseCacheFrom(v));
+    const cacheTo = (request.cacheTo ?? []).map((v) => format.parseCacheTo(v));
+    const driver = await chooseDriver(this.store, request.driver);
+    // Made on the first RUN: a build of only COPY and config steps needs neither runc nor root.
+    const runner = request.runner ?? lazyRuncRunner();
+    const signal = request.signal ? { signal: request.signal } : {};
+    return this.withLease(
+      async (lease) => {
+        const leasedStore = this.store.leased(lease);
+        // --no-cache reads nothing, so the indexes are not even fetched.
+        const remote =
+          cacheFrom.length > 0 && !request.noCache
+            ? await RegistryCacheImport.open(cacheFrom, {
+                registry: this.registry,
+                store: leasedStore,
+                observer: this.observer,
+                ...signal,
+              })
+            : undefined;
+        const outcome = await buildImage(
+          {
+            store: leasedStore,
+            lease,
+            observer: this.observer,
+            runner,
+            driver,
+            ...this.uncompressedCap(),
+            resolveImage: (ref, options) => this.resolveBuildBase(ref, options),
+            ...(remote ? { remoteCache: remote } : {}),
+          },
+          request,
+        );
+        const descriptor = {
+          mediaType: outcome.mediaType,
+          digest: outcome.manifest,
+          size: renderImage(outcome.image).manifest.bytes.length,
+        };
+        for (const tag of tags) await this.store.setRef(tag, descriptor, signal);
+        const pushed: string[] = [];
+        if (request.push) for (const tag of tags) pushed.push((await this.push(tag, tag, signal)).reference);
+        const cacheExports: BuildCacheExport[] = [];
+        for (const spec of cacheTo) {
+          const entries = outcome.cacheEntries.filter((e) => spec.mode === 'max' || e.final);
+          try {
+            const done = await exportBuildCache({
+              registry: this.registry,
+              store: leasedStore,
+              ref: spec.ref,
+              entries,
+              mountSources: (d, registry) => this.locations.candidates(registry, d.digest),
+              ...signal,
+            });
+            await this.locations.record(spec.ref, done.blobDigests);
+            cacheExports.push({
+              reference: done.reference,
+              digest: done.digest,
+              entries: done.entries,
+              pushed: done.pushed,
+            });
+          } catch (err) {
+            if (!spec.ignoreError || hasCode(err, 'ABORTED') || request.signal?.aborted) throw err;
+            this.observer.log.warn(
+              { err, cache: formatReference(spec.ref) },
+              `build cache export to ${formatReference(spec.ref)} failed; ignored (ignore-error=true)`,
+            );
+          }
+        }
+        return {
+          digest: outcome.manifest,
+          config: outcome.config,
+          mediaType: outcome.mediaType,
+          size: outcome.size,
+          layers: outcome.layers,
+          steps: outcome.steps,
+          cacheHits: outcome.cacheHits,
+          cacheImported: remote?.imported ?? 0,
+          cacheExports,
+          bases: outcome.bases,
+          tags,
+          pushed,
+          durationMs: Date.now() - started,
+        };
+      },
+      { owner: 'build', ...signal },
+    );
+  }
+
+  /** What gc and rmi keep besides refs: containers' images and the build cache's step images. */
+  private async extraRoots(containerRoots: (store: ContentStore) => Promise<Digest[]>): Promise<Digest[]> {
+    const { BuildCache } = await import('./build/executor/cache.js');
+    return [...(await containerRoots(this.store)), ...(await new BuildCache(this.store.root).roots())];
+  }
+
+  /**
+   * `builder prune`: forgets every build cache entry and removes the blobs only they reached (what a tag, a
+   * container or a lease holds stays), then the layer dirs nothing uses.
+   */
+  async pruneBuildCache(options: { signal?: AbortSignal } = {}): Promise<BuildCachePruneResult> {
+    const [{ BuildCache }, { containerImageRoots, pruneLayerCache }] = await Promise.all([
+      import('./build/executor/cache.js'),
+      containers(),
+    ]);
+    const cache = new BuildCache(this.store.root);
+    const roots = await cache.roots();
+    const entries = await cache.prune();
+    // The step images' own blobs are collected now, without the grace period, as rmi does: whatever a tag, a
+    // container or a lease still reaches stays.
+    const released = new Set<Digest>();
+    for (const manifest of roots) {
+      released.add(manifest);
+      const stored = await readImageValue(this.store, manifest, 'build cache').catch(() => undefined);
+      if (!stored) continue;
+      released.add(stored.doc.manifest.config.digest);
+      for (const l of stored.doc.manifest.layers) released.add(l.digest);
+    }
+    if (released.size === 0) return { entries };
+    const gc = await this.store.gc({
+      only: [...released],
+      extraRoots: await this.extraRoots(containerImageRoots),
+      ...(options.signal ? { signal: options.signal } : {}),
+    });
+    return { entries, gc, layers: await pruneLayerCache(this.store) };
+  }
+
+  /** A build's base image: the local one unless absent or `pull`, then pulled for the build's platform. */
+  private async resolveBuildBase(
+    ref: string,
+    options: { pull: boolean; platform: Platform; signal?: AbortSignal },
+  ): Promise<ResolvedBase> {
+    const name = formatReference(parseUserReference(ref, 'FROM'));
+    const signal = options.signal ? { signal: options.signal } : {};
+    const local = async (): Promise<ResolvedBase | undefined> => {
+      const entry = await findLocalRef(this.store, name).catch((err: unknown) => {
+        if (hasCode(err, 'NOT_FOUND')) return undefined;
+        throw err;
+      });
+      if (!entry) return undefined;
+      const image = await loadLocalImage(this.store, entry, options.platform);
+      const { image: value } = await readImageValue(this.store, image.manifest.digest, name);
+      const have = {
+        os: value.config.os,
+        architecture: value.config.architecture,
+        ...(value.config.variant ? { variant: value.config.variant } : {}),
+      };
+      // A single-platform image of another platform is not a base for this build (docker: "does not match the
+      // specified platform"): its binaries would land in an image labelled for the wrong machine.
+      if (!platformMatches(options.platform, have))
+        throw new TerminalError(
+          'PLATFORM_NOT_FOUND',
+          `${name} is ${formatPlatform(have)}, not the build's platform ${formatPlatform(options.platform)}`,
+        );
+      return { image: value, name, digest: image.manifest.digest };
+    };
+    if (!options.pull) {
+      const found = await local();
+      if (found) return found;
+    }
+    await this.pull(name, { platforms: [options.platform], ...signal });
+    const pulled = await local();
+    if (!pulled) throw new TerminalError('NOT_FOUND', `${name}: not in the store after pulling it`);
+    return pulled;
+  }
+
+  /**
+   * `run IMAGE [CMD…]`: a container over the image, its entrypoint and command run through runc (as `docker run`
+   * in the foreground, without a terminal), then the container is unmounted — and removed with `remove`.
+   * Returns the process's exit code (a signal's death is 128 + its number, as shells report it).
+   */
+  async run(reference: string, options: RunOptions = {}): Promise<RunOutcome> {
+    const record = await this.create(reference, {
+      ...(options.name !== undefined ? { name: options.name } : {}),
+      ...(options.driver ? { driver: options.driver } : {}),
+      ...(options.platform ? { platform: options.platform } : {}),
+      ...(options.signal ? { signal: options.signal } : {}),
+    });
+    const { mountContainer, unmountContainer, removeContainer } = await containers();
+    try {
+      const { image } = await readImageValue(this.store, parseDigest(record.image.manifest), reference);
+      const cfg = image.config.config ?? {};
+      const argv = [...(cfg.Entrypoint ?? []), ...(options.args?.length ? options.args : (cfg.Cmd ?? []))];
+      if (argv.length === 0)
+        throw new TerminalError(
+          'INVALID_ARGUMENT',
+          `run: ${reference} has no ENTRYPOINT or CMD; give a command`,
+        );
+      const root = await mountContainer(this.store, record.name);
+      try {
+        const [{ resolveUser }, { createRuncRunner }, { DEFAULT_PATH }, { envMap, setEnv }] =
+          await Promise.all([
+            import('./build/run/user.js'),
+            import('./build/run/runc.js'),
+            import('./build/run/config.js'),
+            import('./build/executor/config-step.js'),
+          ]);
+        let env = [...(cfg.Env ?? [])];
+        if (!envMap(env).has('PATH')) env.unshift(`PATH=${DEFAULT_PATH}`);
+        for (const [k, v] of envMap(options.env)) env = setEnv(env, k, v);
+        const runner = options.runner ?? createRuncRunner();
+        const result = await runner({
+          rootfs: root,
+          args: argv,
+          env,
+          cwd: options.workdir ?? (cfg.WorkingDir || '/'),
+          user: await resolveUser(root, options.user ?? (cfg.User || undefined)),
+          network: options.network ?? 'host',
+          ...(options.onStdout ? { onStdout: options.onStdout } : {}),
+          ...(options.onStderr ? { onStderr: options.onStderr } : {}),
+          ...(options.signal ? { signal: options.signal } : {}),
+        });
+        const signalNumber = result.signal
+          ? (osConstants.signals as Record<string, number>)[result.signal]
+          : undefined;
+        return {
+          container: record.name,
+          exitCode: signalNumber !== undefined ? 128 + signalNumber : result.exitCode,
+          ...(result.signal ? { signal: result.signal } : {}),
+        };
+      } finally {
+        await unmountContainer(this.store, record.name, { force: true });
+      }
+    } finally {
+      if (options.remove) await removeContainer(this.store, record.name, { force: true });
+    }
   }
 
   /** `mount NAME`: mounts the container's root if needed and returns its path. */
@@ -555,4 +908,13 @@ export class Engine {
       out.push({ ...c, mounted: await isContainerMounted(this.store, c) });
     return out;
   }
+}
+
+/** A runc step runner made on its first use (creating it checks for runc and root). */
+function lazyRuncRunner(): StepRunner {
+  let runner: StepRunner | undefined;
+  return async (spec) => {
+    const made = (runner ??= (await import('./build/run/runc.js')).createRuncRunner());
+    return made(spec);
+  };
 }

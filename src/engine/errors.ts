@@ -36,6 +36,14 @@ export type StrataErrorCode =
   | 'LOCK_TIMEOUT'
   /** `load` was given a tar that is no image archive (no manifest.json, index.json or repositories): `import` it. */
   | 'NOT_AN_IMAGE_ARCHIVE'
+  /** A Dockerfile that does not parse or names something impossible (unknown instruction, missing stage); names the line. */
+  | 'DOCKERFILE_INVALID'
+  /** A build source that is missing from the context or escapes it (`../`, a symlink out). */
+  | 'BUILD_CONTEXT_INVALID'
+  /** A RUN step exited non-zero: the message names stage, step, instruction, exit code and the last lines of output. */
+  | 'BUILD_STEP_FAILED'
+  /** The OCI runtime (runc) is missing or cannot start containers here. */
+  | 'RUNTIME_UNAVAILABLE'
   | 'ABORTED'
   /** A bug: anything a caller can act on has its own code. */
   | 'INTERNAL';

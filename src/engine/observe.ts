@@ -91,6 +91,26 @@ export type EngineEvent =
       /** Total bytes when known in advance (save). */
       readonly total?: number;
       readonly done: boolean;
+    }
+  | {
+      /** A build step started, was taken from the build cache, finished or failed. */
+      readonly type: 'build-step';
+      /** The stage's name (`AS name`), else `stage-N`. */
+      readonly stage: string;
+      /** 1-based number of the step in the whole build (FROM lines count), out of `total`. */
+      readonly step: number;
+      readonly total: number;
+      /** The instruction after variable expansion, as history records it. */
+      readonly instruction: string;
+      readonly status: 'start' | 'cached' | 'done' | 'error';
+      readonly durationMs?: number;
+    }
+  | {
+      /** Output of a RUN step's process, as it arrives. */
+      readonly type: 'build-output';
+      readonly step: number;
+      readonly stream: 'stdout' | 'stderr';
+      readonly text: string;
     };
 
 /** Receives engine events; may throw (the emitter swallows it). */

@@ -6,6 +6,8 @@ import type { Descriptor } from '../engine/oci/types.js';
 export interface StoredManifest {
   readonly descriptor: Descriptor;
   readonly bytes: Buffer;
+  /** Extra response headers (a mirror's `Warning` on a stale answer). */
+  readonly headers?: Readonly<Record<string, string>>;
 }
 
 /** What a manifest PUT stored. */
@@ -56,6 +58,8 @@ export interface RegistryBackend {
   ): Promise<{ size: number }>;
   /** Links a blob visible in `from` into `repository`; false when `from` does not have it (the caller uploads). */
   mountBlob(repository: string, from: string, digest: Digest): Promise<boolean>;
+  /** Throws (e.g. DENIED) when the repository takes no pushes; called before an upload session opens. */
+  assertWritable?(repository: string): void;
   /** Unlinks a blob from the repository; false when it was not linked. */
   deleteBlob(repository: string, digest: Digest): Promise<boolean>;
   /**

@@ -238,6 +238,7 @@ async function manifest(
       const m = await ctx.backend.getManifest(name, reference, r.signal);
       if (!m) throw unknown();
       r.res.writeHead(200, {
+        ...m.headers,
         'Content-Type': m.descriptor.mediaType,
         'Content-Length': m.bytes.length,
         'Docker-Content-Digest': m.descriptor.digest,
@@ -259,6 +260,7 @@ function uploadHeaders(name: string, session: UploadSession): Headers {
 }
 
 async function startUpload(ctx: HandlerContext, name: string, r: RequestInfo): Promise<void> {
+  ctx.backend.assertWritable?.(name);
   const q = r.query;
   const mount = q.get('mount');
   const from = q.get('from');

@@ -1,3 +1,4 @@
+import { randomUUID } from 'node:crypto';
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { Logger } from 'pino';
@@ -8,6 +9,8 @@ import { DistributionError, toHttpError } from './errors.js';
 import { handleRoute, type HandlerContext } from './handlers.js';
 import { sendError } from './http.js';
 import { matchRoute, ROUTE_METHODS } from './routes.js';
+import { limitConnections } from './connection-limits.js';
+import { HtpasswdAuthenticator } from './htpasswd.js';
 import { StoreBackend } from './store-backend.js';
 import { UploadSessions } from './upload-sessions.js';
 
@@ -30,12 +33,58 @@ export interface RegistryServerOptions {
   /** At most this many upload sessions at once per client address; more answer 429 (default 64). */
   readonly maxUploadSessionsPerClient?: number;
   /**
+   * At most this many upload sessions at once per repository; more answer 429 (default 256: above the per-client
+   * limit, so that one client alone cannot lock a repository for the others).
+   */
+  readonly maxUploadSessionsPerRepository?: number;
+  /**
    * Where content is looked up and kept (default: a {@link StoreBackend} over `store`). A pull-through mirror
    * passes a backend that wraps the store backend.
    */
   readonly backend?: RegistryBackend;
   /** Clock in ms since the epoch (upload expiry); injectable for tests. */
   readonly now?: () => number;
+  /**
+   * Maps a request's repository name (and its query, e.g. containerd's `?ns=`) to the name the backend sees,
+   * before the grammar check; throws a {@link DistributionError} for names it refuses. A mirror routes with it.
+   */
+  readonly mapName?: (name: string, query: URLSearchParams) => string;
+  /**
+   * Clients must authenticate with HTTP Basic against this htpasswd file (bcrypt entries, re-read when it
+   * changes); every request, `/v2/` included, answers 401 with a `Basic` challenge otherwise. Default: no auth.
+   */
+  readonly htpasswd?: string;
+  /** The realm of the Basic challenge (default `strata`). */
+  readonly realm?: string;
+  /** At most this many open connections; past it the longest-idle one is closed (default 1000). */
+  readonly maxConnections?: number;
+  /** Connections with no request in flight are closed after this long (default 30 s; keep-alive: 5 s). */
+  readonly idleTimeoutMs?: number;
+  /** Larger request headers answer 431 (default 16 KiB, Node's default). */
+  readonly maxHeaderBytes?: number;
+  /**
+   * Answers requests outside the Distribution API (e.g. `/healthz`, `/metrics`) before routing: returns the route
+   * label when it answered, undefined to let the request through.
+   */
+  readonly intercept?: (
+    req: IncomingMessage,
+    res: ServerResponse,
+    path: string,
+  ) => Promise<string | undefined>;
+  /** Told about every finished request (for metrics); must not throw. */
+  readonly onRequestEnd?: (record: RequestEnd) => void;
+}
+
+/** One finished request, as {@link RegistryServerOptions.onRequestEnd} hears of it. */
+export interface RequestEnd {
+  /** The route kind (`manifest`, `blob`, …), the label `intercept` returned, or `unknown`. */
+  readonly route: string;
+  readonly method: string;
+  readonly status: number;
+  /** Bytes written to the connection while the request was answered (headers included). */
+  readonly bytes: number;
+  readonly durationMs: number;
+  readonly requestId: string;
 }
 
 /** A running registry server. */
@@ -69,15 +118,38 @@ export async function startRegistryServer(options: RegistryServerOptions): Promi
       timeoutMs: options.uploadTimeoutMs ?? DEFAULT_UPLOAD_TIMEOUT_MS,
       maxSessions: options.maxUploadSessions ?? 1024,
       maxSessionsPerClient: options.maxUploadSessionsPerClient ?? 64,
+      maxSessionsPerRepository: options.maxUploadSessionsPerRepository ?? 256,
       now,
     }),
     maxManifestBytes: Math.min(options.maxManifestBytes ?? MAX_MANIFEST_BYTES, MAX_MANIFEST_BYTES),
   };
   await ctx.uploads.sweep(true); // sessions a previous run left behind and that have expired since
+  let auth: HtpasswdAuthenticator | undefined;
+  if (options.htpasswd !== undefined) {
+    auth = new HtpasswdAuthenticator(options.htpasswd, {
+      ...(options.realm !== undefined ? { realm: options.realm } : {}),
+      onWarning: (message, detail) => log.warn(detail, message),
+    });
+    await auth.load(); // a missing or unreadable file is a configuration error: refuse to start
+  }
+  const idleTimeoutMs = options.idleTimeoutMs ?? 30_000;
 
   // Uploads of big layers may take long: no overall request timeout, but headers must arrive promptly.
-  const server = createServer({ requestTimeout: 0, headersTimeout: 60_000 }, (req, res) => {
-    serve(ctx, log, req, res).catch((err: unknown) => lastResort(log, res, err));
+  const server = createServer(
+    {
+      requestTimeout: 0,
+      headersTimeout: Math.min(60_000, idleTimeoutMs),
+      keepAliveTimeout: Math.min(5000, idleTimeoutMs),
+      maxHeaderSize: options.maxHeaderBytes ?? 16 * 1024,
+    },
+    (req, res) => {
+      serve(ctx, log, req, res, options, auth).catch((err: unknown) => lastResort(log, res, err));
+    },
+  );
+  limitConnections(server, {
+    maxConnections: options.maxConnections ?? 1000,
+    idleTimeoutMs,
+    onShed: (reason) => log.debug({ reason }, 'connection closed to keep the connection limit'),
   });
   // A connection on which nothing moves for as long as an upload may stay idle is cut: a stalled PATCH would
   // otherwise hold its session (busy sessions never expire) and its socket forever.
@@ -127,23 +199,48 @@ async function serve(
   log: Log,
   req: IncomingMessage,
   res: ServerResponse,
+  hooks: Pick<RegistryServerOptions, 'mapName' | 'intercept' | 'onRequestEnd'>,
+  auth?: HtpasswdAuthenticator,
 ): Promise<void> {
+  const { mapName } = hooks;
   const started = performance.now();
   const method = req.method ?? 'GET';
+  // Echo the client's id when it is a sane token (it goes into logs and a header); else make one.
+  const offered = req.headers['x-request-id'];
+  const requestId = typeof offered === 'string' && REQUEST_ID.test(offered) ? offered : randomUUID();
+  res.setHeader('X-Request-Id', requestId);
+  const bytesBefore = req.socket?.bytesWritten ?? 0;
+  let routeLabel = 'unknown';
   const abort = new AbortController();
   let errorCode: string | undefined;
   let path = '/';
+  let user: string | undefined;
   const remote = req.socket?.remoteAddress;
   res.on('close', () => {
     if (!res.writableFinished) abort.abort(new Error('client went away'));
+    const durationMs = Math.round(performance.now() - started);
+    try {
+      hooks.onRequestEnd?.({
+        route: routeLabel,
+        method,
+        status: res.statusCode,
+        bytes: Math.max(0, (req.socket?.bytesWritten ?? bytesBefore) - bytesBefore),
+        durationMs,
+        requestId,
+      });
+    } catch {
+      // metrics are best effort
+    }
     log.info(
       {
+        requestId,
         method,
         path,
         status: res.statusCode,
         ...(errorCode ? { error: errorCode } : {}),
-        durationMs: Math.round(performance.now() - started),
+        durationMs,
         remote,
+        ...(user !== undefined ? { user } : {}),
         userAgent: req.headers['user-agent'],
         ...(res.writableFinished ? {} : { aborted: true }),
       },
@@ -157,11 +254,22 @@ async function serve(
   try {
     const target = splitTarget(req.url ?? '/');
     path = target.path + (target.query ? `?${target.query}` : '');
-    const route = matchRoute(target.path);
+    if (hooks.intercept && !target.path.startsWith('/v2/')) {
+      const answered = await hooks.intercept(req, res, target.path);
+      if (answered !== undefined) {
+        routeLabel = answered;
+        return;
+      }
+    }
+    const query = new URLSearchParams(target.query);
+    // Before routing: without credentials, not even which names exist may be probed.
+    if (auth) user = await auth.authenticate(req.headers.authorization);
+    const route = matchRoute(target.path, mapName && ((name) => mapName(name, query)));
     if (!route)
       throw new DistributionError('UNSUPPORTED', `no Distribution API endpoint at ${target.path}`, {
         status: 404,
       });
+    routeLabel = route.kind;
     const allowed = ROUTE_METHODS[route.kind];
     if (!allowed.includes(method)) {
       throw new DistributionError('UNSUPPORTED', `${method} is not supported on ${target.path}`, {
@@ -169,7 +277,6 @@ async function serve(
         headers: { Allow: allowed.join(', ') },
       });
     }
-    const query = new URLSearchParams(target.query);
     await handleRoute(ctx, route, { req, res, query, method, client: clientKey(req), signal: abort.signal });
   } catch (err) {
     if (abort.signal.aborted || res.destroyed || req.socket?.destroyed !== false) {
@@ -208,6 +315,9 @@ export function splitTarget(target: string): { path: string; query: string } {
     : { path: noFragment.slice(0, q), query: noFragment.slice(q + 1) };
 }
 
+/** Request ids accepted from clients: short, and nothing that could forge a log line or a header. */
+const REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/;
+
 /** Whom upload limits count against: the remote address (IPv4-mapped IPv6 written as IPv4). */
 function clientKey(req: IncomingMessage): string {
   const addr = req.socket?.remoteAddress ?? 'unknown';
@@ -228,11 +338,12 @@ function lastResort(log: Log, res: ServerResponse, err: unknown): void {
   }
 }
 
-type Log = Pick<Logger, 'info' | 'debug' | 'error'>;
+type Log = Pick<Logger, 'info' | 'debug' | 'error' | 'warn'>;
 
 /** The logger used when none is given: pino is not even loaded then (it costs start-up time). */
 const SILENT: Log = {
   info: () => undefined,
   debug: () => undefined,
   error: () => undefined,
+  warn: () => undefined,
 } as unknown as Log;

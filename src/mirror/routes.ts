@@ -71,16 +71,26 @@ function decode(segment: string): string {
 
 /**
  * Matches a request path (without query) to a route; undefined when no endpoint has this shape. Repository names
- * are validated here (NAME_INVALID); digests, tags and upload ids are validated by the handlers.
+ * are validated here (NAME_INVALID); digests, tags and upload ids are validated by the handlers. `mapName`, when
+ * given, replaces the decoded name first (a mirror's routing); it must throw NAME_INVALID itself for names it
+ * cannot map, and whatever it returns is still checked against the grammar.
  */
-export function matchRoute(pathname: string): Route | undefined {
+export function matchRoute(pathname: string, mapName?: (name: string) => string): Route | undefined {
   if (pathname === '/v2' || pathname === '/v2/') return { kind: 'base' };
   if (pathname === '/v2/_catalog') return { kind: 'catalog' };
   for (const [re, make] of PATTERNS) {
     const m = re.exec(pathname);
     if (!m) continue;
     const route = make(m.map((s) => decode(s)));
-    if ('name' in route) assertRepositoryName(route.name);
+    if (!('name' in route)) return route;
+    if (mapName) {
+      // Dot segments never reach the mapper: they must not be able to name another repository through it.
+      if (route.name.split('/').some((c) => c === '.' || c === '..')) assertRepositoryName(route.name);
+      const mapped = { ...route, name: mapName(route.name) };
+      assertRepositoryName(mapped.name);
+      return mapped;
+    }
+    assertRepositoryName(route.name);
     return route;
   }
   return undefined;

@@ -33,6 +33,12 @@ export interface UploadSessionsOptions {
   readonly maxSessions: number;
   /** At most this many sessions at once per client, so that one client cannot lock the others out. */
   readonly maxSessionsPerClient: number;
+  /**
+   * At most this many sessions at once per repository, so that pushes to one repository (from many addresses, or
+   * through a proxy) cannot take every session of the registry. Keep it above `maxSessionsPerClient`, or one
+   * client can lock a repository for the others.
+   */
+  readonly maxSessionsPerRepository: number;
   /** The clock (ms since the epoch). */
   readonly now: () => number;
 }
@@ -69,17 +75,17 @@ export class UploadSessions {
 
   /**
    * Starts a new empty session for `repository` on behalf of `client`. Throws TOOMANYREQUESTS when that client,
-   * or the registry as a whole, has too many sessions open (after removing the idle ones).
+   * that repository or the registry as a whole has too many sessions open (after removing the idle ones).
    */
   async create(repository: string, client: string): Promise<UploadSession> {
     await this.sweep();
-    if (this.overLimit(client)) {
+    if (this.overLimit(repository, client)) {
       await this.sweep(true);
-      const over = this.overLimit(client);
+      const over = this.overLimit(repository, client);
       if (over) {
         throw new DistributionError('TOOMANYREQUESTS', over, {
           headers: { 'Retry-After': '10' },
-          detail: { client },
+          detail: { client, repository },
         });
       }
     }
@@ -221,14 +227,20 @@ export class UploadSessions {
     }
   }
 
-  /** Why `client` may not open another session now, or undefined. */
-  private overLimit(client: string): string | undefined {
-    const { maxSessions, maxSessionsPerClient } = this.options;
+  /** Why `client` may not open another session for `repository` now, or undefined. */
+  private overLimit(repository: string, client: string): string | undefined {
+    const { maxSessions, maxSessionsPerClient, maxSessionsPerRepository } = this.options;
     if (this.sessions.size >= maxSessions) return `too many concurrent uploads (limit ${maxSessions})`;
     let mine = 0;
-    for (const s of this.sessions.values()) if (s.client === client) mine++;
+    let here = 0;
+    for (const s of this.sessions.values()) {
+      if (s.client === client) mine++;
+      if (s.repository === repository) here++;
+    }
     if (mine >= maxSessionsPerClient)
       return `too many concurrent uploads from ${client} (limit ${maxSessionsPerClient} per client)`;
+    if (here >= maxSessionsPerRepository)
+      return `too many concurrent uploads to ${repository} (limit ${maxSessionsPerRepository} per repository)`;
     return undefined;
   }
 

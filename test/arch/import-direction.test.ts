@@ -33,4 +33,25 @@ describe('dependency direction', () => {
     expect(files).toBeGreaterThan(10);
     expect(offenders).toEqual([]);
   });
+
+  it('the engine never imports the API types (src/api), and src/api imports nothing but node:*, yaml and itself', async () => {
+    const offenders: string[] = [];
+    let files = 0;
+    for await (const file of tsFiles(join(SRC, 'engine'))) {
+      for (const spec of imports(await readFile(file, 'utf8'))) {
+        if (spec.startsWith('.') && join(file, '..', spec).startsWith(join(SRC, 'api')))
+          offenders.push(`${relative(SRC, file)} imports ${spec}`);
+      }
+    }
+    for await (const file of tsFiles(join(SRC, 'api'))) {
+      files++;
+      for (const spec of imports(await readFile(file, 'utf8'))) {
+        const local = spec.startsWith('.') && join(file, '..', spec).startsWith(join(SRC, 'api'));
+        if (!local && !spec.startsWith('node:') && spec !== 'yaml')
+          offenders.push(`${relative(SRC, file)} imports ${spec}`);
+      }
+    }
+    expect(files).toBeGreaterThan(3);
+    expect(offenders).toEqual([]);
+  });
 });

@@ -3,12 +3,14 @@ import { PassThrough } from 'node:stream';
 import { describe, expect, it } from 'vitest';
 import { createProgress, retryLine, type CliEvent } from '../../src/cli/progress.js';
 import { createCliLogger } from '../../src/cli/logger.js';
-import { rm } from 'node:fs/promises';
+import { rm, unlink, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { runCli } from '../support/cli.js';
 import { Engine } from '../../src/engine/engine.js';
 import { FsStore } from '../../src/engine/store/fs-store.js';
 import { RegistryClient } from '../../src/engine/registry/client.js';
 import type { Digest } from '../../src/engine/oci/digest.js';
-import { tempDir } from '../support/images.js';
+import { makeTarball, tempDir } from '../support/images.js';
 
 /** A stream that keeps what was written. */
 function sink(): { stream: PassThrough; text(): string } {
@@ -185,4 +187,35 @@ describe('--log-level logger', () => {
     expect(silent.text()).toBe('');
     expect(debug.text().trim().split('\n')).toHaveLength(2);
   });
+});
+
+describe('the CLI wires one observer through store, registry client and engine', () => {
+  it("a `--json tag` that waits on another holder's index lock reports the lock-wait event", async () => {
+    const dir = await tempDir('strata-lockwait-');
+    try {
+      const env = { STRATA_STORE: join(dir, 'store') };
+      const tar = await makeTarball({ 'a.txt': 'a' });
+      expect((await runCli(['import', tar, 'demo/a:1'], env)).code).toBe(0);
+      // Another holder (a fresh lock file: alive by its mtime) keeps the index lock for 3 s: longer than the CLI takes
+      // to start on a loaded machine, so the tag always finds it held.
+      const lock = join(dir, 'store', 'index.json.lock');
+      await writeFile(lock, JSON.stringify({ token: 'other', pid: 1, host: 'elsewhere' }));
+      const released = new Promise<void>((resolve) =>
+        setTimeout(() => void unlink(lock).then(resolve, resolve), 3000),
+      );
+      const run = await runCli(['--json', 'tag', 'demo/a:1', 'demo/a:2'], env);
+      await released;
+      expect(run.code).toBe(0);
+      const events = run.stdout
+        .trim()
+        .split('\n')
+        .filter((l) => l.startsWith('{'))
+        .map((l) => JSON.parse(l) as { type?: string; outcome?: string; lock?: string; waitedMs?: number });
+      const wait = events.find((e) => e.type === 'lock-wait');
+      expect(wait).toMatchObject({ outcome: 'acquired', lock: lock });
+      expect(wait!.waitedMs).toBeGreaterThan(0);
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+  }, 30_000);
 });

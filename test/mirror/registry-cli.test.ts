@@ -1,12 +1,9 @@
-import { spawn, type ChildProcess } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
 import { mkdir, readdir, rm, stat } from 'node:fs/promises';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { runCli } from '../support/cli.js';
+import { runCli, startCliServer } from '../support/cli.js';
 import { rawErrorCode, rawRequest, tempDir } from './support.js';
-
-const CLI = fileURLToPath(new URL('../../bin/strata.js', import.meta.url));
 
 let work: string;
 beforeAll(async () => {
@@ -18,29 +15,7 @@ afterAll(async () => {
 
 /** Starts `strata registry serve` with extra flags; resolves with its URL once it printed it. */
 function serve(root: string, flags: string[] = []): Promise<{ child: ChildProcess; url: string }> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(
-      process.execPath,
-      [CLI, 'registry', 'serve', '--listen', '127.0.0.1:0', '--root', root, ...flags],
-      { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, STRATA_LOG_LEVEL: 'warn' } },
-    );
-    let out = '';
-    let err = '';
-    const timer = setTimeout(() => reject(new Error(`registry serve did not start: ${err}`)), 20_000);
-    child.stderr!.on('data', (d: Buffer) => (err += d.toString()));
-    child.stdout!.on('data', (d: Buffer) => {
-      out += d.toString();
-      const m = /^(http:\/\/\S+)\n/.exec(out);
-      if (m) {
-        clearTimeout(timer);
-        resolve({ child, url: m[1]! });
-      }
-    });
-    child.on('exit', (code) => {
-      clearTimeout(timer);
-      reject(new Error(`registry serve exited with ${code}: ${err}`));
-    });
-  });
+  return startCliServer(['registry', 'serve', '--listen', '127.0.0.1:0', '--root', root, ...flags]);
 }
 
 function stop(child: ChildProcess): Promise<void> {
@@ -109,6 +84,51 @@ describe('strata registry serve', () => {
 
   it('refuses a malformed limit as a usage error', async () => {
     const run = await runCli(['registry', 'serve', '--root', join(work, 'x'), '--upload-timeout', '0']);
+    expect(run.code).toBe(2);
+  });
+
+  it('honours --max-uploads-per-repo and refuses a malformed one', async () => {
+    const { child, url } = await serve(join(work, 'per-repo'), ['--max-uploads-per-repo', '1']);
+    try {
+      const first = await rawRequest(url, { method: 'POST', path: '/v2/a/blobs/uploads/' });
+      const second = await rawRequest(url, {
+        method: 'POST',
+        path: '/v2/a/blobs/uploads/',
+        localAddress: '127.0.0.2',
+      });
+      const other = await rawRequest(url, { method: 'POST', path: '/v2/b/blobs/uploads/' });
+      expect([first.status, second.status, other.status]).toEqual([202, 429, 202]);
+      expect(rawErrorCode(second)).toBe('TOOMANYREQUESTS');
+    } finally {
+      await stop(child);
+    }
+    const run = await runCli(['registry', 'serve', '--root', join(work, 'y'), '--max-uploads-per-repo', 'x']);
+    expect(run.code).toBe(2);
+    expect(run.stderr).toMatch(/--max-uploads-per-repo/);
+  });
+
+  it('requires Basic auth for pulls and pushes with --htpasswd', async () => {
+    const { execFileSync } = await import('node:child_process');
+    const { writeFile } = await import('node:fs/promises');
+    const { requirePeer } = await import('../support/peers.js');
+    const file = join(work, 'htpasswd');
+    await writeFile(
+      file,
+      execFileSync(requirePeer('htpasswd'), ['-Bbn', '-C', '5', 'pusher', 'pw'], { encoding: 'utf8' }),
+    );
+    const { child, url } = await serve(join(work, 'auth'), ['--htpasswd', file, '--max-connections', '10']);
+    try {
+      const denied = await rawRequest(url, { method: 'POST', path: '/v2/a/blobs/uploads/' });
+      expect(denied.status).toBe(401);
+      expect(denied.headers['www-authenticate']).toBe('Basic realm="strata"');
+      const headers = { Authorization: `Basic ${Buffer.from('pusher:pw').toString('base64')}` };
+      expect((await rawRequest(url, { method: 'POST', path: '/v2/a/blobs/uploads/', headers })).status).toBe(
+        202,
+      );
+    } finally {
+      await stop(child);
+    }
+    const run = await runCli(['registry', 'serve', '--root', join(work, 'z'), '--max-connections', '0']);
     expect(run.code).toBe(2);
   });
 });

@@ -140,3 +140,61 @@ describe('registry server: upload sessions per client', () => {
     }
   });
 });
+
+describe('registry server: upload sessions per repository', () => {
+  it('a repository holds at most maxUploadSessionsPerRepository sessions, whoever opens them; others are unaffected', async () => {
+    let now = 1_000_000;
+    const h = await startHarness({ now: () => now, maxUploadSessionsPerRepository: 3 });
+    try {
+      const opened: Array<Awaited<ReturnType<typeof startUpload>>> = [];
+      for (const from of ['127.0.0.1', '127.0.0.2', '127.0.0.3']) opened.push(await startUpload(h, from));
+      expect(opened.map((r) => r.status)).toEqual([202, 202, 202]);
+
+      // A fourth client, under its own limit, is refused for that repository: 429 with distribution's error body.
+      const refused = await startUpload(h, '127.0.0.4');
+      expect(refused.status).toBe(429);
+      expect(refused.headers['retry-after']).toBeDefined();
+      const body = JSON.parse(refused.body.toString('utf8')) as {
+        errors: Array<{ code: string; message: string; detail?: { repository?: string } }>;
+      };
+      expect(body.errors[0]).toMatchObject({
+        code: 'TOOMANYREQUESTS',
+        message: expect.stringMatching(/team\/app \(limit 3 per repository\)/),
+        detail: { repository: 'team/app' },
+      });
+      expect(await uploadDirs(h)).toHaveLength(3); // nothing made for the refused one
+
+      // Another repository, from the same client, is not affected.
+      expect((await startUpload(h, '127.0.0.4', 'team/other')).status).toBe(202);
+
+      // A finished upload frees its place in the repository.
+      const data = Buffer.from('finishes the first session');
+      const put = await rawRequest(h.server.url, {
+        method: 'PUT',
+        path: `${opened[0]!.headers.location as string}?digest=${sha(data)}`,
+        body: data,
+        localAddress: '127.0.0.1',
+      });
+      expect(put.status).toBe(201);
+      expect((await startUpload(h, '127.0.0.4')).status).toBe(202);
+      expect((await startUpload(h, '127.0.0.5')).status).toBe(429);
+
+      // Idle sessions expire and free the repository too.
+      now += 10 * MINUTE + 1;
+      expect((await startUpload(h, '127.0.0.5')).status).toBe(202);
+    } finally {
+      await h.close();
+    }
+  });
+
+  it('the default (256) stays above the per-client default (64): one client never locks a repository', async () => {
+    const h = await startHarness();
+    try {
+      for (let i = 0; i < 64; i++) expect((await startUpload(h, '127.0.0.1')).status).toBe(202);
+      expect((await startUpload(h, '127.0.0.1')).status).toBe(429);
+      expect((await startUpload(h, '127.0.0.2')).status).toBe(202);
+    } finally {
+      await h.close();
+    }
+  });
+});

@@ -1,5 +1,4 @@
-import { execFileSync } from 'node:child_process';
-import { copyFile, mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { copyFile, mkdir, mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -8,27 +7,8 @@ import { StrataError } from '../../src/engine/errors.js';
 import { parseReference } from '../../src/engine/oci/index.js';
 import { RegistryClient, type RepositoryRef } from '../../src/engine/registry/index.js';
 import { startDockerRegistry, type DockerRegistry } from '../support/docker-registry.js';
-import { requirePeer } from '../support/peers.js';
+import { makeTestPki } from '../support/test-pki.js';
 import { makeImage, pushImage, readAll, recordingSleep, rejectionOf } from './helpers.js';
-
-const OPENSSL_CNF = `
-[req]
-distinguished_name = dn
-prompt = no
-[dn]
-CN = strata-test
-[ca]
-basicConstraints = critical,CA:TRUE
-keyUsage = critical,keyCertSign,cRLSign
-subjectKeyIdentifier = hash
-[server]
-subjectAltName = IP:127.0.0.1
-extendedKeyUsage = serverAuth
-keyUsage = critical,digitalSignature
-[client]
-extendedKeyUsage = clientAuth
-keyUsage = critical,digitalSignature
-`;
 
 let dir: string;
 let tlsRegistry: DockerRegistry;
@@ -64,67 +44,9 @@ async function pushAndPull(c: RegistryClient, host: string, repository: string):
 }
 
 beforeAll(async () => {
-  const openssl = requirePeer('openssl');
   dir = await mkdtemp(join(tmpdir(), 'strata-tls-'));
   const f = (name: string): string => join(dir, name);
-  await writeFile(f('openssl.cnf'), OPENSSL_CNF);
-  const run = (args: string[]): void => void execFileSync(openssl, args, { cwd: dir, stdio: 'pipe' });
-  const ec = ['-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes'];
-  run([
-    'req',
-    '-x509',
-    '-config',
-    f('openssl.cnf'),
-    '-extensions',
-    'ca',
-    ...ec,
-    '-keyout',
-    f('ca.key'),
-    '-out',
-    f('ca.crt'),
-    '-days',
-    '2',
-    '-subj',
-    '/CN=strata-test-ca',
-  ]);
-  for (const [name, ext, serial] of [
-    ['server', 'server', '2'],
-    ['client', 'client', '3'],
-  ] as const) {
-    run([
-      'req',
-      '-new',
-      '-config',
-      f('openssl.cnf'),
-      ...ec,
-      '-keyout',
-      f(`${name}.key`),
-      '-out',
-      f(`${name}.csr`),
-      '-subj',
-      name === 'server' ? '/CN=127.0.0.1' : '/CN=strata-client',
-    ]);
-    run([
-      'x509',
-      '-req',
-      '-in',
-      f(`${name}.csr`),
-      '-CA',
-      f('ca.crt'),
-      '-CAkey',
-      f('ca.key'),
-      '-set_serial',
-      serial,
-      '-days',
-      '2',
-      '-extfile',
-      f('openssl.cnf'),
-      '-extensions',
-      ext,
-      '-out',
-      f(`${name}.crt`),
-    ]);
-  }
+  await makeTestPki(dir);
   const tls = { cert: f('server.crt'), key: f('server.key'), ca: f('ca.crt') };
   [tlsRegistry, mtlsRegistry, plainRegistry] = await Promise.all([
     startDockerRegistry({ tls }),

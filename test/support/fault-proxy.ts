@@ -50,6 +50,8 @@ export interface FaultRecord {
   readonly method: string;
   readonly path: string;
   readonly range: string | undefined;
+  /** The Authorization header it carried (credential-leak tests). */
+  readonly authorization?: string | undefined;
   /** The fault applied, if any. */
   readonly fault: Fault['kind'] | undefined;
 }
@@ -171,6 +173,7 @@ export async function startFaultProxy(upstream: string): Promise<FaultProxy> {
       method: req.method ?? '',
       path: req.url ?? '',
       range: req.headers.range,
+      authorization: req.headers.authorization,
       fault: fault?.kind,
     });
     if (fault?.kind === 'status') {

@@ -10,6 +10,13 @@ export const PEER_PACKAGES: Record<string, string> = {
   getfattr: 'attr',
   zstd: 'zstd',
   openssl: 'openssl',
+  runc: 'runc',
+  busybox: 'busybox-static',
+  buildah: 'buildah',
+  debootstrap: 'debootstrap',
+  'dpkg-deb': 'dpkg',
+  containerd: 'containerd',
+  ctr: 'containerd',
 };
 
 /**

@@ -146,6 +146,28 @@ describe('walkParents (chroot-like resolution)', () => {
     expect(r.status === 'refused' && r.reason).toMatch(reason);
   });
 
+  it.each([
+    ['up/etc/x', 'etc/x'],
+    ['usr/rel/../../../x', 'x'],
+    ['var/run/../../../run/x', 'run/x'],
+    ['../../x', 'x'],
+  ])(
+    "with aboveRoot 'stay', %j resolves to %j (.. at the root stays there, as in chroot)",
+    async (path, rel) => {
+      expect(await walkParents(path, fs, { aboveRoot: 'stay' })).toEqual({ status: 'ok', rel });
+    },
+  );
+
+  it("with aboveRoot 'stay', still refuses dangling, looping and non-directory parents", async () => {
+    for (const path of ['evil/pwned', 'loop1/x', 'tofile/x'])
+      expect((await walkParents(path, fs, { aboveRoot: 'stay' })).status).toBe('refused');
+  });
+
+  it('names the path, never "undefined", when a .. climbs above the root without a symlink', async () => {
+    const r = await walkParents('../etc/x', fs);
+    expect(r).toEqual({ status: 'refused', reason: '"../etc/x" climbs above the root' });
+  });
+
   it('reports missing parents, or creates them when asked', async () => {
     expect(await walkParents('new/dir/x', fs)).toEqual({ status: 'missing', rel: 'new' });
     const made: string[] = [];

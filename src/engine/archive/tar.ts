@@ -64,21 +64,49 @@ export function linkTarget(link: string, target: string, kind: 'symlink' | 'link
   return memberName(norm);
 }
 
+/** The bytes of one chunk a stream gave: a Buffer, a string (a stream with an encoding set) or a Uint8Array. */
+function chunkBytes(c: unknown): Buffer {
+  if (typeof c === 'string') return Buffer.from(c);
+  if (c instanceof Uint8Array) return Buffer.from(c.buffer, c.byteOffset, c.byteLength);
+  throw new TerminalError('INVALID_ARGUMENT', `expected a byte stream, got a chunk of type ${typeof c}`);
+}
+
 /**
- * Reads the first chunk of a stream (at most what is buffered, usually far more than a magic number needs) and puts
- * it back, so the stream can still be consumed whole. Returns up to `n` bytes; fewer only for tiny inputs.
+ * Looks at the first `n` bytes of a stream without consuming them: reads what the stream has buffered when it
+ * first becomes readable (chunk by chunk, up to `n` bytes) and puts every chunk read back, in order and as it was
+ * (an object-mode stream gets its own objects back, a stream with an encoding its strings; empty chunks, which
+ * carry nothing, are dropped), so the stream can still be consumed whole. Never waits for more than that first batch: fewer than `n`
+ * bytes come back when the stream had fewer buffered (tiny inputs, a source that writes one byte at a time).
  */
 export async function peekStream(stream: Readable, n: number): Promise<Buffer> {
-  const chunk = await new Promise<Buffer>((resolve, reject) => {
+  const chunks = await new Promise<unknown[]>((resolve, reject) => {
     const onReadable = (): void => {
-      const c = stream.read() as Buffer | string | null;
-      if (c === null) return;
+      const got: unknown[] = [];
+      let have = 0;
+      let c: unknown;
+      // Stops at n bytes or when the buffer is empty. Reading the last chunk schedules 'end' (next tick, before
+      // any promise continuation), after which nothing can be put back: so it is put back here, synchronously.
+      try {
+        while (have < n && (c = stream.read()) !== null) {
+          const length = chunkBytes(c).length;
+          if (length === 0) continue; // an empty chunk carries nothing; keep looking for the first bytes
+          got.push(c);
+          have += length;
+        }
+      } catch (err) {
+        cleanup();
+        reject(err as Error); // not a byte stream: nothing to put back that a reader could use
+        return;
+      }
+      if (got.length === 0) return;
       cleanup();
-      resolve(typeof c === 'string' ? Buffer.from(c) : c);
+      // unshift puts a chunk in front of the buffer: last read first keeps the order.
+      for (let i = got.length - 1; i >= 0; i--) stream.unshift(got[i]);
+      resolve(got);
     };
     const onEnd = (): void => {
       cleanup();
-      resolve(Buffer.alloc(0));
+      resolve([]);
     };
     const onError = (err: Error): void => {
       cleanup();
@@ -93,8 +121,7 @@ export async function peekStream(stream: Readable, n: number): Promise<Buffer> {
     stream.on('end', onEnd);
     stream.on('error', onError);
   });
-  if (chunk.length > 0) stream.unshift(chunk);
-  return chunk.subarray(0, n);
+  return Buffer.concat(chunks.map(chunkBytes)).subarray(0, n);
 }
 
 /** Cap on one archive member's extended headers (PAX records, GNU long names): names, never content. */

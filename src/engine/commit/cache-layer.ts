@@ -2,13 +2,16 @@
  * After an overlay commit, the container's upper directory already is the new layer in overlay form (whiteouts
  * as char devices 0:0, opaque dirs by xattr): copying it into the layer cache under the layer's chain ID lets
  * the next `create` of the committed image (the next step of a build) mount it without unpacking the blob.
+ * After a vfs commit, the container's rootfs already is the full tree of the new chain: it becomes the vfs
+ * snapshot of that chain ID, copied, or moved when the container is thrown away right after.
  */
 import { spawn } from 'node:child_process';
+import { lstat, rename } from 'node:fs/promises';
 import { join } from 'node:path';
 import { throwIfAborted } from '../errors.js';
 import { digestHex, type Digest } from '../oci/digest.js';
 import type { ContentStore } from '../store/types.js';
-import { ensureEntry, layersDir } from '../union/layer-cache.js';
+import { ensureEntry, layersDir, vfsSnapshotsDir } from '../union/layer-cache.js';
 import { run } from '../union/snapshotter.js';
 import { OVERLAY_OPAQUE_USER_XATTR, OVERLAY_OPAQUE_XATTR } from '../union/whiteouts.js';
 import { readXattrTree } from './xattrs.js';
@@ -24,13 +27,15 @@ export interface CommittedLayer {
  * Makes `<store>/strata/layers/<chainID>/diff` a copy of `upper` (`cp -a`: owners, modes, times, xattrs, device
  * nodes and hardlinks kept), minus overlayfs' own bookkeeping attributes (`origin`, `impure`, … — everything
  * `*.overlay.*` but the opaque marker) and sockets, which a tar of the layer does not carry either. An entry
- * already there (same chain ID) is kept. Needs root, as the overlay driver does.
+ * already there (same chain ID) is kept. Needs root, as the overlay driver does. With `move` (a build step's
+ * container, removed right after) `upper` is renamed into the cache instead of copied — no second copy of the
+ * layer's data — and is gone afterwards unless the entry existed already (or the rename crossed filesystems).
  */
 export async function cacheCommittedLayer(
   store: ContentStore,
   upper: string,
   layer: CommittedLayer,
-  options: { signal?: AbortSignal } = {},
+  options: { signal?: AbortSignal; move?: boolean } = {},
 ): Promise<void> {
   throwIfAborted(options.signal);
   await ensureEntry(
@@ -39,7 +44,13 @@ export async function cacheCommittedLayer(
     async (tmp) => {
       const diff = join(tmp, 'diff');
       const what = `caching layer ${layer.digest}`;
-      await run('cp', ['-a', '--reflink=auto', '--', upper, diff], { what });
+      const moved =
+        options.move === true &&
+        (await rename(upper, diff).then(
+          () => true,
+          () => false, // EXDEV and the like: copy instead
+        ));
+      if (!moved) await run('cp', ['-a', '--reflink=auto', '--', upper, diff], { what });
       // The layer writer skips sockets (a tar cannot hold them): the cached tree must not have them either.
       await run('find', [diff, '-type', 's', '-delete'], { what });
       await dropOverlayBookkeeping(diff, options.signal);
@@ -54,6 +65,48 @@ export async function cacheCommittedLayer(
   );
 }
 
+/**
+ * Makes `<store>/strata/vfs/<chainID>/rootfs` the tree of a vfs container's `rootfs` just committed as `layer`: the
+ * parent chain's tree with the container's changes is exactly what applying the new layer to it gives (sockets
+ * aside, which the layer writer skips and this removes). `move` renames the rootfs into the cache instead of
+ * copying it (the container is unusable afterwards: only for a container removed right after, as a build step's
+ * is); across filesystems it falls back to a copy. An entry already there (same chain ID) is kept.
+ */
+export async function cacheCommittedVfsTree(
+  store: ContentStore,
+  rootfs: string,
+  layer: CommittedLayer,
+  options: { signal?: AbortSignal; move?: boolean } = {},
+): Promise<void> {
+  throwIfAborted(options.signal);
+  await ensureEntry(
+    vfsSnapshotsDir(store.root),
+    digestHex(layer.chainId),
+    async (tmp) => {
+      const tree = join(tmp, 'rootfs');
+      const what = `caching the tree of layer ${layer.digest}`;
+      const moved =
+        options.move === true &&
+        (await rename(rootfs, tree).then(
+          () => true,
+          (err: NodeJS.ErrnoException) => {
+            if (err.code === 'EXDEV') return false;
+            throw err;
+          },
+        ));
+      if (!moved) await run('cp', ['-a', '--reflink=auto', '--', rootfs, tree], { what });
+      await run('find', [tree, '-type', 's', '-delete'], { what });
+    },
+    {
+      digest: layer.digest,
+      diffId: layer.diffId,
+      chainId: layer.chainId,
+      format: 'vfs',
+      source: 'commit',
+    },
+  );
+}
+
 /** Removes `trusted.overlay.*`/`user.overlay.*` attributes other than the opaque marker under `root`. */
 async function dropOverlayBookkeeping(root: string, signal?: AbortSignal): Promise<void> {
   const tree = await readXattrTree(root, {
@@ -61,10 +114,21 @@ async function dropOverlayBookkeeping(root: string, signal?: AbortSignal): Promi
     match: '^(trusted|user)\\.overlay\\.',
   });
   const args: string[] = [];
-  for (const [rel, attrs] of tree)
-    for (const name of Object.keys(attrs))
-      if (name !== OVERLAY_OPAQUE_XATTR && name !== OVERLAY_OPAQUE_USER_XATTR)
-        args.push(name, rel === '' ? root : join(root, rel));
+  // Hard links share their attributes: removing one through a path removes it for all, and setfattr would then
+  // fail on the next path ("No such attribute"). One path per inode.
+  const seen = new Set<string>();
+  for (const [rel, attrs] of tree) {
+    const names = Object.keys(attrs).filter(
+      (name) => name !== OVERLAY_OPAQUE_XATTR && name !== OVERLAY_OPAQUE_USER_XATTR,
+    );
+    if (names.length === 0) continue;
+    const path = rel === '' ? root : join(root, rel);
+    const st = await lstat(path);
+    const id = `${st.dev}:${st.ino}`;
+    if (st.nlink > 1 && seen.has(id)) continue;
+    seen.add(id);
+    for (const name of names) args.push(name, path);
+  }
   if (args.length === 0) return;
   // One xargs run for all of them: a build step can copy up thousands of files, each with an `origin`.
   await new Promise<void>((resolve, reject) => {

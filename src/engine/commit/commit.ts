@@ -18,7 +18,7 @@ import { applyConfigChanges } from './changes-parser.js';
 import { overlayChanges, summarizeChanges, vfsChanges } from './changes.js';
 import { writeLayer, type LayerWriteOptions, type WrittenLayer } from './layer-writer.js';
 import { LowerTree } from './lower-tree.js';
-import { cacheCommittedLayer } from './cache-layer.js';
+import { cacheCommittedLayer, cacheCommittedVfsTree } from './cache-layer.js';
 import { silentObserver, type Observer } from '../observe.js';
 import { chainIds } from '../union/layer-cache.js';
 import type { Change, ContainerRecord } from './types.js';
@@ -36,10 +36,16 @@ export interface CommitOptions extends Omit<LayerWriteOptions, 'mediaTypes' | 'w
   /** Clock, for reproducible output. */
   readonly now?: () => Date;
   /**
-   * overlay: copy the upper dir into the layer cache under the new layer's chain ID, so the next `create` of the
-   * image mounts it without unpacking (default true; a failure there only logs a warning).
+   * Seed the layer cache with the new layer, so the next `create` of the image (the next step of a build) does not
+   * unpack it: overlay copies the upper dir under the new chain ID, vfs the container's rootfs as the new chain's
+   * full tree (default true; a failure there only logs a warning).
    */
   readonly cacheLayer?: boolean;
+  /**
+   * The caller removes the container right after the commit: vfs then moves its rootfs into the layer cache
+   * instead of copying it (the container's root is gone afterwards). Default false.
+   */
+  readonly containerDiscarded?: boolean;
   /** Receives `commit-progress` events and the warning above; default silent. */
   readonly observer?: Observer;
 }
@@ -142,13 +148,19 @@ export async function commitContainer(
       ...(record.image.name ? { 'org.opencontainers.image.base.name': record.image.name } : {}),
     });
   const written = await writeImage(store, image, { ...signal, what: reference });
-  if (layer && record.driver === 'overlay' && options.cacheLayer !== false) {
-    const chainId = chainIds(image.config.rootfs.diff_ids).at(-1)!;
-    await cacheCommittedLayer(
-      store,
-      record.upper,
-      { digest: layer.digest, diffId: layer.diffId, chainId },
-      signal,
+  if (layer && options.cacheLayer !== false) {
+    const committed = {
+      digest: layer.digest,
+      diffId: layer.diffId,
+      chainId: chainIds(image.config.rootfs.diff_ids).at(-1)!,
+    };
+    await (
+      record.driver === 'overlay'
+        ? cacheCommittedLayer(store, record.upper, committed, signal)
+        : cacheCommittedVfsTree(store, record.merged, committed, {
+            ...signal,
+            ...(options.containerDiscarded ? { move: true } : {}),
+          })
     ).catch((err: unknown) => {
       if (options.signal?.aborted) throw err;
       observer.log.warn(

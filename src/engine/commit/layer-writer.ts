@@ -168,7 +168,10 @@ export async function writeLayer(
       },
     );
     try {
-      [ingested] = await Promise.all([store.ingest(out, { what }, signalOpt), finished]);
+      const ingest = store.ingest(out, { what }, signalOpt);
+      // The store may fail first (disk full…): the compressor would otherwise stay blocked on its stdout forever.
+      ingest.catch(() => child.kill('SIGKILL'));
+      [ingested] = await settleBoth(ingest, finished);
     } catch (err) {
       // The store may fail first (disk full…): the compressor would otherwise stay blocked on its stdout forever.
       child.kill('SIGKILL');
@@ -187,7 +190,10 @@ export async function writeLayer(
     const out = new PassThrough({ highWaterMark: 1 << 20 });
     const piping = pipeline([tar, ...stages, out] as unknown as [Readable, PassThrough], signalOpt);
     try {
-      [ingested] = await Promise.all([store.ingest(out, { what }, signalOpt), piping]);
+      const ingest = store.ingest(out, { what }, signalOpt);
+      // A failed store must stop the producer too, or the pipeline would wait on a reader that is gone.
+      ingest.catch((err: unknown) => out.destroy(err instanceof Error ? err : new Error(String(err))));
+      [ingested] = await settleBoth(ingest, piping);
     } catch (err) {
       if (options.signal?.aborted) throw new AbortedError(`${what}: aborted`, err);
       throw err;
@@ -202,4 +208,23 @@ export async function writeLayer(
     stats,
     compressor,
   };
+}
+
+/**
+ * Waits for the store's ingest and the pipeline feeding it. When either fails, the error that says why wins: the
+ * store's (a full disk is STORAGE_FULL) over the pipeline's, whose own error is then only the stream teardown
+ * ("The operation was aborted", premature close) that the failing sink caused.
+ */
+async function settleBoth<T>(ingest: Promise<T>, feeding: Promise<unknown>): Promise<[T, unknown]> {
+  const [a, b] = await Promise.allSettled([ingest, feeding]);
+  if (a.status === 'fulfilled' && b.status === 'fulfilled') return [a.value, b.value];
+  if (a.status === 'rejected' && !isTeardown(a.reason)) throw a.reason;
+  if (b.status === 'rejected' && !isTeardown(b.reason)) throw b.reason;
+  throw a.status === 'rejected' ? a.reason : (b as PromiseRejectedResult).reason;
+}
+
+/** A stream error that only reports another stage's failure. */
+function isTeardown(err: unknown): boolean {
+  const e = err as { name?: unknown; code?: unknown } | null;
+  return e?.name === 'AbortError' || e?.code === 'ERR_STREAM_PREMATURE_CLOSE' || e?.code === 'ABORT_ERR';
 }

@@ -8,7 +8,13 @@ import { readStoredManifest } from '../image/store-endpoint.js';
 import { formatPlatform } from '../oci/platform.js';
 import { parseImageConfig, type Descriptor } from '../oci/types.js';
 import type { ContentStore } from '../store/types.js';
-import { chainIds, pruneCacheDirs, strataDir, type PruneLayersResult } from '../union/layer-cache.js';
+import {
+  chainIds,
+  ensurePrivateStrataDir,
+  pruneCacheDirs,
+  strataDir,
+  type PruneLayersResult,
+} from '../union/layer-cache.js';
 import { chooseDriver, snapshotterFor, type DriverName } from '../union/snapshotter.js';
 import {
   containerDir,
@@ -29,6 +35,8 @@ export interface CreateContainerOptions {
   readonly signal?: AbortSignal;
   /** Receives `layer-apply` events while missing layers are unpacked into the shared cache. */
   readonly observer?: Observer;
+  /** Cap on each missing layer's uncompressed bytes (default 64 GiB): beyond it create fails with SIZE_LIMIT. */
+  readonly maxUncompressedBytes?: number;
   /** Clock, for tests. */
   readonly now?: () => Date;
 }
@@ -45,6 +53,7 @@ export async function createContainer(
 ): Promise<ContainerRecord> {
   const name = validateName(options.name ?? `strata-${randomBytes(4).toString('hex')}`);
   const driver = await chooseDriver(store, options.driver);
+  await ensurePrivateStrataDir(store.root);
   await mkdir(containersDir(store.root), { recursive: true });
   const dir = containerDir(store.root, name);
   try {
@@ -62,6 +71,9 @@ export async function createContainer(
     const snap = await snapshotter.prepare(dir, image, {
       ...(options.signal ? { signal: options.signal } : {}),
       ...(options.observer ? { observer: options.observer } : {}),
+      ...(options.maxUncompressedBytes !== undefined
+        ? { maxUncompressedBytes: options.maxUncompressedBytes }
+        : {}),
     });
     const cfg = image.config;
     const record: ContainerRecord = {

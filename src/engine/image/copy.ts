@@ -92,6 +92,17 @@ export async function copyImage(
     }
     return p;
   };
+  // One PUT per manifest digest: an index may name the same child twice, and distribution's storage truncates the
+  // stored manifest while a concurrent PUT of the same digest rewrites it, failing the other (DIGEST_INVALID).
+  const manifestPuts = new Map<Digest, Promise<void>>();
+  const putManifestOnce = (doc: ManifestDocument): Promise<void> => {
+    let p = manifestPuts.get(doc.digest);
+    if (!p) {
+      p = target.putManifest(doc, signal);
+      manifestPuts.set(doc.digest, p);
+    }
+    return p;
+  };
 
   const copyBlob = (d: Descriptor, kind: 'config' | 'layer'): Promise<void> => {
     let p = inFlight.get(d.digest);
@@ -169,7 +180,7 @@ export async function copyImage(
       }
     } else {
       await allOrAbort([copyBlob(m.config, 'config'), ...m.layers.map((l) => copyBlob(l, 'layer'))]);
-      if (!isTop) await target.putManifest(doc, signal);
+      if (!isTop) await putManifestOnce(doc);
     }
     emit({
       type: 'manifest',
@@ -210,7 +221,7 @@ export async function copyImage(
           const sub = await copyIndexChildren(child, below, key, depth + 1);
           missing.push(...sub.missing);
           // A registry refuses an index whose manifests it lacks; the store keeps what was pulled of it.
-          if (sub.whole || target.acceptsPartialIndex) await target.putManifest(child, signal);
+          if (sub.whole || target.acceptsPartialIndex) await putManifestOnce(child);
           if (!sub.whole) whole = false;
         } else {
           await copyManifest(child, false, platform);

@@ -4,7 +4,9 @@ import { formatPlatform, hostPlatform, platformMatches, type Platform } from '..
 import { formatReference, parseReference } from '../oci/reference.js';
 import { parseImageConfig, type Descriptor, type ImageConfig, type ManifestDocument } from '../oci/types.js';
 import type { ContentStore, RefEntry } from '../store/types.js';
+import { isIndexMediaType, isManifestMediaType } from '../oci/media-types.js';
 import { readStoredManifest } from './store-endpoint.js';
+import { MAX_INDEX_DEPTH } from './platform-select.js';
 import { uncompressedSizes } from './layer-sizes.js';
 
 /** A local image: a ref of the store, resolved to one platform's manifest and config. */
@@ -82,9 +84,39 @@ export async function findLocalRef(store: ContentStore, input: string): Promise<
   );
 }
 
+/** The annotation buildx puts on an index entry that is an attestation (SBOM, provenance), not an image. */
+const REFERENCE_TYPE = 'vnd.docker.reference.type';
+
 /**
- * Loads a local image for one platform: for an index, the first child present locally that matches the wanted
- * platform (default: the host's), else the only child present.
+ * The image manifests present locally below `index`, in index order, descending into nested indexes (an index whose
+ * entry is another index, as `docker buildx` OCI layouts and some registries write) that are present too, up to
+ * {@link MAX_INDEX_DEPTH}. A nested index's own platform, when it has one, must match its children's. Attestation
+ * manifests are not images and are left out.
+ */
+async function presentManifests(
+  store: ContentStore,
+  index: ManifestDocument & { kind: 'index' },
+  name: string,
+  depth = 0,
+): Promise<Descriptor[]> {
+  const out: Descriptor[] = [];
+  for (const m of index.index.manifests) {
+    if (m.annotations?.[REFERENCE_TYPE] === 'attestation-manifest') continue;
+    if (isManifestMediaType(m.mediaType)) {
+      if (m.platform && (await store.has(m.digest))) out.push(m);
+    } else if (isIndexMediaType(m.mediaType) && depth < MAX_INDEX_DEPTH && (await store.has(m.digest))) {
+      const child = await readStoredManifest(store, m, `${name} (nested index ${m.digest})`);
+      if (child.kind !== 'index') continue;
+      const below = await presentManifests(store, child, name, depth + 1);
+      out.push(...(m.platform ? below.filter((c) => platformMatches(m.platform!, c.platform)) : below));
+    }
+  }
+  return out;
+}
+
+/**
+ * Loads a local image for one platform: for an index (nested indexes included), the first image manifest present
+ * locally that matches the wanted platform (default: the host's), else the only one present.
  */
 export async function loadLocalImage(
   store: ContentStore,
@@ -97,12 +129,10 @@ export async function loadLocalImage(
   if (top.kind === 'manifest') {
     manifest = top;
   } else {
-    const present: Descriptor[] = [];
-    for (const m of top.index.manifests) {
-      if (m.platform && (await store.has(m.digest))) {
-        present.push(m);
-        localPlatforms.push(formatPlatform(m.platform));
-      }
+    const present = await presentManifests(store, top, entry.name);
+    for (const m of present) {
+      const p = formatPlatform(m.platform!);
+      if (!localPlatforms.includes(p)) localPlatforms.push(p);
     }
     const want = platform ?? hostPlatform();
     const chosen =

@@ -74,6 +74,8 @@ export interface RegistryClientOptions {
   readonly insecureRegistries?: readonly string[];
   /** Loopback hosts (`localhost`, `127.0.0.0/8`, `::1`) are reached over plain HTTP. Default true. */
   readonly plainHttpLoopback?: boolean;
+  /** Registries (`host:port` or host) always reached over plain HTTP (e.g. a mirror's `http://` upstream). */
+  readonly plainHttpRegistries?: readonly string[];
   /**
    * certs.d directories: `<dir>/<host[:port]>/*.crt` are extra CAs, `*.cert` + `*.key` a client certificate.
    * The first directory that has the host wins. Default `/etc/containers/certs.d`, `/etc/docker/certs.d`.
@@ -223,6 +225,7 @@ export class RegistryClient implements RegistryApi {
   private readonly auth: Authenticator;
   private readonly insecure: readonly string[];
   private readonly plainHttpLoopback: boolean;
+  private readonly plainHttpRegistries: readonly string[];
   private readonly certsDirs: readonly string[];
   /** TLS settings per `host[:port]`, read from certs.d once. */
   private readonly tlsByHost = new Map<string, Promise<TlsSettings | undefined>>();
@@ -248,6 +251,7 @@ export class RegistryClient implements RegistryApi {
     });
     this.insecure = options.insecureRegistries ?? [];
     this.plainHttpLoopback = options.plainHttpLoopback ?? true;
+    this.plainHttpRegistries = options.plainHttpRegistries ?? [];
     this.certsDirs = options.certsDirs ?? DEFAULT_CERTS_DIRS;
     this.userAgent = options.userAgent ?? 'strata/0.1';
     this.policy = retryPolicy(options.retry);
@@ -664,50 +668,117 @@ export class RegistryClient implements RegistryApi {
   /** Lists a repository's tags, following `Link: <…>; rel="next"` pagination. NAME_UNKNOWN if absent. */
   async listTags(repo: RepositoryRef, options: ListTagsOptions = {}): Promise<string[]> {
     const subject = `${repo.registry}/${repo.repository}`;
-    const ctx: ErrorContext = { op: 'list tags', subject, notFound: 'NAME_UNKNOWN' };
-    let url: URL | undefined = this.repoUrl(repo, 'tags/list');
+    const url = this.repoUrl(repo, 'tags/list');
     if (options.pageSize !== undefined) url.searchParams.set('n', String(options.pageSize));
-    const seen = new Set<string>();
     const tags: string[] = [];
+    await this.readPages(repo, url, {
+      ctx: { op: 'list tags', subject, notFound: 'NAME_UNKNOWN' },
+      maxBytes: MAX_TAGS_PAGE_BYTES,
+      maxPages: 100_000,
+      signal: options.signal,
+      onPage: (json) => {
+        const list = (json as { tags?: unknown } | null)?.tags;
+        if (list === null || list === undefined) return;
+        if (!Array.isArray(list))
+          throw new RegistryError('REGISTRY_ERROR', `list tags ${subject}: tags is not an array`);
+        for (const t of list) if (typeof t === 'string') tags.push(t);
+      },
+    });
+    return tags;
+  }
+
+  /**
+   * The referrers of `subject` by the Referrers API (`GET /v2/<name>/referrers/<digest>`, following pagination):
+   * the descriptors of its index, or undefined when the registry has no such API (404), so the caller can fall back
+   * to the referrers tag schema (`<alg>-<hex>`). Pages over 4 MiB are refused (SIZE_LIMIT).
+   */
+  async listReferrers(
+    repo: RepositoryRef,
+    subject: Digest,
+    options: CallOptions = {},
+  ): Promise<Descriptor[] | undefined> {
+    parseDigest(subject);
+    const what = `${repo.registry}/${repo.repository}@${subject}`;
+    const out: Descriptor[] = [];
+    const found = await this.readPages(repo, this.repoUrl(repo, `referrers/${subject}`), {
+      ctx: { op: 'list referrers', subject: what },
+      maxBytes: MAX_MANIFEST_BYTES,
+      maxPages: 1000,
+      accept: 'application/vnd.oci.image.index.v1+json',
+      absentOn404: true,
+      signal: options.signal,
+      onPage: (json) => {
+        const manifests = (json as { manifests?: unknown } | null)?.manifests;
+        if (!Array.isArray(manifests))
+          throw new RegistryError('REGISTRY_ERROR', `list referrers ${what}: manifests is not an array`);
+        for (const d of manifests as Descriptor[])
+          if (d && typeof d.digest === 'string' && isDigest(d.digest) && typeof d.mediaType === 'string')
+            out.push(d);
+      },
+    });
+    return found ? out : undefined;
+  }
+
+  /**
+   * GETs `first` and every page after it (`Link: <…>; rel="next"`), each bounded to `maxBytes` and parsed as JSON
+   * for `onPage`; a loop or more than `maxPages` pages is REGISTRY_ERROR. With `absentOn404`, a 404 on the first
+   * page answers false (the API is absent) and one on a later page ends the listing.
+   */
+  private async readPages(
+    repo: RepositoryRef,
+    first: URL,
+    o: {
+      ctx: ErrorContext;
+      maxBytes: number;
+      maxPages: number;
+      accept?: string;
+      absentOn404?: boolean;
+      signal: AbortSignal | undefined;
+      onPage: (json: unknown) => void;
+    },
+  ): Promise<boolean> {
+    const label = `${o.ctx.op} ${o.ctx.subject}`;
+    let url: URL | undefined = first;
+    const seen = new Set<string>();
     while (url) {
-      if (seen.has(url.href) || seen.size > 100_000) {
-        throw new RegistryError('REGISTRY_ERROR', `list tags ${subject}: pagination loops`);
-      }
+      if (seen.has(url.href) || seen.size > o.maxPages)
+        throw new RegistryError('REGISTRY_ERROR', `${label}: pagination loops`);
       seen.add(url.href);
       const pageUrl: URL = url;
-      const page = await this.withRetry(ctx, options.signal, async () => {
+      const page = await this.withRetry(o.ctx, o.signal, async () => {
         const res = await this.send({
           method: 'GET',
           url: pageUrl,
           registry: repo.registry,
           scopes: [repositoryScope(repo.repository, ['pull'])],
-          ok: (s) => s === 200,
-          ctx,
-          signal: options.signal,
+          ...(o.accept ? { headers: { accept: o.accept } } : {}),
+          ok: (s) => s === 200 || (o.absentOn404 === true && s === 404),
+          ctx: o.ctx,
+          signal: o.signal,
         });
+        if (res.status === 404) {
+          await discard(res.body);
+          return undefined;
+        }
         try {
-          const body = await readBounded(res.body, MAX_TAGS_PAGE_BYTES, `list tags ${subject}`);
+          const body = await readBounded(res.body, o.maxBytes, label);
           return { body, link: header(res.headers, 'link'), url: res.url };
         } catch (err) {
-          throw toStrataError(err, ctx, options.signal, res.url.host);
+          throw toStrataError(err, o.ctx, o.signal, res.url.host);
         }
       });
+      if (!page) return seen.size > 1;
       let json: unknown;
       try {
         json = JSON.parse(page.body.toString('utf8'));
       } catch {
-        throw new RegistryError('REGISTRY_ERROR', `list tags ${subject}: response is not JSON`);
+        throw new RegistryError('REGISTRY_ERROR', `${label}: response is not JSON`);
       }
-      const list = (json as { tags?: unknown } | null)?.tags;
-      if (list !== null && list !== undefined) {
-        if (!Array.isArray(list))
-          throw new RegistryError('REGISTRY_ERROR', `list tags ${subject}: tags is not an array`);
-        for (const t of list) if (typeof t === 'string') tags.push(t);
-      }
+      o.onPage(json);
       const next = parseLinkNext(page.link);
       url = next ? new URL(next, page.url) : undefined;
     }
-    return tags;
+    return true;
   }
 
   // ---- uploads ----
@@ -924,7 +995,9 @@ export class RegistryClient implements RegistryApi {
   // ---- HTTP core ----
 
   private base(registry: string): string {
-    return this.effectiveUrl(new URL(registryBaseUrl(registry, [], this.plainHttpLoopback))).origin;
+    return this.effectiveUrl(
+      new URL(registryBaseUrl(registry, this.plainHttpRegistries, this.plainHttpLoopback)),
+    ).origin;
   }
 
   /** `url`, switched to plain HTTP when its host is an insecure registry that fell back to it. */

@@ -713,18 +713,19 @@ async function ensureLayout(root: string): Promise<void> {
   if (layoutText === undefined) {
     // Refuse to turn a directory of other things into a store; our own leftovers (another opener racing) are fine.
     const others = (await readdir(root)).filter((n) => !ROOT_TEMP_RE.test(n));
-    // A concurrent opener may have created the layout since we looked: then it is a layout, not "other things".
-    if (others.length > 0) layoutText = await readFile(layoutPath, 'utf8').catch(() => undefined);
+    if (others.length > 0) {
+      // A concurrent opener may have created the layout since we looked: then it is a layout, not "other things".
+      layoutText = await readFile(layoutPath, 'utf8').catch(() => undefined);
+      if (layoutText === undefined) {
+        throw new TerminalError(
+          'STORE_CORRUPT',
+          `${root} is not an OCI image layout (no ${OCI_LAYOUT_FILE} file) and is not empty; refusing to use it as a store`,
+          { detail: { root, entries: others.slice(0, 5) } },
+        );
+      }
+    }
   }
   if (layoutText === undefined) {
-    const others = (await readdir(root)).filter((n) => !ROOT_TEMP_RE.test(n));
-    if (others.length > 0) {
-      throw new TerminalError(
-        'STORE_CORRUPT',
-        `${root} is not an OCI image layout (no ${OCI_LAYOUT_FILE} file) and is not empty; refusing to use it as a store`,
-        { detail: { root, entries: others.slice(0, 5) } },
-      );
-    }
     // oci-layout goes first: a concurrent opener that sees it treats the directory as a layout and completes it.
     await writeFileAtomic(root, OCI_LAYOUT_FILE, JSON.stringify({ imageLayoutVersion: LAYOUT_VERSION }));
   } else {

@@ -1,6 +1,6 @@
 import { randomBytes } from 'node:crypto';
-import { mkdir, readdir, rename, rm, stat, utimes, writeFile } from 'node:fs/promises';
-import { join } from 'node:path';
+import { chmod, mkdir, readdir, rename, rm, stat, utimes, writeFile } from 'node:fs/promises';
+import { dirname, join } from 'node:path';
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { TerminalError, throwIfAborted, VerificationError } from '../errors.js';
@@ -32,6 +32,22 @@ import { layerProgress, type LayerProgressOptions } from './progress.js';
 /** Where Strata keeps its non-blob state inside a store root (skopeo and umoci ignore it). */
 export function strataDir(storeRoot: string): string {
   return join(storeRoot, 'strata');
+}
+
+const privateDirs = new Set<string>();
+
+/**
+ * Makes `<store>/strata` (created if missing) reachable by its owner only (0700), once per process: unpacked layers
+ * and container roots hold whatever images carry — setuid-root binaries, world-writable device nodes — which a
+ * local unprivileged user must not reach (docker keeps its overlay2 directory 0710/0700 for the same reason).
+ */
+export async function ensurePrivateStrataDir(storeRoot: string): Promise<void> {
+  const dir = strataDir(storeRoot);
+  if (privateDirs.has(dir)) return;
+  await mkdir(dir, { recursive: true, mode: 0o700 });
+  const st = await stat(dir);
+  if ((st.mode & 0o077) !== 0) await chmod(dir, 0o700);
+  privateDirs.add(dir);
 }
 
 /** Parent of the overlay-format layer directories. */
@@ -198,6 +214,7 @@ export async function ensureEntry(
       await utimes(done, now, now).catch(() => undefined);
       return;
     }
+    await ensurePrivateStrataDir(dirname(dirname(parent)));
     await mkdir(parent, { recursive: true });
     const tmp = join(parent, `.tmp-${hex.slice(0, 16)}-${randomBytes(6).toString('hex')}`);
     await mkdir(tmp);

@@ -5,7 +5,7 @@ import { join } from 'node:path';
 /**
  * Chroot-like path resolution inside a root directory. Every parent component is checked with `lstat`: a symlink
  * is followed only inside the root (an absolute target restarts at the root; a `..` that would climb above the
- * root is refused), a path that goes through a symlink to something missing or not a directory is refused, and
+ * root is refused, or stays at the root as in chroot with `aboveRoot: 'stay'`), a path that goes through a symlink to something missing or not a directory is refused, and
  * loops are cut after {@link MAX_SYMLINKS} links. The final component is never followed: callers replace it.
  *
  * Node has no `openat`, so the guarantee rests on discipline: resolution and the write that follows happen with
@@ -38,7 +38,18 @@ export interface WalkOptions {
   readonly create?: (rel: string) => Promise<void> | void;
   /** Follow symlinks in parent components (default true); false refuses them (to re-check a recorded path). */
   readonly followSymlinks?: boolean;
+  /**
+   * What a `..` at the root does: `refuse` (default; layer apply treats such a link as hostile) or `stay` at the
+   * root, as chroot and the kernel do (a build step's root, where images legitimately hold such links).
+   */
+  readonly aboveRoot?: AboveRoot;
 }
+
+/** See {@link WalkOptions.aboveRoot}. */
+export type AboveRoot = 'refuse' | 'stay';
+
+/** {@link SafeRoot.open} options for chroot semantics (`..` at the root stays there): a build step's root. */
+export const CHROOT: { readonly aboveRoot: AboveRoot } = { aboveRoot: 'stay' };
 
 /**
  * Walks the parent components of a normalized relative path (`''` is the root) as chroot would and answers the
@@ -61,8 +72,16 @@ export async function walkParents(
     const c = queue.shift()!;
     if (c === '' || c === '.') continue;
     if (c === '..') {
-      if (cur.length === 0)
-        return { status: 'refused', reason: `symlink ${JSON.stringify(via)} points outside the root` };
+      if (cur.length === 0) {
+        if (options.aboveRoot === 'stay') continue;
+        return {
+          status: 'refused',
+          reason:
+            via === undefined
+              ? `${JSON.stringify(path)} climbs above the root`
+              : `symlink ${JSON.stringify(via)} points outside the root`,
+        };
+      }
       cur.pop();
       continue;
     }
@@ -112,20 +131,24 @@ export class SafeRoot {
     /** The root's real path. */
     readonly root: string,
     private readonly onCreateDir: (host: string, rel: string) => Promise<void>,
+    /** What a `..` at the root does in this root (see {@link WalkOptions.aboveRoot}). */
+    readonly aboveRoot: AboveRoot,
   ) {}
 
   /**
    * Opens a root that must exist and be a directory; `onCreateDir` runs after each missing parent directory is
-   * created (mode 0755), e.g. to record it or set its owner.
+   * created (mode 0755), e.g. to record it or set its owner. `aboveRoot` (default `refuse`) applies to every
+   * resolution in the root.
    */
   static async open(
     root: string,
     onCreateDir: (host: string, rel: string) => Promise<void> = async () => {},
+    options: { readonly aboveRoot?: AboveRoot } = {},
   ): Promise<SafeRoot> {
     const real = await realpath(root);
     const st = await lstat(real);
     if (!st.isDirectory()) throw new Error(`${root} is not a directory`);
-    return new SafeRoot(real, onCreateDir);
+    return new SafeRoot(real, onCreateDir, options.aboveRoot ?? 'refuse');
   }
 
   /** The host path of a canonical relative path. */
@@ -163,6 +186,7 @@ export class SafeRoot {
     return walkParents(path, this.lookup, {
       ...(options.create ? { create: this.create } : {}),
       ...(options.followSymlinks === false ? { followSymlinks: false } : {}),
+      aboveRoot: this.aboveRoot,
     });
   }
 

@@ -31,6 +31,8 @@ export interface PrepareOptions {
   readonly signal?: AbortSignal;
   /** Receives `layer-apply` events for the layers unpacked into the cache. */
   readonly observer?: Observer;
+  /** Cap on each layer's uncompressed bytes (default 64 GiB): beyond it the unpack fails with SIZE_LIMIT. */
+  readonly maxUncompressedBytes?: number;
 }
 
 /**

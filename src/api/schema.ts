@@ -1,0 +1,196 @@
+/**
+ * A tiny schema builder: each call yields a {@link Field} holding both the OpenAPI v3 JSON schema (the subset a
+ * Kubernetes structural schema allows) and, as a phantom type, the TypeScript type of the values it accepts. The
+ * CRD's schema and the API's TypeScript types therefore come from one source and cannot drift.
+ *
+ * Typing rules: a field built with {@link optional} becomes an optional property (`?`); a field with a `default`
+ * stays a required property of the TypeScript type (defaults are applied before anyone reads the value) but is
+ * left out of the schema's `required` list.
+ */
+
+/** The OpenAPI v3 schema subset used by Kubernetes CRDs (structural schemas). */
+export interface JsonSchema {
+  type?: 'object' | 'array' | 'string' | 'integer' | 'number' | 'boolean';
+  description?: string;
+  properties?: Record<string, JsonSchema>;
+  required?: string[];
+  additionalProperties?: JsonSchema;
+  items?: JsonSchema;
+  enum?: string[];
+  pattern?: string;
+  format?: 'date-time' | 'int32' | 'int64';
+  minLength?: number;
+  maxLength?: number;
+  minimum?: number;
+  maximum?: number;
+  minItems?: number;
+  maxItems?: number;
+  minProperties?: number;
+  maxProperties?: number;
+  default?: unknown;
+  oneOf?: JsonSchema[];
+  anyOf?: JsonSchema[];
+  'x-kubernetes-int-or-string'?: true;
+  'x-kubernetes-list-type'?: 'atomic' | 'set' | 'map';
+  'x-kubernetes-list-map-keys'?: string[];
+  'x-kubernetes-map-type'?: 'atomic' | 'granular';
+}
+
+/** A schema and, as a phantom, the static type `T` of its values; `Opt` marks an optional object property. */
+export interface Field<T, Opt extends boolean = false> {
+  readonly schema: JsonSchema;
+  readonly optional: Opt;
+  /** True when the schema has a `default`: not in the parent's `required`, yet always present after defaulting. */
+  readonly hasDefault: boolean;
+  /** Never set at run time: carries `T` for {@link TypeOf}. */
+  readonly __type?: T;
+}
+
+/** The static type of a field's values. */
+// The phantom is an optional property, so inference sees `T | undefined`: no schema value is ever undefined.
+export type TypeOf<F> = F extends Field<infer T, boolean> ? Exclude<T, undefined> : never;
+
+/** Flattens intersections so editors show plain object types. */
+export type Simplify<T> = { [K in keyof T]: T[K] } & {};
+
+// eslint-disable-next-line @typescript-eslint/no-explicit-any
+type AnyField = Field<any, boolean>;
+type Props = Record<string, AnyField>;
+// eslint-disable-next-line @typescript-eslint/no-explicit-any
+type OptionalKeys<P extends Props> = { [K in keyof P]: P[K] extends Field<any, true> ? K : never }[keyof P];
+
+/** The object type of a property map: optional fields become `?` properties. */
+export type ObjectOf<P extends Props> = Simplify<
+  { [K in Exclude<keyof P, OptionalKeys<P>>]: TypeOf<P[K]> } & { [K in OptionalKeys<P>]?: TypeOf<P[K]> }
+>;
+
+/** `T` where exactly one of `Keys` is set (the others are absent). */
+export type ExactlyOne<T, Keys extends keyof T> = {
+  [K in Keys]: Simplify<
+    Omit<T, Keys> & { [P in K]-?: Exclude<T[P], undefined> } & { [P in Exclude<Keys, K>]?: never }
+  >;
+}[Keys];
+
+/** Options every builder takes. */
+export interface Common<T> {
+  description?: string;
+  default?: T;
+}
+
+function field<T>(schema: JsonSchema, opts: Common<T> | undefined): Field<T> {
+  const s: JsonSchema = { ...schema };
+  if (opts?.description !== undefined) s.description = opts.description;
+  if (opts?.default !== undefined) s.default = opts.default;
+  // Key order: type, description first, for readable YAML.
+  const ordered: JsonSchema = {
+    ...(s.type ? { type: s.type } : {}),
+    ...(s.description ? { description: s.description } : {}),
+    ...s,
+  };
+  return { schema: ordered, optional: false, hasDefault: opts?.default !== undefined };
+}
+
+/** A string, optionally constrained by pattern, length or format. */
+export function string(
+  opts?: Common<string> & Pick<JsonSchema, 'pattern' | 'minLength' | 'maxLength' | 'format'>,
+): Field<string> {
+  const { description: _d, default: _def, ...rest } = opts ?? {};
+  return field<string>({ type: 'string', ...rest }, opts);
+}
+
+/** A string that must be one of `values`; the static type is their union. */
+export function enumOf<const V extends string>(values: readonly V[], opts?: Common<V>): Field<V> {
+  return field<V>({ type: 'string', enum: [...values] }, opts);
+}
+
+/** An integer (int64 unless told otherwise). */
+export function integer(
+  opts?: Common<number> & Pick<JsonSchema, 'minimum' | 'maximum'> & { format?: 'int32' | 'int64' },
+): Field<number> {
+  const { description: _d, default: _def, format, ...rest } = opts ?? {};
+  return field<number>({ type: 'integer', format: format ?? 'int64', ...rest }, opts);
+}
+
+/** A boolean. */
+export function boolean(opts?: Common<boolean>): Field<boolean> {
+  return field<boolean>({ type: 'boolean' }, opts);
+}
+
+/**
+ * An integer or a string (Kubernetes `x-kubernetes-int-or-string`); `pattern` applies to the string form and
+ * `minimum` to the integer form.
+ */
+export function intOrString(
+  opts?: Common<number | string> & Pick<JsonSchema, 'pattern' | 'minimum'>,
+): Field<number | string> {
+  const { description: _d, default: _def, ...rest } = opts ?? {};
+  return field<number | string>(
+    { anyOf: [{ type: 'integer' }, { type: 'string' }], 'x-kubernetes-int-or-string': true, ...rest },
+    opts,
+  );
+}
+
+/** Options of {@link array}. */
+export interface ArrayOptions<T> extends Common<T[]> {
+  minItems?: number;
+  maxItems?: number;
+  /** `map` lists are keyed by `mapKeys` (merged per item by server-side apply); `set` lists hold unique scalars. */
+  listType?: 'atomic' | 'set' | 'map';
+  mapKeys?: string[];
+}
+
+/** A list of `items`. */
+export function array<T>(items: Field<T, boolean>, opts?: ArrayOptions<T>): Field<T[]> {
+  const s: JsonSchema = { type: 'array', items: items.schema };
+  if (opts?.minItems !== undefined) s.minItems = opts.minItems;
+  if (opts?.maxItems !== undefined) s.maxItems = opts.maxItems;
+  if (opts?.listType) s['x-kubernetes-list-type'] = opts.listType;
+  if (opts?.mapKeys) s['x-kubernetes-list-map-keys'] = opts.mapKeys;
+  return field<T[]>(s, opts);
+}
+
+/** A map from string keys to `values` (an object with `additionalProperties`). */
+export function map<T>(
+  values: Field<T, boolean>,
+  opts?: Common<Record<string, T>> & Pick<JsonSchema, 'maxProperties'>,
+): Field<Record<string, T>> {
+  const { description: _d, default: _def, ...rest } = opts ?? {};
+  return field<Record<string, T>>({ type: 'object', additionalProperties: values.schema, ...rest }, opts);
+}
+
+/** Options of {@link object}. */
+export interface ObjectOptions<T, K> extends Common<T> {
+  /** Exactly one of these properties must be set (rendered as `oneOf` of `required` lists). */
+  exactlyOneOf?: readonly K[];
+}
+
+/** An object with fixed properties; unknown properties are refused by the validator and pruned by Kubernetes. */
+export function object<P extends Props>(
+  props: P,
+  opts?: ObjectOptions<ObjectOf<P>, never>,
+): Field<ObjectOf<P>>;
+/** An object of which exactly one of `exactlyOneOf` is set; the static type is the union of the cases. */
+export function object<P extends Props, const K extends OptionalKeys<P> & string>(
+  props: P,
+  opts: ObjectOptions<ObjectOf<P>, K> & { exactlyOneOf: readonly K[] },
+): Field<ExactlyOne<ObjectOf<P>, K & keyof ObjectOf<P>>>;
+export function object<P extends Props>(
+  props: P,
+  opts?: ObjectOptions<ObjectOf<P>, string>,
+): Field<ObjectOf<P>> {
+  const properties: Record<string, JsonSchema> = {};
+  const required: string[] = [];
+  for (const [name, f] of Object.entries(props)) {
+    properties[name] = f.schema;
+    if (!f.optional && !f.hasDefault) required.push(name);
+  }
+  const s: JsonSchema = { type: 'object', properties };
+  if (required.length) s.required = required;
+  if (opts?.exactlyOneOf) s.oneOf = opts.exactlyOneOf.map((k) => ({ required: [k] }));
+  return field<ObjectOf<P>>(s, opts as Common<ObjectOf<P>> | undefined);
+}
+
+/** Marks a field as an optional object property (`+optional`): it may be omitted. */
+export function optional<T>(f: Field<T, boolean>): Field<T, true> {
+  return { schema: f.schema, optional: true, hasDefault: f.hasDefault };
+}

@@ -1,0 +1,195 @@
+/**
+ * Pure helpers that compute the ImageBuild status the controller writes (and `strata build --spec` prints).
+ * Engine errors are read structurally (their stable `code`), so this module needs nothing from the engine.
+ */
+import type { Condition, ImageBuildStatus } from './imagebuild.js';
+
+/** Condition types an ImageBuild carries. */
+export const CONDITION_SUCCEEDED = 'Succeeded';
+/** `Ready`: the image exists (built, and pushed when asked). */
+export const CONDITION_READY = 'Ready';
+
+/** What a finished build produced. */
+export interface BuildResult {
+  /** Manifest digest of the image. */
+  readonly digest: string;
+  /** The primary output reference (`spec.output.images[0]`); the status pins it to the digest. */
+  readonly reference: string;
+  readonly steps: number;
+  readonly cacheHits: number;
+}
+
+/** When the build ran. */
+export interface BuildTiming {
+  readonly startedAt: Date;
+  readonly finishedAt: Date;
+}
+
+/** Condition reasons, by the engine error code that ended the build; anything else is `BuildFailed`. */
+export const FAILURE_REASONS: Readonly<Record<string, string>> = {
+  DOCKERFILE_INVALID: 'DockerfileInvalid',
+  BUILD_CONTEXT_INVALID: 'BuildContextInvalid',
+  BUILD_STEP_FAILED: 'StepFailed',
+  RUNTIME_UNAVAILABLE: 'RuntimeUnavailable',
+  INVALID_ARGUMENT: 'InvalidSpec',
+  INVALID_REFERENCE: 'InvalidSpec',
+  PLATFORM_NOT_FOUND: 'PlatformNotFound',
+  MANIFEST_UNKNOWN: 'BaseImageNotFound',
+  NAME_UNKNOWN: 'BaseImageNotFound',
+  UNAUTHORIZED: 'RegistryUnauthorized',
+  DENIED: 'RegistryDenied',
+  NETWORK: 'RegistryUnreachable',
+  TOO_MANY_REQUESTS: 'RegistryThrottled',
+  STORAGE_FULL: 'StorageFull',
+  SIZE_LIMIT: 'SizeLimitExceeded',
+  ABORTED: 'Aborted',
+};
+
+/** Reason of a successful build. */
+export const REASON_SUCCEEDED = 'BuildSucceeded';
+/** Reason for a failure with no more specific code. */
+export const REASON_FAILED = 'BuildFailed';
+
+/** Longest message a condition keeps (metav1.Condition allows 32768). */
+const MAX_MESSAGE = 32768;
+
+/** The condition reason for an error that ended a build, from its stable `code`. */
+export function failureReason(err: unknown): string {
+  const code = (err as { code?: unknown } | null | undefined)?.code;
+  return (typeof code === 'string' && FAILURE_REASONS[code]) || REASON_FAILED;
+}
+
+function messageOf(err: unknown): string {
+  const msg = err instanceof Error ? err.message : String(err);
+  return msg.length > MAX_MESSAGE ? `${msg.slice(0, MAX_MESSAGE - 1)}…` : msg;
+}
+
+/** `repo[:tag]` → `repo@digest` (the tag is dropped: the digest alone names the content). */
+export function pinnedReference(reference: string, digest: string): string {
+  const slash = reference.lastIndexOf('/');
+  const colon = reference.lastIndexOf(':');
+  const repo = colon > slash ? reference.slice(0, colon) : reference;
+  return `${repo}@${digest}`;
+}
+
+/**
+ * Sets a condition in a list (a new list is returned): `lastTransitionTime` moves only when the status flips,
+ * as the Kubernetes conventions ask; reason, message and observedGeneration are always updated.
+ */
+export function setCondition(
+  conditions: readonly Condition[] | undefined,
+  next: Omit<Condition, 'lastTransitionTime'>,
+  now: Date,
+): Condition[] {
+  const list = [...(conditions ?? [])];
+  const i = list.findIndex((c) => c.type === next.type);
+  const prev = i >= 0 ? list[i] : undefined;
+  const lastTransitionTime = prev && prev.status === next.status ? prev.lastTransitionTime : rfc3339(now);
+  const cond: Condition = { ...next, lastTransitionTime };
+  if (i >= 0) list[i] = cond;
+  else list.push(cond);
+  return list;
+}
+
+/** Kubernetes writes times in whole seconds, UTC. */
+export function rfc3339(d: Date): string {
+  return `${d.toISOString().slice(0, 19)}Z`;
+}
+
+/** The status while a build runs. */
+export function runningStatus(
+  startedAt: Date,
+  generation: number,
+  previous?: ImageBuildStatus,
+): ImageBuildStatus {
+  let conditions = setCondition(
+    previous?.conditions,
+    {
+      type: CONDITION_SUCCEEDED,
+      status: 'Unknown',
+      reason: 'Building',
+      message: 'the build is running',
+      observedGeneration: generation,
+    },
+    startedAt,
+  );
+  conditions = setCondition(
+    conditions,
+    {
+      type: CONDITION_READY,
+      status: 'False',
+      reason: 'Building',
+      message: 'the build is running',
+      observedGeneration: generation,
+    },
+    startedAt,
+  );
+  return { phase: 'Running', conditions, startedAt: rfc3339(startedAt), observedGeneration: generation };
+}
+
+/**
+ * The status after a build: `Succeeded` with digest, pinned image, step counts and True conditions for a
+ * {@link BuildResult}; `Failed` with a reason mapped from the error's code (see {@link FAILURE_REASONS}) and its
+ * message otherwise. `previous` keeps lastTransitionTime of conditions whose status did not change.
+ */
+export function buildStatus(
+  outcome: BuildResult | { readonly error: unknown },
+  timing: BuildTiming,
+  generation: number,
+  previous?: ImageBuildStatus,
+): ImageBuildStatus {
+  const base = {
+    startedAt: rfc3339(timing.startedAt),
+    finishedAt: rfc3339(timing.finishedAt),
+    observedGeneration: generation,
+  };
+  const now = timing.finishedAt;
+  if ('error' in outcome) {
+    const reason = failureReason(outcome.error);
+    const message = messageOf(outcome.error);
+    let conditions = setCondition(
+      previous?.conditions,
+      { type: CONDITION_SUCCEEDED, status: 'False', reason, message, observedGeneration: generation },
+      now,
+    );
+    conditions = setCondition(
+      conditions,
+      { type: CONDITION_READY, status: 'False', reason, message, observedGeneration: generation },
+      now,
+    );
+    return { phase: 'Failed', conditions, ...base };
+  }
+  const image = pinnedReference(outcome.reference, outcome.digest);
+  const message = `built ${image} in ${outcome.steps} steps (${outcome.cacheHits} from cache)`;
+  let conditions = setCondition(
+    previous?.conditions,
+    {
+      type: CONDITION_SUCCEEDED,
+      status: 'True',
+      reason: REASON_SUCCEEDED,
+      message,
+      observedGeneration: generation,
+    },
+    now,
+  );
+  conditions = setCondition(
+    conditions,
+    {
+      type: CONDITION_READY,
+      status: 'True',
+      reason: REASON_SUCCEEDED,
+      message,
+      observedGeneration: generation,
+    },
+    now,
+  );
+  return {
+    phase: 'Succeeded',
+    digest: outcome.digest,
+    image,
+    conditions,
+    ...base,
+    cacheHits: outcome.cacheHits,
+    steps: outcome.steps,
+  };
+}

@@ -1,0 +1,222 @@
+/**
+ * Cold-blob fills against a real upstream (docker-registry) behind a counting proxy and a lying one: 50 concurrent
+ * clients → one upstream GET; two mirror processes sharing a store → still one; clients disconnecting mid-blob do
+ * not stop the fill; a wrong digest or a short body caches nothing and the clients get an error.
+ */
+import type { ChildProcess } from 'node:child_process';
+import { createHash } from 'node:crypto';
+import { readdir, rm } from 'node:fs/promises';
+import { request } from 'node:http';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { FsStore } from '../../src/engine/store/fs-store.js';
+import { startMirrorServer, type MirrorServer } from '../../src/mirror/index.js';
+import { startBlobProxy, type BlobProxy } from '../support/blob-proxy.js';
+import { startDockerRegistry, type DockerRegistry } from '../support/docker-registry.js';
+import { startFaultProxy, type FaultProxy } from '../support/fault-proxy.js';
+import { tempDir } from '../support/images.js';
+import { startCliServer } from '../support/cli.js';
+import { pushRandomImage } from './mirror-support.js';
+
+const MiB = 1024 * 1024;
+
+let upstream: DockerRegistry;
+let counting: BlobProxy;
+let liar: FaultProxy;
+let mirror: MirrorServer;
+let store: FsStore;
+let work: string;
+
+beforeAll(async () => {
+  work = await tempDir('strata-mirror-fill-');
+  upstream = await startDockerRegistry();
+  counting = await startBlobProxy(upstream.url);
+  liar = await startFaultProxy(upstream.url);
+  store = await FsStore.open(join(work, 'store'));
+  mirror = await startMirrorServer({
+    store,
+    upstreams: [
+      { name: 'docker.io', url: counting.url },
+      { name: 'quay.io', url: liar.url },
+    ],
+    defaultUpstream: 'docker.io',
+  });
+}, 60_000);
+
+afterAll(async () => {
+  await mirror?.close();
+  await counting?.stop();
+  await liar?.stop();
+  await upstream?.stop();
+  await rm(work, { recursive: true, force: true });
+});
+
+/** GETs a blob and hashes the body; `abortAfter` bytes → the client goes away. */
+function getBlob(
+  base: string,
+  path: string,
+  abortAfter?: number,
+): Promise<{ status: number; bytes: number; sha: string; complete: boolean }> {
+  return new Promise((resolve) => {
+    const hash = createHash('sha256');
+    let bytes = 0;
+    const req = request(new URL(path, base), (res) => {
+      res.on('data', (c: Buffer) => {
+        bytes += c.length;
+        hash.update(c);
+        if (abortAfter !== undefined && bytes >= abortAfter) req.destroy();
+      });
+      let settled = false;
+      const done = (complete: boolean): void => {
+        if (settled) return;
+        settled = true;
+        resolve({ status: res.statusCode ?? 0, bytes, sha: `sha256:${hash.digest('hex')}`, complete });
+      };
+      res.on('end', () => done(res.complete));
+      res.on('error', () => done(false));
+      res.on('close', () => {
+        if (!res.complete) done(false);
+      });
+    });
+    req.on('error', () => resolve({ status: 0, bytes, sha: '', complete: false }));
+    req.end();
+  });
+}
+
+/** Waits (up to 5 s) until `check` holds: a client may finish its verified bytes just before the fill's rename. */
+async function eventually(check: () => Promise<boolean>): Promise<boolean> {
+  for (let deadline = Date.now() + 5000; Date.now() < deadline;) {
+    if (await check()) return true;
+    await new Promise((r) => setTimeout(r, 20));
+  }
+  return check();
+}
+
+async function ingestLeftovers(): Promise<string[]> {
+  return (await readdir(join(store.root, 'ingest')).catch(() => [] as string[])).filter(
+    (n) => !n.endsWith('.lock'),
+  );
+}
+
+describe('mirror: cold blob fills', () => {
+  it('50 concurrent clients on a cold blob: one upstream GET, every client gets the exact bytes', async () => {
+    const img = await pushRandomImage(upstream.host, 'team/fifty', 'v1', 6 * MiB);
+    counting.throttle(8 * MiB); // the fill takes most of a second: the clients really overlap it
+    try {
+      const path = `/v2/team/fifty/blobs/${img.layer.digest}`;
+      const results = await Promise.all(Array.from({ length: 50 }, () => getBlob(mirror.url, path)));
+      for (const r of results) {
+        expect(r.status).toBe(200);
+        expect(r.bytes).toBe(img.layer.size);
+        expect(r.sha).toBe(img.layer.digest);
+      }
+    } finally {
+      counting.throttle(undefined);
+    }
+    expect(await eventually(() => store.has(img.layer.digest))).toBe(true);
+    expect(counting.gets(img.layer.digest)).toBe(1);
+  }, 30_000);
+
+  it('clients disconnecting mid-blob do not abort the fill; the others finish', async () => {
+    const img = await pushRandomImage(upstream.host, 'team/quitters', 'v1', 4 * MiB);
+    counting.throttle(4 * MiB);
+    try {
+      const path = `/v2/team/quitters/blobs/${img.layer.digest}`;
+      // The first client (the one that started the fill) leaves first.
+      const quitter = getBlob(mirror.url, path, 256 * 1024);
+      await new Promise((r) => setTimeout(r, 100));
+      const rest = Array.from({ length: 6 }, (_, i) => getBlob(mirror.url, path, i < 3 ? MiB : undefined));
+      const results = await Promise.all([quitter, ...rest]);
+      expect(results.slice(0, 4).every((r) => !r.complete)).toBe(true);
+      for (const r of results.slice(4)) expect(r.sha).toBe(img.layer.digest);
+    } finally {
+      counting.throttle(undefined);
+    }
+    expect(await eventually(() => store.has(img.layer.digest))).toBe(true);
+    expect(counting.gets(img.layer.digest)).toBe(1);
+  }, 30_000);
+
+  it('two mirror processes sharing one store make one upstream GET', async () => {
+    const img = await pushRandomImage(upstream.host, 'team/shared', 'v1', 4 * MiB);
+    const shared = join(work, 'shared-store');
+    const a = await serve(shared);
+    const b = await serve(shared);
+    counting.throttle(4 * MiB);
+    try {
+      const path = `/v2/team/shared/blobs/${img.layer.digest}`;
+      const results = await Promise.all(
+        Array.from({ length: 16 }, (_, i) => getBlob(i % 2 ? a.url : b.url, path)),
+      );
+      for (const r of results) {
+        expect(r.status).toBe(200);
+        expect(r.sha).toBe(img.layer.digest);
+      }
+    } finally {
+      counting.throttle(undefined);
+    }
+    const sharedStore = await FsStore.open(shared);
+    expect(await eventually(() => sharedStore.has(img.layer.digest))).toBe(true);
+    await Promise.all([stop(a.child), stop(b.child)]);
+    expect(counting.gets(img.layer.digest)).toBe(1);
+  }, 40_000);
+
+  it('an upstream sending a wrong digest caches nothing; small blobs answer 502, large ones are cut', async () => {
+    const small = await pushRandomImage(upstream.host, 'team/liar', 'small', 64 * 1024);
+    const large = await pushRandomImage(upstream.host, 'team/liar', 'large', 3 * MiB);
+    liar.reset();
+    liar.addRule({ method: 'GET', path: /\/blobs\/sha256:/, fault: { kind: 'corrupt', at: 10 } });
+    const s = await getBlob(mirror.url, `/v2/quay.io/team/liar/blobs/${small.layer.digest}`);
+    expect(s.status).toBe(502);
+    const l = await Promise.all(
+      [0, 1, 2].map(() => getBlob(mirror.url, `/v2/quay.io/team/liar/blobs/${large.layer.digest}`)),
+    );
+    for (const r of l) {
+      expect(r.complete && r.status === 200).toBe(false); // an error status or a cut body, never a full wrong blob
+      if (r.status === 200) expect(r.bytes).toBeLessThan(large.layer.size);
+    }
+    expect(await store.has(small.layer.digest)).toBe(false);
+    expect(await store.has(large.layer.digest)).toBe(false);
+    expect(await ingestLeftovers()).toEqual([]);
+    // Nothing poisoned: once the upstream tells the truth, the blob is served and cached.
+    liar.reset();
+    const ok = await getBlob(mirror.url, `/v2/quay.io/team/liar/blobs/${large.layer.digest}`);
+    expect(ok.sha).toBe(large.layer.digest);
+    expect(await eventually(() => store.has(large.layer.digest))).toBe(true);
+  }, 30_000);
+
+  it('an upstream cutting the body short (every attempt) caches nothing and the client gets an error', async () => {
+    const img = await pushRandomImage(upstream.host, 'team/short', 'v1', 2 * MiB);
+    liar.reset();
+    liar.addRule({ method: 'GET', path: /\/blobs\/sha256:/, fault: { kind: 'truncate', afterBytes: 1000 } });
+    const r = await getBlob(mirror.url, `/v2/quay.io/team/short/blobs/${img.layer.digest}`);
+    expect(r.status === 200 && r.complete).toBe(false);
+    expect(r.status).toBe(502);
+    expect(await store.has(img.layer.digest)).toBe(false);
+    expect(await ingestLeftovers()).toEqual([]);
+    liar.reset();
+  }, 30_000);
+});
+
+/** Starts `strata mirror serve` on a free port over `storeDir`, in front of the counting proxy. */
+function serve(storeDir: string): Promise<{ child: ChildProcess; url: string }> {
+  return startCliServer([
+    'mirror',
+    'serve',
+    '--listen',
+    '127.0.0.1:0',
+    '--store',
+    storeDir,
+    '--upstream',
+    `docker.io=${counting.url}`,
+    '--default-upstream',
+    'docker.io',
+  ]);
+}
+
+function stop(child: ChildProcess): Promise<void> {
+  return new Promise((resolve) => {
+    if (child.exitCode !== null) return resolve();
+    child.once('exit', () => resolve());
+    child.kill('SIGTERM');
+  });
+}

@@ -1,0 +1,20 @@
+import { lstat } from 'node:fs/promises';
+import { StrataError } from '../../src/engine/errors.js';
+
+/** The StrataError `p` rejects with; anything else (or success) fails the test. */
+export async function failure(p: Promise<unknown>): Promise<StrataError> {
+  try {
+    await p;
+  } catch (err) {
+    if (err instanceof StrataError) return err;
+    throw err;
+  }
+  throw new Error('expected a failure');
+}
+
+/** True when something (even a dangling symlink) is at `p`. */
+export const exists = (p: string): Promise<boolean> =>
+  lstat(p).then(
+    () => true,
+    () => false,
+  );
