@@ -1,6 +1,7 @@
 /* global URL, console */
-// gen-crds.mjs - writes deploy/crds/*.yaml from the API's schema constants (src/api), formatted by prettier so
-// `prettier --check` passes. test/api/crd.test.ts fails when the committed file differs from what this writes.
+// gen-crds.mjs - writes crds/*.yaml (one CRD per kind) from the API's schema constants (src/api), formatted by
+// prettier so `prettier --check` passes. test/api/crd.test.ts fails when a committed file differs from what this
+// writes.
 import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
@@ -24,12 +25,14 @@ try {
     logLevel: 'warning',
   });
   const crd = await import(pathToFileURL(out).href);
-  const file = join(root, crd.IMAGEBUILD_CRD_FILE);
-  const options = { ...(await prettier.resolveConfig(file)), filepath: file };
-  const text = await prettier.format(crd.renderCrdYaml(crd.imageBuildCrd()), options);
-  await mkdir(dirname(file), { recursive: true });
-  await writeFile(file, text);
-  console.log(`wrote ${crd.IMAGEBUILD_CRD_FILE}`);
+  for (const kind of crd.KINDS) {
+    const file = join(root, crd.crdFile(kind));
+    const options = { ...(await prettier.resolveConfig(file)), filepath: file };
+    const text = await prettier.format(crd.renderCrdYaml(kind), options);
+    await mkdir(dirname(file), { recursive: true });
+    await writeFile(file, text);
+    console.log(`wrote ${crd.crdFile(kind)}`);
+  }
 } finally {
   await rm(tmp, { recursive: true, force: true });
 }

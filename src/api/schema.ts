@@ -34,6 +34,55 @@ export interface JsonSchema {
   'x-kubernetes-list-type'?: 'atomic' | 'set' | 'map';
   'x-kubernetes-list-map-keys'?: string[];
   'x-kubernetes-map-type'?: 'atomic' | 'granular';
+  'x-kubernetes-preserve-unknown-fields'?: true;
+  'x-kubernetes-validations'?: ValidationRule[];
+}
+
+/**
+ * A CEL validation rule (`x-kubernetes-validations`), evaluated by the apiserver on the node it is attached to
+ * (`self`; `oldSelf` in a transition rule). Rendered into the CRD as is.
+ */
+export interface ValidationRule {
+  /** The CEL expression; true means valid. */
+  readonly rule: string;
+  /** What the apiserver answers when the rule is false (after the field path). */
+  readonly message: string;
+  /** A relative JSON path (`.pushSecret`) the error is reported at, instead of the node the rule is on. */
+  readonly fieldPath?: string;
+  /** The error type (`FieldValueInvalid` by default). */
+  readonly reason?:
+    'FieldValueInvalid' | 'FieldValueForbidden' | 'FieldValueRequired' | 'FieldValueDuplicate';
+}
+
+/** The local twin of a CEL rule: the same check in TypeScript over the (schema-valid, defaulted) value. */
+export type LocalCheck = (self: never) => boolean;
+
+// Twins live beside the rendered rule objects, not in them, so the CRD YAML holds only what Kubernetes reads.
+const localChecks = new WeakMap<ValidationRule, LocalCheck>();
+
+/**
+ * A CEL rule. `local` is its TypeScript twin, run by the local validator (`validate.ts`); without one the rule is
+ * the apiserver's alone (transition rules always are: a file has no old object). The real-apiserver test checks
+ * that each twin and its rule refuse the same examples with the same message.
+ */
+export function celRule<S = never>(
+  rule: string,
+  message: string,
+  opts?: { fieldPath?: string; reason?: ValidationRule['reason']; local?: (self: S) => boolean },
+): ValidationRule {
+  const r: ValidationRule = {
+    rule,
+    message,
+    ...(opts?.fieldPath !== undefined ? { fieldPath: opts.fieldPath } : {}),
+    ...(opts?.reason !== undefined ? { reason: opts.reason } : {}),
+  };
+  if (opts?.local) localChecks.set(r, opts.local as LocalCheck);
+  return r;
+}
+
+/** The TypeScript twin of a rule made by {@link celRule}, if it has one. */
+export function localCheckOf(rule: ValidationRule): LocalCheck | undefined {
+  return localChecks.get(rule);
 }
 
 /** A schema and, as a phantom, the static type `T` of its values; `Opt` marks an optional object property. */
@@ -75,12 +124,21 @@ export type ExactlyOne<T, Keys extends keyof T> = {
 export interface Common<T> {
   description?: string;
   default?: T;
+  /** CEL rules on this node (see {@link celRule}); their `self` is the value of this field. */
+  rules?: readonly ValidationRule[];
 }
 
 function field<T>(schema: JsonSchema, opts: Common<T> | undefined): Field<T> {
   const s: JsonSchema = { ...schema };
   if (opts?.description !== undefined) s.description = opts.description;
   if (opts?.default !== undefined) s.default = opts.default;
+  // kube-apiserver 1.28.0 reports every failing rule after one with a fieldPath at that fieldPath (its path is
+  // shared and mutated): the fieldPath rule goes last (structural.ts allows one per node).
+  if (opts?.rules?.length)
+    s['x-kubernetes-validations'] = [
+      ...opts.rules.filter((r) => r.fieldPath === undefined),
+      ...opts.rules.filter((r) => r.fieldPath !== undefined),
+    ];
   // Key order: type, description first, for readable YAML.
   const ordered: JsonSchema = {
     ...(s.type ? { type: s.type } : {}),
@@ -94,7 +152,7 @@ function field<T>(schema: JsonSchema, opts: Common<T> | undefined): Field<T> {
 export function string(
   opts?: Common<string> & Pick<JsonSchema, 'pattern' | 'minLength' | 'maxLength' | 'format'>,
 ): Field<string> {
-  const { description: _d, default: _def, ...rest } = opts ?? {};
+  const { description: _d, default: _def, rules: _r, ...rest } = opts ?? {};
   return field<string>({ type: 'string', ...rest }, opts);
 }
 
@@ -107,7 +165,7 @@ export function enumOf<const V extends string>(values: readonly V[], opts?: Comm
 export function integer(
   opts?: Common<number> & Pick<JsonSchema, 'minimum' | 'maximum'> & { format?: 'int32' | 'int64' },
 ): Field<number> {
-  const { description: _d, default: _def, format, ...rest } = opts ?? {};
+  const { description: _d, default: _def, rules: _r, format, ...rest } = opts ?? {};
   return field<number>({ type: 'integer', format: format ?? 'int64', ...rest }, opts);
 }
 
@@ -123,7 +181,7 @@ export function boolean(opts?: Common<boolean>): Field<boolean> {
 export function intOrString(
   opts?: Common<number | string> & Pick<JsonSchema, 'pattern' | 'minimum'>,
 ): Field<number | string> {
-  const { description: _d, default: _def, ...rest } = opts ?? {};
+  const { description: _d, default: _def, rules: _r, ...rest } = opts ?? {};
   return field<number | string>(
     { anyOf: [{ type: 'integer' }, { type: 'string' }], 'x-kubernetes-int-or-string': true, ...rest },
     opts,
@@ -154,7 +212,7 @@ export function map<T>(
   values: Field<T, boolean>,
   opts?: Common<Record<string, T>> & Pick<JsonSchema, 'maxProperties'>,
 ): Field<Record<string, T>> {
-  const { description: _d, default: _def, ...rest } = opts ?? {};
+  const { description: _d, default: _def, rules: _r, ...rest } = opts ?? {};
   return field<Record<string, T>>({ type: 'object', additionalProperties: values.schema, ...rest }, opts);
 }
 
@@ -188,6 +246,18 @@ export function object<P extends Props>(
   if (required.length) s.required = required;
   if (opts?.exactlyOneOf) s.oneOf = opts.exactlyOneOf.map((k) => ({ required: [k] }));
   return field<ObjectOf<P>>(s, opts as Common<ObjectOf<P>> | undefined);
+}
+
+/**
+ * An object whose content the apiserver keeps without a schema (`x-kubernetes-preserve-unknown-fields`): used
+ * only where a full schema of a core type is out of reach (e.g. a pod's affinity terms); the consumer (the pod)
+ * validates it. The static type is an open record.
+ */
+export function freeform(opts?: Common<Record<string, unknown>>): Field<Record<string, unknown>> {
+  return field<Record<string, unknown>>(
+    { type: 'object', 'x-kubernetes-preserve-unknown-fields': true },
+    opts,
+  );
 }
 
 /** Marks a field as an optional object property (`+optional`): it may be omitted. */

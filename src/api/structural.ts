@@ -41,6 +41,8 @@ const KNOWN = new Set([
   'x-kubernetes-list-type',
   'x-kubernetes-list-map-keys',
   'x-kubernetes-map-type',
+  'x-kubernetes-preserve-unknown-fields',
+  'x-kubernetes-validations',
   'nullable',
   'title',
   'example',
@@ -79,6 +81,17 @@ function walk(s: JsonSchema, path: string, isRoot: boolean, out: string[]): void
     out.push(`${at}: x-kubernetes-int-or-string allows only anyOf [integer, string]`);
   if (s.properties && s.additionalProperties)
     out.push(`${at}: properties and additionalProperties are exclusive`);
+  // kube-apiserver 1.28.0 reports every failing rule after one with a fieldPath under that path (joined, as in
+  // `spec.defaultUpstream.replicas`): one rule per node may carry a fieldPath, and it must come last.
+  const rules = s['x-kubernetes-validations'] ?? [];
+  const withPath = rules.filter((r) => r.fieldPath !== undefined);
+  if (withPath.length > 1 || (withPath.length === 1 && rules.at(-1)!.fieldPath === undefined))
+    out.push(`${at}: only the last validation rule of a node may have a fieldPath`);
+  for (const r of s['x-kubernetes-validations'] ?? []) {
+    if (!r.rule.trim() || !r.message.trim()) out.push(`${at}: a validation rule needs a rule and a message`);
+    if (r.fieldPath !== undefined && !/^(\.[A-Za-z_][A-Za-z0-9_]*)+$/.test(r.fieldPath))
+      out.push(`${at}: fieldPath ${r.fieldPath} must be a relative path like .a.b`);
+  }
   if (s.type === 'array' && !s.items) out.push(`${at}: an array needs items`);
   if (isRoot && s.type !== 'object') out.push('<root>: must be an object');
   if (s.required)

@@ -3,7 +3,7 @@
  * locally by the very schema object the CRD publishes. It is stricter than the apiserver in one way: unknown
  * fields are errors (the apiserver would prune them silently, hiding a typo).
  */
-import type { JsonSchema } from './schema.js';
+import { localCheckOf, type JsonSchema } from './schema.js';
 
 /** A path into a document: property names and list indexes. */
 export type FieldPath = readonly (string | number)[];
@@ -103,14 +103,34 @@ function check(schema: JsonSchema, v: unknown, path: FieldPath, issues: Issue[])
     at(`must be ${TYPE_NAMES[schema.type]}, not ${kindOf(v)}`);
     return v;
   }
+  let out = v;
   if (typeof v === 'string') checkString(schema, v, at);
   if (typeof v === 'number') {
     if (schema.minimum !== undefined && v < schema.minimum) at(`must be at least ${schema.minimum}`);
     if (schema.maximum !== undefined && v > schema.maximum) at(`must be at most ${schema.maximum}`);
   }
-  if (Array.isArray(v)) return checkArray(schema, v, path, issues, at);
-  if (isPlainObject(v)) return checkObject(schema, v, path, issues, at);
-  return v;
+  if (Array.isArray(v)) out = checkArray(schema, v, path, issues, at);
+  else if (isPlainObject(v)) out = checkObject(schema, v, path, issues, at);
+  // Like the apiserver, rules run even when something beneath them is wrong, but never on a value of the wrong
+  // type (returned above); a twin that trips over a malformed part is skipped, the part's own issue stands.
+  checkRules(schema, out, path, issues);
+  return out;
+}
+
+/** Runs the TypeScript twins of the node's CEL rules; a rule without a twin is left to the apiserver. */
+function checkRules(schema: JsonSchema, v: unknown, path: FieldPath, issues: Issue[]): void {
+  for (const rule of schema['x-kubernetes-validations'] ?? []) {
+    const local = localCheckOf(rule) as ((self: unknown) => boolean) | undefined;
+    let ok = true;
+    try {
+      ok = local?.(v) ?? true;
+    } catch {
+      // A malformed part already has its issue.
+    }
+    if (ok) continue;
+    const extra = (rule.fieldPath ?? '').split('.').filter((p) => p !== '');
+    issues.push({ path: [...path, ...extra], message: rule.message });
+  }
 }
 
 function checkString(schema: JsonSchema, v: string, at: (m: string) => void): void {
@@ -177,6 +197,8 @@ function checkObject(
   at: (m: string) => void,
 ): Record<string, unknown> {
   const out: Record<string, unknown> = {};
+  // A subtree without a schema: kept as written (its consumer validates it).
+  if (schema['x-kubernetes-preserve-unknown-fields'] && !schema.properties) return structuredClone(v);
   if (schema.additionalProperties) {
     const n = Object.keys(v).length;
     if (schema.maxProperties !== undefined && n > schema.maxProperties)

@@ -37,10 +37,20 @@ describe('buildStatus', () => {
       observedGeneration: 7,
     });
     expect(s.conditions?.map((c) => [c.type, c.status, c.reason, c.observedGeneration])).toEqual([
-      ['Succeeded', 'True', 'BuildSucceeded', 7],
       ['Ready', 'True', 'BuildSucceeded', 7],
+      ['Progressing', 'False', 'BuildSucceeded', 7],
+      ['Failed', 'False', 'BuildSucceeded', 7],
     ]);
     valid(s);
+    const withJob = buildStatus(
+      { digest: DIGEST, reference: 'a/b', steps: 1, cacheHits: 0 },
+      timing,
+      7,
+      undefined,
+      { jobName: 'hello-7-abc', observedRebuild: '2' },
+    );
+    expect(withJob).toMatchObject({ jobName: 'hello-7-abc', observedRebuild: '2' });
+    valid(withJob);
   });
 
   it('a failure: reason from the engine code, message kept', () => {
@@ -60,8 +70,9 @@ describe('buildStatus', () => {
       expect(s.phase).toBe('Failed');
       expect(s.digest).toBeUndefined();
       expect(s.conditions?.map((c) => [c.type, c.status, c.reason])).toEqual([
-        ['Succeeded', 'False', reason],
         ['Ready', 'False', reason],
+        ['Progressing', 'False', reason],
+        ['Failed', 'True', reason],
       ]);
       valid(s);
     }
@@ -79,15 +90,31 @@ describe('buildStatus', () => {
     }
   });
 
+  it('pending and running: Progressing True, Ready and Failed False, the Job named', () => {
+    const pending = runningStatus(timing.startedAt, 3, undefined, { jobName: 'b-3', pending: true });
+    expect(pending.phase).toBe('Pending');
+    expect(pending.jobName).toBe('b-3');
+    expect(pending.conditions?.map((c) => [c.type, c.status, c.reason])).toEqual([
+      ['Ready', 'False', 'Scheduling'],
+      ['Progressing', 'True', 'Scheduling'],
+      ['Failed', 'False', 'Scheduling'],
+    ]);
+    valid(pending);
+    const running = runningStatus(timing.startedAt, 3, pending, { jobName: 'b-3' });
+    expect(running.phase).toBe('Running');
+    expect(running.conditions?.map((c) => c.reason)).toEqual(['Building', 'Building', 'Building']);
+    valid(running);
+  });
+
   it('lastTransitionTime moves only when a condition flips', () => {
     const running = runningStatus(timing.startedAt, 3);
     valid(running);
     const later = new Date('2024-05-01T11:00:00Z');
     const failed = buildStatus({ error: new Error('x') }, { ...timing, finishedAt: later }, 3, running);
-    const ready = failed.conditions!.find((c) => c.type === 'Ready')!;
-    const succeeded = failed.conditions!.find((c) => c.type === 'Succeeded')!;
-    expect(ready.lastTransitionTime).toBe('2024-05-01T10:00:00Z'); // False → False: unchanged
-    expect(succeeded.lastTransitionTime).toBe('2024-05-01T11:00:00Z'); // Unknown → False: moved
+    const at = (type: string): string => failed.conditions!.find((c) => c.type === type)!.lastTransitionTime;
+    expect(at('Ready')).toBe('2024-05-01T10:00:00Z'); // False → False: unchanged
+    expect(at('Progressing')).toBe('2024-05-01T11:00:00Z'); // True → False: moved
+    expect(at('Failed')).toBe('2024-05-01T11:00:00Z'); // False → True: moved
   });
 
   it('pins references with and without tag or port', () => {

@@ -1,12 +1,14 @@
 /**
  * The `ImageBuild` custom resource, `strata.dev/v1alpha1`: its OpenAPI v3 schema and its TypeScript types, both
- * derived from the one set of schema constants below (see ../schema.ts). Field names follow the Kubernetes API
+ * derived from the one set of schema constants below (see ../schema.ts and ./common.ts). Field names follow the Kubernetes API
  * conventions: camelCase, optional fields omitted rather than null, lists of named things keyed by `name`.
  */
 import {
   array,
   boolean,
+  celRule,
   enumOf,
+  freeform,
   integer,
   intOrString,
   map,
@@ -16,13 +18,39 @@ import {
   type Field,
   type TypeOf,
 } from '../schema.js';
+import {
+  API_VERSION,
+  conditions,
+  DIGEST_PATTERN,
+  DNS_SUBDOMAIN_PATTERN,
+  localObjectRef,
+  nodeSelector,
+  observedGeneration,
+  PINNED_REFERENCE_PATTERN,
+  PLATFORM_PATTERN,
+  REPOSITORY_PATTERN,
+  resources,
+  RFC3339_PATTERN,
+  TAGGED_REFERENCE_PATTERN,
+  tolerations,
+  type ObjectMeta,
+} from './common.js';
 
-/** The API group of Strata's custom resources. */
-export const GROUP = 'strata.dev';
-/** This API version. */
-export const VERSION = 'v1alpha1';
-/** `apiVersion` of an ImageBuild. */
-export const API_VERSION = `${GROUP}/${VERSION}`;
+export {
+  API_VERSION,
+  DIGEST_PATTERN,
+  DNS_SUBDOMAIN_PATTERN,
+  GROUP,
+  PINNED_REFERENCE_PATTERN,
+  QUANTITY_PATTERN,
+  REPOSITORY_PATTERN,
+  RFC3339_PATTERN,
+  TAGGED_REFERENCE_PATTERN,
+  VERSION,
+  type Condition,
+  type ObjectMeta,
+} from './common.js';
+
 /** `kind` of an ImageBuild. */
 export const KIND = 'ImageBuild';
 /** The resource's plural name (its URL path segment and part of the CRD name). */
@@ -31,32 +59,11 @@ export const PLURAL = 'imagebuilds';
 export const SINGULAR = 'imagebuild';
 /** Short names for kubectl. */
 export const SHORT_NAMES = ['ib'] as const;
+/** The annotation whose every new value rebuilds the same generation. */
+export const REBUILD_ANNOTATION = 'strata.dev/rebuild';
 
-// --- patterns (anchored; the validator and the apiserver both use them as written) -----------------------------
-
-const DOMAIN_PART = '(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9])';
-const DOMAIN = `(?:${DOMAIN_PART}(?:\\.${DOMAIN_PART})*|\\[[a-fA-F0-9:]+\\])(?::[0-9]+)?`;
-const PATH_PART = '[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*';
-const NAME = `(?:${DOMAIN}/)?${PATH_PART}(?:/${PATH_PART})*`;
-const TAG = ':[a-zA-Z0-9_][a-zA-Z0-9_.-]{0,127}';
-const DIGEST = '(?:sha256:[a-f0-9]{64}|sha512:[a-f0-9]{128})';
-
-/** A repository name with an optional tag and no digest (something one can push to). */
-export const TAGGED_REFERENCE_PATTERN = `^${NAME}(?:${TAG})?$`;
-/** A repository name without tag or digest. */
-export const REPOSITORY_PATTERN = `^${NAME}$`;
-/** A content digest. */
-export const DIGEST_PATTERN = `^${DIGEST}$`;
-/** `repository@digest` (a tag in between is allowed, as docker prints it). */
-export const PINNED_REFERENCE_PATTERN = `^${NAME}(?:${TAG})?@${DIGEST}$`;
-/** A Kubernetes object name (DNS-1123 subdomain). */
-export const DNS_SUBDOMAIN_PATTERN = '^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$';
-/** RFC 3339 date-time, as Kubernetes writes times. */
-export const RFC3339_PATTERN =
-  '[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt][0-9]{2}:[0-9]{2}:[0-9]{2}(\\.[0-9]+)?([Zz]|[+-][0-9]{2}:[0-9]{2})';
-/** A resource quantity (`500m`, `2Gi`, `1e3`), as Kubernetes' `resource.Quantity` accepts it. */
-export const QUANTITY_PATTERN =
-  '^(\\+|-)?(([0-9]+(\\.[0-9]*)?)|(\\.[0-9]+))(([KMGTPE]i)|[numkMGTPE]|([eE](\\+|-)?(([0-9]+(\\.[0-9]*)?)|(\\.[0-9]+))))?$';
+/** A reference names a registry host when its first component has a dot or a port, or is localhost. */
+export const REGISTRY_HOST_PATTERN = '^(localhost|\\[[a-fA-F0-9:]+\\]|[^/]*[.:][^/]*)(:[0-9]+)?/';
 
 // --- spec ---------------------------------------------------------------------------------------------------------
 
@@ -80,44 +87,55 @@ const dockerfile = object(
   },
 );
 
-const gitContext = object({
-  url: string({
-    description:
-      'Repository URL: https://, http://, ssh://, git://, file:// or scp-like user@host:path. Credentials are never logged.',
-    pattern: '^((https?|ssh|git|file)://[^\\s]+|[A-Za-z0-9._-]+@[A-Za-z0-9.-]+:[^\\s]+)$',
-    maxLength: 2048,
-  }),
-  ref: optional(
-    string({
+const gitContext = object(
+  {
+    url: string({
       description:
-        'Branch, tag or full commit SHA to check out. Empty means the remote default branch. A full SHA is fetched by commit.',
-      pattern: '^[A-Za-z0-9_][A-Za-z0-9._/+-]*$',
-      maxLength: 255,
+        'Repository URL: https://, http://, ssh://, git://, file:// or scp-like user@host:path. Credentials are never logged.',
+      pattern: '^((https?|ssh|git|file)://[^\\s]+|[A-Za-z0-9._-]+@[A-Za-z0-9.-]+:[^\\s]+)$',
+      maxLength: 2048,
     }),
-  ),
-  subPath: optional(
-    string({
-      description: 'Directory inside the repository used as the context root; it must stay inside the clone.',
-      minLength: 1,
-      maxLength: 4096,
-    }),
-  ),
-});
+    ref: optional(
+      string({
+        description:
+          'Branch, tag or full commit SHA to check out. Empty means the remote default branch. A full SHA is fetched by commit.',
+        pattern: '^[A-Za-z0-9_][A-Za-z0-9._/+-]*$',
+        maxLength: 255,
+      }),
+    ),
+    subPath: optional(
+      string({
+        description:
+          'Directory inside the repository used as the context root; it must stay inside the clone.',
+        minLength: 1,
+        maxLength: 4096,
+      }),
+    ),
+  },
+  { description: 'A git repository: cloned (shallow where the ref allows) in the build pod.' },
+);
 
-const configMapContext = object({
-  name: string({
-    description: 'Name of the ConfigMap in the ImageBuild namespace.',
-    pattern: DNS_SUBDOMAIN_PATTERN,
-    maxLength: 253,
-  }),
-  key: optional(
-    string({
-      description: 'Key holding a tarball of the context; without it each key is a file at the context root.',
-      pattern: '^[-._a-zA-Z0-9]+$',
+const configMapContext = object(
+  {
+    name: string({
+      description: 'Name of the ConfigMap in the ImageBuild namespace.',
+      pattern: DNS_SUBDOMAIN_PATTERN,
       maxLength: 253,
     }),
-  ),
-});
+    key: optional(
+      string({
+        description:
+          'Key holding a tarball of the context; without it each key is a file at the context root.',
+        pattern: '^[-._a-zA-Z0-9]+$',
+        maxLength: 253,
+      }),
+    ),
+  },
+  {
+    description:
+      'A ConfigMap in the namespace holding the context: files as keys, or a tarball under one key.',
+  },
+);
 
 const buildContext = object(
   {
@@ -150,61 +168,92 @@ const buildArg = object({
   value: string({ description: 'The value (may be empty).', maxLength: 65536 }),
 });
 
-const secretReference = object(
-  { name: string({ description: 'Name of the Secret.', pattern: DNS_SUBDOMAIN_PATTERN, maxLength: 253 }) },
-  { description: 'A Secret of type kubernetes.io/dockerconfigjson with credentials for pushing.' },
+const secretReference = localObjectRef(
+  'Secret',
+  'A Secret of type kubernetes.io/dockerconfigjson with credentials for pushing (mounted in the build pod as a docker config).',
 );
 
-const output = object({
-  images: array(
-    string({
-      description: 'An image reference to tag (and push).',
-      pattern: TAGGED_REFERENCE_PATTERN,
-      maxLength: 512,
-    }),
-    {
+const hostRegex = new RegExp(REGISTRY_HOST_PATTERN);
+
+const output = object(
+  {
+    images: array(
+      string({
+        description: 'An image reference to tag (and push).',
+        pattern: TAGGED_REFERENCE_PATTERN,
+        maxLength: 512,
+      }),
+      {
+        description:
+          'References the built image gets; the first is the primary one (its digest goes into the status). ' +
+          'A missing tag means "latest".',
+        minItems: 1,
+        maxItems: 32,
+        listType: 'set',
+      },
+    ),
+    push: boolean({
       description:
-        'References the built image gets; the first is the primary one. A missing tag means "latest".',
-      minItems: 1,
-      maxItems: 32,
-      listType: 'set',
-    },
-  ),
-  push: boolean({ description: 'Push the image to every reference after the build.', default: false }),
-  pushSecret: optional(secretReference),
-});
-
-const cache = object({
-  repository: optional(
-    string({
-      description: 'A repository where build-cache layers are exported and imported (no tag).',
-      pattern: REPOSITORY_PATTERN,
-      maxLength: 512,
+        'Push the image to every reference after the build. Every reference must then name its registry host ' +
+        '(registry.example.com/app, localhost:5000/app): nothing is pushed to Docker Hub by omission.',
+      default: false,
     }),
-  ),
-  disabled: boolean({ description: 'Build without reading or writing any cache.', default: false }),
-});
+    pushSecret: optional(secretReference),
+  },
+  {
+    description: 'The references the built image gets, and whether it is pushed.',
+    rules: [
+      celRule<{ push: boolean; images: string[] }>(
+        `!self.push || self.images.all(i, i.matches('${REGISTRY_HOST_PATTERN.replaceAll('\\', '\\\\')}'))`,
+        'with push: true every image must name a registry host (e.g. registry.example.com/app:v1)',
+        { fieldPath: '.images', local: (s) => !s.push || s.images.every((i) => hostRegex.test(i)) },
+      ),
+      celRule<{ push: boolean; pushSecret?: unknown }>(
+        '!has(self.pushSecret) || self.push',
+        'pushSecret is only used with push: true',
+        { local: (s) => s.pushSecret === undefined || s.push },
+      ),
+    ],
+  },
+);
 
-const toleration = object({
-  key: optional(string({ description: 'The taint key; empty with operator Exists matches all taints.' })),
-  operator: optional(enumOf(['Exists', 'Equal'] as const, { description: 'Defaults to Equal.' })),
-  value: optional(string({ description: 'The taint value (with operator Equal).' })),
-  effect: optional(
-    enumOf(['NoSchedule', 'PreferNoSchedule', 'NoExecute'] as const, {
-      description: 'The taint effect to match; empty matches all effects.',
-    }),
-  ),
-  tolerationSeconds: optional(
-    integer({ description: 'How long a NoExecute taint is tolerated before eviction.' }),
-  ),
-});
+const cache = object(
+  {
+    repository: optional(
+      string({
+        description: 'A repository where build-cache layers are exported and imported (no tag).',
+        pattern: REPOSITORY_PATTERN,
+        maxLength: 512,
+      }),
+    ),
+    disabled: boolean({ description: 'Build without reading or writing any cache.', default: false }),
+  },
+  { description: 'The build cache: the node store always; a registry repository too when set.' },
+);
 
-const quantity = string({ description: 'A resource quantity (e.g. 500m, 2Gi).', pattern: QUANTITY_PATTERN });
-
-const resources = object({
-  requests: optional(map(quantity, { description: 'Minimum resources (cpu, memory, ephemeral-storage).' })),
-  limits: optional(map(quantity, { description: 'Maximum resources (cpu, memory, ephemeral-storage).' })),
-});
+// A full schema of core/v1 Affinity (node, pod and anti-affinity terms, label selectors, topology keys) would be
+// most of a pod spec's schema again; its three parts are kept as written and the build pod's apiserver
+// validation checks them when the Job is created (a bad one is reported Failed with the apiserver's message).
+const affinity = object(
+  {
+    nodeAffinity: optional(
+      freeform({
+        description: 'core/v1 NodeAffinity: node selector terms the build pod requires or prefers.',
+      }),
+    ),
+    podAffinity: optional(
+      freeform({ description: 'core/v1 PodAffinity: pods the build pod wants to run near.' }),
+    ),
+    podAntiAffinity: optional(
+      freeform({ description: 'core/v1 PodAntiAffinity: pods the build pod wants to run away from.' }),
+    ),
+  },
+  {
+    description:
+      "The build pod's affinity (core/v1 Affinity). Its terms are not checked by this schema but by the " +
+      'apiserver when the build Job is created.',
+  },
+);
 
 /** Schema of `spec`. */
 export const imageBuildSpecField = object({
@@ -228,7 +277,7 @@ export const imageBuildSpecField = object({
   platform: optional(
     string({
       description: "The target platform os/arch[/variant], e.g. linux/amd64; defaults to the node's.",
-      pattern: '^[a-z0-9_]+/[a-z0-9_]+(/[a-z0-9_.]+)?$',
+      pattern: PLATFORM_PATTERN,
       maxLength: 64,
     }),
   ),
@@ -253,69 +302,92 @@ export const imageBuildSpecField = object({
       maxProperties: 256,
     }),
   ),
-  nodeSelector: optional(
-    map(string({ maxLength: 63 }), { description: 'Node labels the build pod must match.' }),
+  nodeSelector: optional(nodeSelector('Node labels the build pod must match.')),
+  tolerations: optional(tolerations('Taints the build pod tolerates.')),
+  affinity: optional(affinity),
+  resources: optional(resources('CPU, memory and ephemeral-storage for the build pod.')),
+  serviceAccountName: optional(
+    string({
+      description:
+        "The ServiceAccount the build pod runs as (the namespace's default one when absent). It needs no API " +
+        'access: the pod reads its context and credentials from mounted files.',
+      pattern: DNS_SUBDOMAIN_PATTERN,
+      maxLength: 253,
+    }),
   ),
-  tolerations: optional(
-    array(toleration, { description: 'Taints the build pod tolerates.', maxItems: 64, listType: 'atomic' }),
+  activeDeadlineSeconds: optional(
+    integer({
+      description:
+        "The longest a build may run, in seconds, before it is stopped and reported Failed (the Job's " +
+        'activeDeadlineSeconds). No limit when absent.',
+      minimum: 1,
+      maximum: 604800,
+    }),
   ),
-  resources: optional(resources),
+  backoffLimit: integer({
+    description:
+      "Retries of a failed build pod (the Job's backoffLimit). Default 0: a failing build is reported Failed at " +
+      `once, and built again on a spec change or a new ${REBUILD_ANNOTATION} annotation value.`,
+    minimum: 0,
+    maximum: 10,
+    default: 0,
+  }),
+  successfulJobsHistoryLimit: integer({
+    description:
+      'How many finished successful build Jobs (and their pods and logs) are kept, as in a CronJob.',
+    minimum: 0,
+    maximum: 100,
+    default: 3,
+  }),
+  failedJobsHistoryLimit: integer({
+    description: 'How many finished failed build Jobs (and their pods and logs) are kept, as in a CronJob.',
+    minimum: 0,
+    maximum: 100,
+    default: 1,
+  }),
 });
 
 // --- status -------------------------------------------------------------------------------------------------------
 
-/** metav1.Condition, with the validation Kubernetes' own CRDs use. */
-const condition = object({
-  type: string({
-    description: 'Type of condition in CamelCase, e.g. Succeeded or Ready.',
-    pattern:
-      '^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])$',
-    maxLength: 316,
-  }),
-  status: enumOf(['True', 'False', 'Unknown'] as const, { description: 'Status of the condition.' }),
-  observedGeneration: optional(
-    integer({ description: 'The .metadata.generation the condition was set for.', minimum: 0 }),
-  ),
-  lastTransitionTime: string({
-    description: 'When the condition last changed status.',
-    format: 'date-time',
-  }),
-  reason: string({
-    description: 'A CamelCase reason for the last transition.',
-    pattern: '^[A-Za-z]([A-Za-z0-9_,:]*[A-Za-z0-9_])?$',
-    minLength: 1,
-    maxLength: 1024,
-  }),
-  message: string({ description: 'A human-readable message about the transition.', maxLength: 32768 }),
-});
-
 /** Schema of `status`. */
 export const imageBuildStatusField = object({
   phase: optional(
-    enumOf(['Pending', 'Running', 'Succeeded', 'Failed'] as const, { description: 'Where the build is.' }),
+    enumOf(['Pending', 'Running', 'Succeeded', 'Failed'] as const, {
+      description: 'Where the build is, in one word (the conditions say more).',
+    }),
   ),
   digest: optional(string({ description: 'Digest of the built manifest.', pattern: DIGEST_PATTERN })),
   image: optional(
     string({
       description: 'The primary reference pinned to the digest (repo@digest).',
       pattern: PINNED_REFERENCE_PATTERN,
+      maxLength: 1024,
     }),
   ),
   conditions: optional(
-    array(condition, {
-      description: 'Succeeded and Ready, with reasons.',
-      maxItems: 16,
-      listType: 'map',
-      mapKeys: ['type'],
+    conditions(
+      'Ready (the image of the current generation exists), Progressing (a build is running) and Failed (the ' +
+        'last build of this generation failed), each with observedGeneration.',
+    ),
+  ),
+  jobName: optional(
+    string({
+      description: 'The Job running (or that ran) the build of this generation.',
+      pattern: DNS_SUBDOMAIN_PATTERN,
+      maxLength: 63,
+    }),
+  ),
+  observedRebuild: optional(
+    string({
+      description: `The ${REBUILD_ANNOTATION} annotation value the last build answered.`,
+      maxLength: 256,
     }),
   ),
   startedAt: optional(string({ description: 'When the build started.', format: 'date-time' })),
   finishedAt: optional(string({ description: 'When the build finished.', format: 'date-time' })),
   cacheHits: optional(integer({ description: 'Steps answered from the build cache.', minimum: 0 })),
   steps: optional(integer({ description: 'Steps the build ran or took from the cache.', minimum: 0 })),
-  observedGeneration: optional(
-    integer({ description: 'The .metadata.generation this status describes.', minimum: 0 }),
-  ),
+  observedGeneration: optional(observedGeneration),
 });
 
 // --- types --------------------------------------------------------------------------------------------------------
@@ -330,21 +402,8 @@ export type BuildContextSpec = ImageBuildSpec['context'];
 export type GitContextSpec = TypeOf<typeof gitContext>;
 /** `spec.dockerfile`. */
 export type DockerfileSpec = ImageBuildSpec['dockerfile'];
-/** A metav1.Condition. */
-export type Condition = TypeOf<typeof condition>;
 /** `status.phase`. */
 export type ImageBuildPhase = NonNullable<ImageBuildStatus['phase']>;
-
-/** The ObjectMeta fields an ImageBuild file may carry. */
-export interface ObjectMeta {
-  name: string;
-  namespace?: string;
-  labels?: Record<string, string>;
-  annotations?: Record<string, string>;
-  generation?: number;
-  uid?: string;
-  resourceVersion?: string;
-}
 
 /** An ImageBuild object. */
 export interface ImageBuild {

@@ -4,10 +4,12 @@
  */
 import type { Condition, ImageBuildStatus } from './imagebuild.js';
 
-/** Condition types an ImageBuild carries. */
-export const CONDITION_SUCCEEDED = 'Succeeded';
-/** `Ready`: the image exists (built, and pushed when asked). */
+/** `Ready`: the image of the current generation exists (built, and pushed when asked). */
 export const CONDITION_READY = 'Ready';
+/** `Progressing`: a build of the current generation is pending or running. */
+export const CONDITION_PROGRESSING = 'Progressing';
+/** `Failed`: the last build of the current generation failed (True), or did not (False). */
+export const CONDITION_FAILED = 'Failed';
 
 /** What a finished build produced. */
 export interface BuildResult {
@@ -96,49 +98,79 @@ export function rfc3339(d: Date): string {
   return `${d.toISOString().slice(0, 19)}Z`;
 }
 
-/** The status while a build runs. */
+/** What the controller knows of the build Job, kept in the status. */
+export interface BuildJob {
+  /** The build Job's name. */
+  readonly jobName?: string;
+  /** The `strata.dev/rebuild` annotation value the build answers. */
+  readonly observedRebuild?: string;
+}
+
+/** The three conditions at once: Ready, Progressing, Failed, in that order. */
+function withConditions(
+  previous: ImageBuildStatus | undefined,
+  states: readonly [Condition['status'], Condition['status'], Condition['status']],
+  reason: string,
+  message: string,
+  generation: number,
+  now: Date,
+): Condition[] {
+  let list = previous?.conditions;
+  [CONDITION_READY, CONDITION_PROGRESSING, CONDITION_FAILED].forEach((type, i) => {
+    list = setCondition(
+      list,
+      { type, status: states[i]!, reason, message, observedGeneration: generation },
+      now,
+    );
+  });
+  return list!;
+}
+
+function jobFields(job: BuildJob | undefined): BuildJob {
+  return {
+    ...(job?.jobName !== undefined ? { jobName: job.jobName } : {}),
+    ...(job?.observedRebuild !== undefined ? { observedRebuild: job.observedRebuild } : {}),
+  };
+}
+
+/**
+ * The status while a build waits for its pod (`Pending`, reason `Scheduling`) or runs (`Running`, reason
+ * `Building`): Progressing=True, Ready=False, Failed=False. The digest of an earlier generation is not kept: it
+ * does not describe this spec.
+ */
 export function runningStatus(
   startedAt: Date,
   generation: number,
   previous?: ImageBuildStatus,
+  job?: BuildJob & { readonly pending?: boolean },
 ): ImageBuildStatus {
-  let conditions = setCondition(
-    previous?.conditions,
-    {
-      type: CONDITION_SUCCEEDED,
-      status: 'Unknown',
-      reason: 'Building',
-      message: 'the build is running',
-      observedGeneration: generation,
-    },
-    startedAt,
-  );
-  conditions = setCondition(
-    conditions,
-    {
-      type: CONDITION_READY,
-      status: 'False',
-      reason: 'Building',
-      message: 'the build is running',
-      observedGeneration: generation,
-    },
-    startedAt,
-  );
-  return { phase: 'Running', conditions, startedAt: rfc3339(startedAt), observedGeneration: generation };
+  const pending = job?.pending === true;
+  const reason = pending ? 'Scheduling' : 'Building';
+  const message = pending ? 'the build pod is waiting to start' : 'the build is running';
+  return {
+    phase: pending ? 'Pending' : 'Running',
+    conditions: withConditions(previous, ['False', 'True', 'False'], reason, message, generation, startedAt),
+    ...jobFields(job),
+    startedAt: rfc3339(startedAt),
+    observedGeneration: generation,
+  };
 }
 
 /**
- * The status after a build: `Succeeded` with digest, pinned image, step counts and True conditions for a
- * {@link BuildResult}; `Failed` with a reason mapped from the error's code (see {@link FAILURE_REASONS}) and its
- * message otherwise. `previous` keeps lastTransitionTime of conditions whose status did not change.
+ * The status after a build: `Succeeded` with digest, pinned image, step counts, Ready=True and Progressing,
+ * Failed False for a {@link BuildResult}; `Failed` with Failed=True, Ready=False, a reason mapped from the
+ * error's code (see {@link FAILURE_REASONS}) and its message otherwise. `previous` keeps lastTransitionTime of
+ * conditions whose status did not change.
  */
 export function buildStatus(
   outcome: BuildResult | { readonly error: unknown },
   timing: BuildTiming,
   generation: number,
   previous?: ImageBuildStatus,
+  job?: BuildJob,
 ): ImageBuildStatus {
   const base = {
+    ...jobFields(job),
     startedAt: rfc3339(timing.startedAt),
     finishedAt: rfc3339(timing.finishedAt),
     observedGeneration: generation,
@@ -147,40 +179,17 @@ export function buildStatus(
   if ('error' in outcome) {
     const reason = failureReason(outcome.error);
     const message = messageOf(outcome.error);
-    let conditions = setCondition(
-      previous?.conditions,
-      { type: CONDITION_SUCCEEDED, status: 'False', reason, message, observedGeneration: generation },
-      now,
-    );
-    conditions = setCondition(
-      conditions,
-      { type: CONDITION_READY, status: 'False', reason, message, observedGeneration: generation },
-      now,
-    );
+    const conditions = withConditions(previous, ['False', 'False', 'True'], reason, message, generation, now);
     return { phase: 'Failed', conditions, ...base };
   }
   const image = pinnedReference(outcome.reference, outcome.digest);
   const message = `built ${image} in ${outcome.steps} steps (${outcome.cacheHits} from cache)`;
-  let conditions = setCondition(
-    previous?.conditions,
-    {
-      type: CONDITION_SUCCEEDED,
-      status: 'True',
-      reason: REASON_SUCCEEDED,
-      message,
-      observedGeneration: generation,
-    },
-    now,
-  );
-  conditions = setCondition(
-    conditions,
-    {
-      type: CONDITION_READY,
-      status: 'True',
-      reason: REASON_SUCCEEDED,
-      message,
-      observedGeneration: generation,
-    },
+  const conditions = withConditions(
+    previous,
+    ['True', 'False', 'False'],
+    REASON_SUCCEEDED,
+    message,
+    generation,
     now,
   );
   return {

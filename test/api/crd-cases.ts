@@ -1,0 +1,160 @@
+/**
+ * Bad objects of each kind and what must be said about them: by the local validator (`local`: formatted
+ * `path: message` issues) and by the real kube-apiserver (`apiserver`: substrings of its error). For a CEL rule
+ * with a TypeScript twin both say the same `path: message`. Shared by the unit test and the real-apiserver test,
+ * so each twin and its rule are checked against the same inputs.
+ */
+import { IMAGEBUILD, LAYERCACHE, REGISTRYMIRROR, type KindDefinition } from '../../src/api/v1alpha1/crd.js';
+
+/** One bad object. */
+export interface BadCase {
+  readonly name: string;
+  readonly kind: KindDefinition;
+  readonly object: Record<string, unknown>;
+  /** Issues the local validator reports (all of them, formatted `path: message`); absent: apiserver-only. */
+  readonly local?: readonly string[];
+  /** Substrings the apiserver's error contains. */
+  readonly apiserver: readonly string[];
+}
+
+const V = 'strata.dev/v1alpha1';
+
+function ib(name: string, spec: Record<string, unknown>): Record<string, unknown> {
+  return {
+    apiVersion: V,
+    kind: 'ImageBuild',
+    metadata: { name },
+    spec: { context: { git: { url: 'https://example.com/a.git' } }, ...spec },
+  };
+}
+
+function rm(name: string, spec: Record<string, unknown>): Record<string, unknown> {
+  return {
+    apiVersion: V,
+    kind: 'RegistryMirror',
+    metadata: { name },
+    spec: { upstreams: [{ name: 'docker.io', url: 'https://registry-1.docker.io' }], ...spec },
+  };
+}
+
+function lc(name: string, spec: Record<string, unknown>): Record<string, unknown> {
+  return { apiVersion: V, kind: 'LayerCache', metadata: { name }, spec };
+}
+
+const PUSH_HOST = 'with push: true every image must name a registry host (e.g. registry.example.com/app:v1)';
+
+/** Objects that must be refused, schema rules and CEL rules both. */
+export const BAD_CASES: readonly BadCase[] = [
+  {
+    name: 'push to a reference without a registry host (CEL, with fieldPath)',
+    kind: IMAGEBUILD,
+    object: ib('push-no-host', { output: { images: ['localhost:5000/a:1', 'app:v1'], push: true } }),
+    local: [`spec.output.images: ${PUSH_HOST}`],
+    apiserver: [`spec.output.images: Invalid value: "object": ${PUSH_HOST}`],
+  },
+  {
+    name: 'pushSecret without push (CEL)',
+    kind: IMAGEBUILD,
+    object: ib('secret-no-push', { output: { images: ['reg.example/a:1'], pushSecret: { name: 'creds' } } }),
+    local: ['spec.output: pushSecret is only used with push: true'],
+    apiserver: ['spec.output: Invalid value: "object": pushSecret is only used with push: true'],
+  },
+  {
+    name: 'a negative history limit and an unknown network (schema)',
+    kind: IMAGEBUILD,
+    object: ib('bad-limits', {
+      output: { images: ['reg.example/a:1'] },
+      failedJobsHistoryLimit: -1,
+      network: 'bridge',
+    }),
+    local: [
+      'spec.network: must be one of host, none (got "bridge")',
+      'spec.failedJobsHistoryLimit: must be at least 0',
+    ],
+    apiserver: [
+      'spec.failedJobsHistoryLimit: Invalid value: -1: spec.failedJobsHistoryLimit in body should be greater than or equal to 0',
+      'spec.network: Unsupported value: "bridge"',
+    ],
+  },
+  {
+    name: 'two contexts at once (schema oneOf)',
+    kind: IMAGEBUILD,
+    object: ib('two-contexts', {
+      context: { git: { url: 'https://example.com/a.git' }, tarball: 'https://example.com/a.tar' },
+      output: { images: ['reg.example/a:1'] },
+    }),
+    local: ['spec.context: exactly one of dir, tarball, git, configMap may be set (found tarball, git)'],
+    apiserver: ['spec.context: Invalid value'],
+  },
+  {
+    name: 'defaultUpstream naming no upstream, a shared ReadWriteOnce volume, ca on http (CEL)',
+    kind: REGISTRYMIRROR,
+    object: rm('bad-mirror', {
+      upstreams: [
+        { name: 'docker.io', url: 'https://registry-1.docker.io' },
+        { name: 'quay.io', url: 'http://quay.io', ca: { configMap: { name: 'cas' } } },
+      ],
+      defaultUpstream: 'ghcr.io',
+      replicas: 2,
+      storage: { size: '10Gi' },
+    }),
+    local: [
+      'spec.upstreams[1].ca: ca applies only to an https:// url',
+      'spec: replicas > 1 with storage needs storage.accessMode ReadWriteMany (or no storage: an emptyDir per replica)',
+      'spec.defaultUpstream: defaultUpstream must be the name of one of upstreams',
+    ],
+    apiserver: [
+      'spec.defaultUpstream: Invalid value: "object": defaultUpstream must be the name of one of upstreams',
+      'spec: Invalid value: "object": replicas > 1 with storage needs storage.accessMode ReadWriteMany',
+      'spec.upstreams[1].ca: Invalid value: "object": ca applies only to an https:// url',
+    ],
+  },
+  {
+    name: 'nodePort on a ClusterIP Service (CEL), a bad tag TTL and a duplicate upstream (schema)',
+    kind: REGISTRYMIRROR,
+    object: rm('bad-service', {
+      upstreams: [
+        { name: 'docker.io', url: 'https://registry-1.docker.io' },
+        { name: 'docker.io', url: 'https://mirror.gcr.io' },
+      ],
+      service: { nodePort: 30500 },
+      tagTTL: '5 minutes',
+    }),
+    local: [
+      'spec.upstreams[1]: duplicate entry with name "docker.io"',
+      'spec.tagTTL: "5 minutes" is not valid (must match ^([0-9]+(h|m|s|ms))+$)',
+      'spec.service.nodePort: nodePort needs type NodePort or LoadBalancer',
+    ],
+    apiserver: [
+      'spec.upstreams[1]: Duplicate value: map[string]interface {}{"name":"docker.io"}',
+      'spec.tagTTL: Invalid value: "5 minutes"',
+    ],
+  },
+  {
+    name: 'neither images nor workloads (CEL on spec)',
+    kind: LAYERCACHE,
+    object: lc('empty', { images: [] }),
+    local: ['spec: set images, workloads or both'],
+    apiserver: ['spec: Invalid value: "object": set images, workloads or both'],
+  },
+  {
+    name: 'an In requirement without values (CEL in a shared piece), a bad platform, a bad budget (schema)',
+    kind: LAYERCACHE,
+    object: lc('bad-selector', {
+      images: ['docker.io/library/nginx:1.27'],
+      workloads: { selector: { matchExpressions: [{ key: 'tier', operator: 'In' }] } },
+      platforms: ['amd64'],
+      sizeBudget: 'lots',
+    }),
+    local: [
+      'spec.workloads.selector.matchExpressions[0].values: values must be non-empty for In and NotIn, and empty for Exists and DoesNotExist',
+      'spec.platforms[0]: "amd64" is not valid (must match ^[a-z0-9_]+/[a-z0-9_]+(/[a-z0-9_.]+)?$)',
+      'spec.sizeBudget: "lots" is not valid',
+    ],
+    apiserver: [
+      'spec.workloads.selector.matchExpressions[0].values: Invalid value: "object": values must be non-empty for In and NotIn',
+      'spec.platforms[0]: Invalid value: "amd64"',
+      'spec.sizeBudget: Invalid value: "lots"',
+    ],
+  },
+];
