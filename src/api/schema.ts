@@ -218,7 +218,7 @@ export function map<T>(
 
 /** Options of {@link object}. */
 export interface ObjectOptions<T, K> extends Common<T> {
-  /** Exactly one of these properties must be set (rendered as `oneOf` of `required` lists). */
+  /** Exactly one of these properties must be set (rendered as a CEL rule, with its local twin). */
   exactlyOneOf?: readonly K[];
 }
 
@@ -244,8 +244,17 @@ export function object<P extends Props>(
   }
   const s: JsonSchema = { type: 'object', properties };
   if (required.length) s.required = required;
-  if (opts?.exactlyOneOf) s.oneOf = opts.exactlyOneOf.map((k) => ({ required: [k] }));
-  return field<ObjectOf<P>>(s, opts as Common<ObjectOf<P>> | undefined);
+  const common = opts as Common<ObjectOf<P>> | undefined;
+  if (!opts?.exactlyOneOf) return field<ObjectOf<P>>(s, common);
+  // A CEL rule rather than `oneOf`: the apiserver's oneOf error names no field ("<nil>: must validate one and
+  // only one schema"), the rule's names the object and the choices.
+  const keys = opts.exactlyOneOf;
+  const one = celRule<Record<string, unknown>>(
+    `${keys.map((k) => `(has(self.${k}) ? 1 : 0)`).join(' + ')} == 1`,
+    `exactly one of ${keys.join(', ')} must be set`,
+    { local: (v) => keys.filter((k) => v[k] !== undefined).length === 1 },
+  );
+  return field<ObjectOf<P>>(s, { ...common, rules: [one, ...(common?.rules ?? [])] });
 }
 
 /**

@@ -77,14 +77,23 @@ export const BAD_CASES: readonly BadCase[] = [
     ],
   },
   {
-    name: 'two contexts at once (schema oneOf)',
+    name: 'a misspelt field (unknown fields: errors locally, refused by kubectl --validate=strict)',
+    kind: IMAGEBUILD,
+    object: ib('typo', { output: { images: ['reg.example/a:1'] }, sucessfulJobsHistoryLimit: 5 }),
+    local: ['spec.sucessfulJobsHistoryLimit: unknown field'],
+    apiserver: ['unknown field "spec.sucessfulJobsHistoryLimit"'],
+  },
+  {
+    name: 'two contexts at once (exactly-one-of, a CEL rule)',
     kind: IMAGEBUILD,
     object: ib('two-contexts', {
       context: { git: { url: 'https://example.com/a.git' }, tarball: 'https://example.com/a.tar' },
       output: { images: ['reg.example/a:1'] },
     }),
-    local: ['spec.context: exactly one of dir, tarball, git, configMap may be set (found tarball, git)'],
-    apiserver: ['spec.context: Invalid value'],
+    local: ['spec.context: exactly one of dir, tarball, git, configMap must be set'],
+    apiserver: [
+      'spec.context: Invalid value: "object": exactly one of dir, tarball, git, configMap must be set',
+    ],
   },
   {
     name: 'defaultUpstream naming no upstream, a shared ReadWriteOnce volume, ca on http (CEL)',
