@@ -128,9 +128,15 @@ export interface Common<T> {
   rules?: readonly ValidationRule[];
 }
 
+/** `kubectl explain` does not show defaults: a scalar default the description does not mention is appended. */
+function withDefault(description: string, value: unknown): string {
+  if (value === undefined || typeof value === 'object' || /default/i.test(description)) return description;
+  return `${description} Default: ${String(value)}.`;
+}
+
 function field<T>(schema: JsonSchema, opts: Common<T> | undefined): Field<T> {
   const s: JsonSchema = { ...schema };
-  if (opts?.description !== undefined) s.description = opts.description;
+  if (opts?.description !== undefined) s.description = withDefault(opts.description, opts.default);
   if (opts?.default !== undefined) s.default = opts.default;
   // kube-apiserver 1.28.0 reports every failing rule after one with a fieldPath at that fieldPath (its path is
   // shared and mutated): the fieldPath rule goes last (structural.ts allows one per node).
