@@ -4,7 +4,38 @@
  * with a TypeScript twin both say the same `path: message`. Shared by the unit test and the real-apiserver test,
  * so each twin and its rule are checked against the same inputs.
  */
-import { IMAGEBUILD, LAYERCACHE, REGISTRYMIRROR, type KindDefinition } from '../../src/api/v1alpha1/crd.js';
+import { readdir, readFile } from 'node:fs/promises';
+import { fileURLToPath } from 'node:url';
+import { parseAllDocuments } from 'yaml';
+import {
+  IMAGEBUILD,
+  KINDS,
+  LAYERCACHE,
+  REGISTRYMIRROR,
+  type KindDefinition,
+} from '../../src/api/v1alpha1/crd.js';
+
+/** The repository root, with a trailing slash. */
+export const ROOT = fileURLToPath(new URL('../..', import.meta.url));
+
+/** One Strata object of `examples/`. */
+export interface Example {
+  readonly file: string;
+  readonly def: KindDefinition;
+  readonly object: { kind: string; metadata: { name: string; namespace?: string } };
+}
+
+/** Every `strata.dev` object in `examples/*.yaml` (other kinds in those files are left out). */
+export async function strataExamples(): Promise<Example[]> {
+  const out: Example[] = [];
+  for (const file of (await readdir(`${ROOT}examples`)).filter((f) => f.endsWith('.yaml')).sort())
+    for (const doc of parseAllDocuments(await readFile(`${ROOT}examples/${file}`, 'utf8'))) {
+      const object = doc.toJS() as Example['object'] & { apiVersion?: string };
+      const def = KINDS.find((k) => k.kind === object?.kind);
+      if (def && object.apiVersion?.startsWith('strata.dev/')) out.push({ file, def, object });
+    }
+  return out;
+}
 
 /** One bad object. */
 export interface BadCase {

@@ -1,8 +1,7 @@
 import { readFile } from 'node:fs/promises';
-import { fileURLToPath } from 'node:url';
 import * as prettier from 'prettier';
 import { describe, expect, it } from 'vitest';
-import { parse, parseAllDocuments } from 'yaml';
+import { parse } from 'yaml';
 import { celRule, type JsonSchema } from '../../src/api/schema.js';
 import { structuralViolations } from '../../src/api/structural.js';
 import { formatPath } from '../../src/api/validate.js';
@@ -14,18 +13,9 @@ import {
   kindSchema,
   renderCrdYaml,
   validateObject,
-  type KindDefinition,
 } from '../../src/api/v1alpha1/crd.js';
 import { durationMs } from '../../src/api/v1alpha1/common.js';
-import { BAD_CASES } from './crd-cases.js';
-
-const ROOT = fileURLToPath(new URL('../..', import.meta.url));
-
-function kindOf(doc: { kind?: unknown }): KindDefinition {
-  const def = KINDS.find((k) => k.kind === doc.kind);
-  if (!def) throw new Error(`no kind ${String(doc.kind)}`);
-  return def;
-}
+import { BAD_CASES, ROOT, strataExamples } from './crd-cases.js';
 
 describe('the CRDs', () => {
   it.each(KINDS.map((k) => [k.kind, k] as const))(
@@ -107,22 +97,13 @@ describe('the CRDs', () => {
 
   it('the examples/ objects are valid locally, with defaults applied', async () => {
     const seen = new Set<string>();
-    for (const name of [
-      'imagebuild-hello.yaml',
-      'imagebuild-git.yaml',
-      'registrymirror-docker-io.yaml',
-      'layercache-labelled-nodes.yaml',
-    ]) {
-      for (const doc of parseAllDocuments(await readFile(`${ROOT}examples/${name}`, 'utf8'))) {
-        const obj = doc.toJS() as { kind?: string };
-        const def = kindOf(obj);
-        seen.add(def.kind);
-        const r = validateObject(def, obj);
-        expect(
-          r.issues.map((i) => `${formatPath(i.path)}: ${i.message}`),
-          name,
-        ).toEqual([]);
-      }
+    for (const { file, def, object } of await strataExamples()) {
+      seen.add(def.kind);
+      const r = validateObject(def, object);
+      expect(
+        r.issues.map((i) => `${formatPath(i.path)}: ${i.message}`),
+        file,
+      ).toEqual([]);
     }
     expect([...seen].sort()).toEqual(['ImageBuild', 'LayerCache', 'RegistryMirror']);
   });

@@ -4,18 +4,14 @@
  * validator's, every bad case refused with a message naming the field and rule (schema and CEL alike), transition
  * rules, and the printer columns after a status written by the status helpers.
  */
-import { readdir, readFile } from 'node:fs/promises';
-import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { parseAllDocuments } from 'yaml';
 import type { JsonSchema } from '../../src/api/schema.js';
 import { formatPath } from '../../src/api/validate.js';
 import { crdName, KINDS, kindSchema, validateObject } from '../../src/api/v1alpha1/crd.js';
 import { buildStatus } from '../../src/api/v1alpha1/status.js';
 import { startControlPlane, type ControlPlane } from '../support/kube/control-plane.js';
-import { BAD_CASES } from './crd-cases.js';
+import { BAD_CASES, ROOT, strataExamples } from './crd-cases.js';
 
-const ROOT = fileURLToPath(new URL('../..', import.meta.url));
 const DIGEST = `sha256:${'0123456789abcdef'.repeat(4)}`;
 
 let cp: ControlPlane;
@@ -54,10 +50,6 @@ function patchHelloStatus(status: unknown): Promise<{ code: number; stdout: stri
   return cp.kubectl(['patch', 'imagebuild', 'hello', '--subresource=status', '--type=merge', '-p', patch]);
 }
 
-async function exampleFiles(): Promise<string[]> {
-  return (await readdir(`${ROOT}examples`)).filter((f) => f.endsWith('.yaml')).sort();
-}
-
 beforeAll(async () => {
   cp = await startControlPlane();
   await cp.kubectlOk(['apply', '-f', `${ROOT}crds/`]);
@@ -88,27 +80,18 @@ describe('crds/ on a real kube-apiserver', () => {
 
   it('accepts every example, and its defaults are the local validator’s', async () => {
     const kinds = new Set<string>();
-    for (const file of await exampleFiles()) {
+    const examples = await strataExamples();
+    for (const file of new Set(examples.map((e) => e.file)))
       await cp.kubectlOk(['apply', '-f', `${ROOT}examples/${file}`]);
-      for (const doc of parseAllDocuments(await readFile(`${ROOT}examples/${file}`, 'utf8'))) {
-        const obj = doc.toJS() as { kind: string; metadata: { name: string; namespace?: string } };
-        const def = KINDS.find((k) => k.kind === obj.kind)!;
-        kinds.add(def.kind);
-        const server = JSON.parse(
-          await cp.kubectlOk([
-            'get',
-            `${def.plural}.strata.dev`,
-            obj.metadata.name,
-            '-n',
-            obj.metadata.namespace ?? 'default',
-            '-o',
-            'json',
-          ]),
-        ) as { spec: unknown };
-        const local = validateObject(def, obj);
-        expect(local.issues).toEqual([]);
-        expect(server.spec, `${file}: ${def.kind} ${obj.metadata.name}`).toEqual(local.value.spec);
-      }
+    for (const { file, def, object } of examples) {
+      kinds.add(def.kind);
+      const { name, namespace = 'default' } = object.metadata;
+      const server = JSON.parse(
+        await cp.kubectlOk(['get', `${def.plural}.strata.dev`, name, '-n', namespace, '-o', 'json']),
+      ) as { spec: unknown };
+      const local = validateObject(def, object);
+      expect(local.issues).toEqual([]);
+      expect(server.spec, `${file}: ${def.kind} ${name}`).toEqual(local.value.spec);
     }
     expect([...kinds].sort()).toEqual(['ImageBuild', 'LayerCache', 'RegistryMirror']);
     const hello = JSON.parse(await cp.kubectlOk(['get', 'ib', 'hello', '-o', 'json'])) as {
