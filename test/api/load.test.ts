@@ -180,6 +180,18 @@ describe('loadImageBuildFile', () => {
       /^exactly one of path, inline must be set$/,
     ],
     [
+      'push to Docker Hub by omission (a CEL rule, refused offline by its twin)',
+      spec({ output: '  output:\n    images: [app:v1]\n    push: true\n' }),
+      'spec.output.images',
+      /every image must name a registry host/,
+    ],
+    [
+      'pushSecret without push (a CEL rule)',
+      spec({ output: '  output:\n    images: [reg.example/a:1]\n    pushSecret: {name: creds}\n' }),
+      'spec.output',
+      /^pushSecret is only used with push: true$/,
+    ],
+    [
       'bad toleration',
       spec({ extra: '  tolerations:\n    - operator: Maybe\n' }),
       'spec.tolerations[0].operator',
