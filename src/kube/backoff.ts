@@ -14,7 +14,11 @@ export interface BackoffPolicy {
  * The delay before retry number `attempt` (0 for the first): `baseMs · 2^attempt`, capped at `maxMs`, plus up to
  * `jitter` of itself at random (still capped). `random` is injectable for tests.
  */
-export function backoffDelay(policy: BackoffPolicy, attempt: number, random: () => number = Math.random): number {
+export function backoffDelay(
+  policy: BackoffPolicy,
+  attempt: number,
+  random: () => number = Math.random,
+): number {
   const exp = Math.min(policy.maxMs, policy.baseMs * 2 ** Math.min(attempt, 52));
   const jitter = policy.jitter ?? 0;
   return Math.min(policy.maxMs, exp + exp * jitter * random());

@@ -132,7 +132,8 @@ export class KubeClient {
     await this.kc.applyToHTTPSOptions(auth);
     this.agent ??= auth.agent as http.Agent | undefined;
     const url = new URL(this.server + path);
-    for (const [k, v] of Object.entries(options.query ?? {})) if (v !== undefined) url.searchParams.set(k, String(v));
+    for (const [k, v] of Object.entries(options.query ?? {}))
+      if (v !== undefined) url.searchParams.set(k, String(v));
     const headers: Record<string, string> = { Accept: 'application/json', 'User-Agent': this.userAgent };
     for (const [k, v] of Object.entries(auth.headers ?? {})) if (v !== undefined) headers[k] = String(v);
     if (auth.auth) headers.Authorization = `Basic ${Buffer.from(auth.auth).toString('base64')}`;
@@ -172,7 +173,11 @@ async function readBody(res: http.IncomingMessage, signal: AbortSignal): Promise
   return Buffer.concat(chunks).toString('utf8');
 }
 
-async function readLines(res: http.IncomingMessage, signal: AbortSignal, onLine: (line: string) => void): Promise<void> {
+async function readLines(
+  res: http.IncomingMessage,
+  signal: AbortSignal,
+  onLine: (line: string) => void,
+): Promise<void> {
   let pending = '';
   for await (const chunk of res as AsyncIterable<Buffer>) {
     pending += chunk.toString('utf8');
@@ -210,7 +215,12 @@ function statusError(code: number, text: string, method: string, path: string): 
 }
 
 /** Turns anything a request threw into a KubeError: abort by the caller, timeout, or a network failure. */
-function asKubeError(err: unknown, signal: AbortSignal, callerSignal: AbortSignal | undefined, what: string): KubeError {
+function asKubeError(
+  err: unknown,
+  signal: AbortSignal,
+  callerSignal: AbortSignal | undefined,
+  what: string,
+): KubeError {
   if (err instanceof KubeError) return err;
   if (callerSignal?.aborted) return new KubeError('ABORTED', `${what}: aborted`, { cause: err });
   if (signal.aborted) return new KubeError('NETWORK', `${what}: no answer in time`, { cause: err });

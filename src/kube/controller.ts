@@ -139,7 +139,13 @@ export class Controller {
     const started = this.clock.now();
     let result: ReconcileResult;
     try {
-      const out = await this.o.reconcile(key, { namespace, name, reconcileID, logger, signal: this.abort.signal });
+      const out = await this.o.reconcile(key, {
+        namespace,
+        name,
+        reconcileID,
+        logger,
+        signal: this.abort.signal,
+      });
       this.queue.forget(key);
       if (out?.requeueAfterMs !== undefined && out.requeueAfterMs >= 0) {
         this.queue.addAfter(key, out.requeueAfterMs);

@@ -47,7 +47,9 @@ function patchFinalizers<T extends KubeObject>(
   const meta = obj.metadata ?? {};
   return client.request<T>('patch', 'PATCH', resourcePath(type, meta.namespace, meta.name), {
     // A whole list (null when empty) with the resourceVersion: merge patches replace arrays, the version guards.
-    body: { metadata: { resourceVersion: meta.resourceVersion, finalizers: finalizers.length ? finalizers : null } },
+    body: {
+      metadata: { resourceVersion: meta.resourceVersion, finalizers: finalizers.length ? finalizers : null },
+    },
     contentType: PATCH.merge,
     query: { fieldManager: FIELD_MANAGER },
     ...(signal ? { signal } : {}),

@@ -180,7 +180,10 @@ export class Informer<T extends KubeObject = KubeObject> {
   }
 
   private async watch(ns: string | undefined, signal: AbortSignal, onEvent: () => void): Promise<void> {
-    const timeoutSeconds = Math.max(1, Math.round(this.o.watchTimeoutSeconds?.() ?? 300 * (1 + Math.random())));
+    const timeoutSeconds = Math.max(
+      1,
+      Math.round(this.o.watchTimeoutSeconds?.() ?? 300 * (1 + Math.random())),
+    );
     await this.o.client.watch(
       resourcePath(this.o.type, ns),
       { ...this.selectors(), resourceVersion: this.rv.get(ns), allowWatchBookmarks: true, timeoutSeconds },
@@ -196,10 +199,14 @@ export class Informer<T extends KubeObject = KubeObject> {
   private handleEvent(ns: string | undefined, type: string, object: unknown): void {
     if (type === 'ERROR') {
       const status = object as { code?: number; message?: string; reason?: string };
-      throw new KubeError(status.code === 410 ? 'GONE' : 'UNAVAILABLE', `watch error: ${status.message ?? type}`, {
-        ...(status.code ? { status: status.code } : {}),
-        ...(status.reason ? { reason: status.reason } : {}),
-      });
+      throw new KubeError(
+        status.code === 410 ? 'GONE' : 'UNAVAILABLE',
+        `watch error: ${status.message ?? type}`,
+        {
+          ...(status.code ? { status: status.code } : {}),
+          ...(status.reason ? { reason: status.reason } : {}),
+        },
+      );
     }
     const obj = withKind(object as T, this.o.type);
     const rv = obj.metadata?.resourceVersion;
@@ -211,7 +218,10 @@ export class Informer<T extends KubeObject = KubeObject> {
       this.store.delete(objectKey(obj));
       this.emit('onDelete', obj);
     } else if (type !== 'BOOKMARK') {
-      throw new KubeError('UNAVAILABLE', `watch sent an unknown event type ${JSON.stringify(type).slice(0, 40)}`);
+      throw new KubeError(
+        'UNAVAILABLE',
+        `watch sent an unknown event type ${JSON.stringify(type).slice(0, 40)}`,
+      );
     }
     if (rv) this.rv.set(ns, rv);
   }

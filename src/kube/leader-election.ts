@@ -74,7 +74,8 @@ export class LeaderElector {
     this.leaseMs = options.leaseDurationMs ?? 15_000;
     this.renewDeadlineMs = options.renewDeadlineMs ?? 10_000;
     this.retryMs = options.retryPeriodMs ?? 2_000;
-    if (this.renewDeadlineMs >= this.leaseMs) throw new KubeError('CONFIG', 'renew deadline must be below the lease duration');
+    if (this.renewDeadlineMs >= this.leaseMs)
+      throw new KubeError('CONFIG', 'renew deadline must be below the lease duration');
     this.path = resourcePath(LEASES, options.namespace, options.name);
   }
 
@@ -90,7 +91,10 @@ export class LeaderElector {
       if (await this.tryAcquireOrRenew(signal)) break;
       await sleep(this.clock, this.retryMs * (1 + 0.2 * Math.random()), signal);
     }
-    this.o.logger?.info({ lease: `${this.o.namespace}/${this.o.name}`, identity: this.o.identity }, 'became leader');
+    this.o.logger?.info(
+      { lease: `${this.o.namespace}/${this.o.name}`, identity: this.o.identity },
+      'became leader',
+    );
     return this.lead(signal);
   }
 
@@ -106,7 +110,10 @@ export class LeaderElector {
         const ok = await this.tryAcquireOrRenew(both).catch(() => false);
         if (ok) lastRenew = this.clock.now();
         else if (this.clock.now() - lastRenew >= this.renewDeadlineMs) {
-          this.o.logger?.error({ identity: this.o.identity }, 'could not renew the leader Lease in time; leadership lost');
+          this.o.logger?.error(
+            { identity: this.o.identity },
+            'could not renew the leader Lease in time; leadership lost',
+          );
           break;
         }
       }
@@ -118,7 +125,8 @@ export class LeaderElector {
         const stillLeading = !lost.signal.aborted;
         stopRenewing.abort();
         await renewing;
-        if (release && stillLeading) await this.release().catch((err: unknown) => this.o.logger?.warn({ err }, 'release failed'));
+        if (release && stillLeading)
+          await this.release().catch((err: unknown) => this.o.logger?.warn({ err }, 'release failed'));
       },
     };
   }
@@ -128,15 +136,22 @@ export class LeaderElector {
     const now = this.clock.wallNow();
     let lease: Lease;
     try {
-      lease = await this.o.client.request<Lease>('get', 'GET', this.path, { signal, timeoutMs: this.retryMs * 2 });
+      lease = await this.o.client.request<Lease>('get', 'GET', this.path, {
+        signal,
+        timeoutMs: this.retryMs * 2,
+      });
     } catch (err) {
       if (!hasCode(err, 'NOT_FOUND')) return this.failed(err);
-      return this.write('create', {
-        apiVersion: 'coordination.k8s.io/v1',
-        kind: 'Lease',
-        metadata: { name: this.o.name, namespace: this.o.namespace },
-        spec: this.spec(now, now, 0),
-      }, signal);
+      return this.write(
+        'create',
+        {
+          apiVersion: 'coordination.k8s.io/v1',
+          kind: 'Lease',
+          metadata: { name: this.o.name, namespace: this.o.namespace },
+          spec: this.spec(now, now, 0),
+        },
+        signal,
+      );
     }
     const spec = lease.spec ?? {};
     const record = `${spec.holderIdentity ?? ''}|${spec.renewTime ?? ''}|${spec.leaseDurationSeconds ?? ''}`;
@@ -169,7 +184,10 @@ export class LeaderElector {
         timeoutMs: this.retryMs * 2,
       });
       const s = saved.spec ?? {};
-      this.observed = { record: `${s.holderIdentity ?? ''}|${s.renewTime ?? ''}|${s.leaseDurationSeconds ?? ''}`, at: this.clock.now() };
+      this.observed = {
+        record: `${s.holderIdentity ?? ''}|${s.renewTime ?? ''}|${s.leaseDurationSeconds ?? ''}`,
+        at: this.clock.now(),
+      };
       return true;
     } catch (err) {
       return this.failed(err);
@@ -185,11 +203,22 @@ export class LeaderElector {
 
   /** Empties the Lease we hold so the next candidate takes it at once. */
   private async release(): Promise<void> {
-    const lease = await this.o.client.request<Lease>('get', 'GET', this.path, { timeoutMs: this.retryMs * 2 });
+    const lease = await this.o.client.request<Lease>('get', 'GET', this.path, {
+      timeoutMs: this.retryMs * 2,
+    });
     if (lease.spec?.holderIdentity !== this.o.identity) return;
     const now = microTime(this.clock.wallNow());
     await this.o.client.request('update', 'PUT', this.path, {
-      body: { ...lease, spec: { ...lease.spec, holderIdentity: null, leaseDurationSeconds: 1, renewTime: now, acquireTime: now } },
+      body: {
+        ...lease,
+        spec: {
+          ...lease.spec,
+          holderIdentity: null,
+          leaseDurationSeconds: 1,
+          renewTime: now,
+          acquireTime: now,
+        },
+      },
       timeoutMs: this.retryMs * 2,
     });
     this.o.logger?.info({ identity: this.o.identity }, 'released the leader Lease');

@@ -70,7 +70,8 @@ export class KubeMetrics {
       help: '1 while this process holds the leader Lease (or runs without leader election), else 0',
       registers,
     });
-    if (options.processMetrics !== false) collectDefaultMetrics({ register: this.registry, prefix: 'strata_' });
+    if (options.processMetrics !== false)
+      collectDefaultMetrics({ register: this.registry, prefix: 'strata_' });
   }
 
   /** Counts one finished reconcile. */

@@ -20,7 +20,12 @@ export type KubeObject = KubernetesObject & {
  * The REST path of `type`: the collection (all namespaces when `namespace` is undefined), or one object, or one
  * object's subresource (`status`).
  */
-export function resourcePath(type: ResourceType, namespace?: string, name?: string, subresource?: string): string {
+export function resourcePath(
+  type: ResourceType,
+  namespace?: string,
+  name?: string,
+  subresource?: string,
+): string {
   const base = type.apiVersion.includes('/') ? `/apis/${type.apiVersion}` : `/api/${type.apiVersion}`;
   const ns = type.namespaced && namespace !== undefined ? `/namespaces/${encodeURIComponent(namespace)}` : '';
   let path = `${base}${ns}/${type.plural}`;
@@ -43,7 +48,12 @@ export function splitKey(key: string): { namespace: string | undefined; name: st
 }
 
 /** ConfigMaps (core/v1): used by the tests and handy for small controllers. */
-export const CONFIG_MAPS: ResourceType = { apiVersion: 'v1', kind: 'ConfigMap', plural: 'configmaps', namespaced: true };
+export const CONFIG_MAPS: ResourceType = {
+  apiVersion: 'v1',
+  kind: 'ConfigMap',
+  plural: 'configmaps',
+  namespaced: true,
+};
 /** Leases (coordination.k8s.io/v1), for leader election. */
 export const LEASES: ResourceType = {
   apiVersion: 'coordination.k8s.io/v1',
@@ -52,4 +62,9 @@ export const LEASES: ResourceType = {
   namespaced: true,
 };
 /** Events (events.k8s.io/v1). */
-export const EVENTS: ResourceType = { apiVersion: 'events.k8s.io/v1', kind: 'Event', plural: 'events', namespaced: true };
+export const EVENTS: ResourceType = {
+  apiVersion: 'events.k8s.io/v1',
+  kind: 'Event',
+  plural: 'events',
+  namespaced: true,
+};

@@ -80,7 +80,8 @@ export class ObjectStore<T extends KubeObject = KubeObject> {
       seen.add(key);
       const old = this.upsert(obj);
       if (!old) result.added.push(obj);
-      else if (old.metadata?.resourceVersion !== obj.metadata?.resourceVersion) result.updated.push({ old, obj });
+      else if (old.metadata?.resourceVersion !== obj.metadata?.resourceVersion)
+        result.updated.push({ old, obj });
     }
     const scope = namespace === undefined ? this.keys() : [...(this.byNs.get(namespace) ?? [])];
     for (const key of scope) {

@@ -23,7 +23,12 @@ describe('WorkQueue', () => {
   const cases: { name: string; steps: Step[] }[] = [
     {
       name: 'de-duplicates keys added before a worker takes them',
-      steps: [['add', 'a'], ['add', 'b'], ['add', 'a'], ['ready', ['a', 'b']]],
+      steps: [
+        ['add', 'a'],
+        ['add', 'b'],
+        ['add', 'a'],
+        ['ready', ['a', 'b']],
+      ],
     },
     {
       name: 'a key added while processing is not handed out again until done, then re-run once',
@@ -39,7 +44,12 @@ describe('WorkQueue', () => {
     },
     {
       name: 'a key done without a new add is gone',
-      steps: [['add', 'a'], ['get', 'a'], ['done', 'a'], ['ready', []]],
+      steps: [
+        ['add', 'a'],
+        ['get', 'a'],
+        ['done', 'a'],
+        ['ready', []],
+      ],
     },
     {
       name: 'addAfter waits for the clock; the earliest of two delays wins',
@@ -57,7 +67,12 @@ describe('WorkQueue', () => {
     },
     {
       name: 'addAfter of a key already queued does not queue it twice',
-      steps: [['add', 'a'], ['addAfter', 'a', 10], ['advance', 10], ['ready', ['a']]],
+      steps: [
+        ['add', 'a'],
+        ['addAfter', 'a', 10],
+        ['advance', 10],
+        ['ready', ['a']],
+      ],
     },
     {
       name: 'per-key backoff doubles (5, 10, 20 ms) and forget resets it; keys back off independently',
