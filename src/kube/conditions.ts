@@ -2,6 +2,7 @@
  * Status conditions as pure functions (metav1.Condition): `lastTransitionTime` moves only when a condition's
  * status flips; reason, message and observedGeneration are updated in place. Inputs are never mutated.
  */
+import { rfc3339 } from './time.js';
 
 /** One condition, as Kubernetes API conventions define it. */
 export interface Condition {
@@ -17,11 +18,6 @@ export interface Condition {
 
 /** A condition to set; its transition time is decided by {@link setCondition}. */
 export type ConditionInput = Omit<Condition, 'lastTransitionTime'>;
-
-/** RFC 3339 with seconds precision, as metav1.Time serializes. */
-export function rfc3339(ms: number): string {
-  return new Date(ms).toISOString().replace(/\.\d{3}Z$/, 'Z');
-}
 
 /** The condition of `type`, if present. */
 export function findCondition(

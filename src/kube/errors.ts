@@ -24,6 +24,8 @@ export type KubeErrorCode =
   | 'ABORTED'
   /** A kubeconfig, flag or answer that cannot be used (no current cluster, a malformed response). */
   | 'CONFIG'
+  /** This replica lost the leader Lease; the process should exit and start over. */
+  | 'LEADERSHIP_LOST'
   /** What a reconciler reports as unfixable by retrying. */
   | 'TERMINAL';
 

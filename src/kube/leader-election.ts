@@ -10,6 +10,7 @@ import type { Logger } from 'pino';
 import type { KubeClient } from './client.js';
 import { sleep, systemClock, type Clock } from './clock.js';
 import { hasCode, KubeError } from './errors.js';
+import { microTime } from './time.js';
 import { LEASES, resourcePath } from './resource.js';
 
 /** Options of {@link LeaderElector}. */
@@ -50,11 +51,6 @@ export interface Leadership {
   readonly signal: AbortSignal;
   /** Stops renewing; with `release` (default true) empties the Lease so another candidate takes over at once. */
   stop(options?: { release?: boolean }): Promise<void>;
-}
-
-/** MicroTime as the API server writes it (`2006-01-02T15:04:05.000000Z`). */
-function microTime(ms: number): string {
-  return new Date(ms).toISOString().replace(/Z$/, '000Z');
 }
 
 /** A candidate for one Lease. */
