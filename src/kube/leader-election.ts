@@ -47,7 +47,7 @@ interface Lease {
 
 /** Held leadership. */
 export interface Leadership {
-  /** Fires when leadership is lost (renew deadline passed) or released. */
+  /** Fires when leadership is lost (renew deadline passed), stopped, or the signal given to acquire fires. */
   readonly signal: AbortSignal;
   /** Stops renewing; with `release` (default true) empties the Lease so another candidate takes over at once. */
   stop(options?: { release?: boolean }): Promise<void>;
@@ -95,8 +95,9 @@ export class LeaderElector {
   }
 
   private lead(outer: AbortSignal): Leadership {
-    const lost = new AbortController();
+    const ended = new AbortController();
     const stopRenewing = new AbortController();
+    let expired = false;
     const renewing = (async () => {
       let lastRenew = this.clock.now();
       const both = AbortSignal.any([outer, stopRenewing.signal]);
@@ -106,6 +107,7 @@ export class LeaderElector {
         const ok = await this.tryAcquireOrRenew(both).catch(() => false);
         if (ok) lastRenew = this.clock.now();
         else if (this.clock.now() - lastRenew >= this.renewDeadlineMs) {
+          expired = true;
           this.o.logger?.error(
             { identity: this.o.identity },
             'could not renew the leader Lease in time; leadership lost',
@@ -113,15 +115,15 @@ export class LeaderElector {
           break;
         }
       }
-      lost.abort(new KubeError('ABORTED', 'leadership ended'));
+      ended.abort(new KubeError('ABORTED', 'leadership ended'));
     })();
     return {
-      signal: lost.signal,
+      signal: ended.signal,
       stop: async ({ release = true } = {}) => {
-        const stillLeading = !lost.signal.aborted;
         stopRenewing.abort();
         await renewing;
-        if (release && stillLeading)
+        // An expired Lease may already be someone else's: only a Lease we still held is released.
+        if (release && !expired)
           await this.release().catch((err: unknown) => this.o.logger?.warn({ err }, 'release failed'));
       },
     };
