@@ -1,6 +1,7 @@
 /** desiredJob(): ImageBuild → batch/v1 Job, table-tested (pure). */
 import { describe, expect, it } from 'vitest';
 import { parseImageBuild } from '../../../src/api/v1alpha1/load.js';
+import { clusterImageBuild } from './fixtures.js';
 import {
   CONTEXT_MOUNT,
   DOCKER_CONFIG_DIR,
@@ -10,29 +11,6 @@ import {
   SPEC_ENV,
   type ClusterImageBuild,
 } from '../../../src/controllers/imagebuild/desired-job.js';
-
-/** An ImageBuild as the API returns it: defaults applied, uid/generation/namespace set. */
-export function clusterImageBuild(
-  yamlSpec: string,
-  meta: Partial<ClusterImageBuild['metadata']> = {},
-  extra: Record<string, unknown> = {},
-): ClusterImageBuild {
-  const ib = parseImageBuild(
-    `apiVersion: strata.dev/v1alpha1\nkind: ImageBuild\nmetadata:\n  name: x\nspec:\n${yamlSpec}`,
-    'test.yaml',
-  );
-  return {
-    ...ib,
-    spec: { ...ib.spec, ...extra },
-    metadata: {
-      name: 'hello',
-      namespace: 'builds',
-      uid: '6b8e1c1e-0000-4000-8000-000000000001',
-      generation: 1,
-      ...meta,
-    },
-  };
-}
 
 const GIT = `  context:\n    git:\n      url: https://example.com/app.git\n  output:\n    images: [registry.example:5000/app:v1]\n    push: true\n    pushSecret:\n      name: push-creds\n`;
 const OPTS = { buildImage: 'registry.example:5000/strata:0.1' };
