@@ -7,7 +7,10 @@ import type { StrataEnvironment } from '../config/index.js';
 import { TerminalError } from '../engine/errors.js';
 import { parsePlatform } from '../engine/oci/platform.js';
 import type { BuildResult } from '../engine/engine.js';
+import type { ImageBuild } from '../api/v1alpha1/imagebuild.js';
+import type { BuildReport } from '../api/v1alpha1/build-result.js';
 import { humanSize } from './format.js';
+import { tapWrites } from './log-tail.js';
 import { withContext, type CliContext } from './context.js';
 
 function collect(value: string, previous: string[]): string[] {
@@ -52,6 +55,8 @@ interface BuildFlags {
   cacheTo: string[];
   driver?: string;
   spec?: string;
+  terminationMessagePath?: string;
+  contextMount?: string;
   compression: string;
   compressionLevel?: string;
 }
@@ -78,8 +83,17 @@ export function registerBuildCommands(program: Command, env: StrataEnvironment):
       "build context directory, or '-' to read a Dockerfile from standard input (no context)",
     )
     .option(
-      '--spec <file.yaml>',
-      "run an ImageBuild resource's spec locally and print the status it would write",
+      '--spec <file.yaml|env:VAR>',
+      "run an ImageBuild resource's spec locally and print the status it would write " +
+        '(env:VAR reads the resource, YAML or JSON, from that environment variable)',
+    )
+    .option(
+      '--termination-message-path <file>',
+      "with --spec: write the build's report (compact JSON, at most 4096 bytes) to this file, as a build pod does",
+    )
+    .option(
+      '--context-mount <dir>',
+      "with --spec: the directory where the cluster mounted the spec's configMap context",
     )
     .option('-f, --file <path>', "the Dockerfile (default: CONTEXT/Dockerfile; '-' reads standard input)")
     .option('-t, --tag <ref>', 'name the result (repeatable)', collect, [])
@@ -118,8 +132,13 @@ export function registerBuildCommands(program: Command, env: StrataEnvironment):
               'INVALID_ARGUMENT',
               '--spec takes the context from the spec: give no CONTEXT',
             );
-          return buildFromSpec(ctx, opts.spec, env);
+          return buildFromSpec(ctx, opts.spec, env, opts);
         }
+        if (opts.terminationMessagePath !== undefined || opts.contextMount !== undefined)
+          throw new TerminalError(
+            'INVALID_ARGUMENT',
+            '--termination-message-path and --context-mount go with --spec',
+          );
         if (context === undefined)
           throw new TerminalError(
             'INVALID_ARGUMENT',
@@ -260,86 +279,160 @@ export function buildSummary(result: BuildResult): string {
   return `Built ${result.digest} in ${(result.durationMs / 1000).toFixed(1)}s: ${result.layers} layers, ${humanSize(result.size)}, ${result.cacheHits}/${result.steps} steps cached${tags}${pushed}`;
 }
 
+/** Where `--spec env:VAR` reads from; a file named like that is given as `./env:VAR`. */
+const SPEC_ENV_PREFIX = 'env:';
+
 /**
- * `strata build --spec FILE`: the ImageBuild's spec run locally — its context resolved (dir, tarball, git), its
- * Dockerfile built, its images tagged (and pushed when asked) — then the status the controller would write is
- * printed as YAML (JSON with `--json`). A failed build prints its Failed status too, then fails.
+ * `strata build --spec FILE`: the ImageBuild's spec run locally — its context resolved (dir, tarball, git, or a
+ * configMap mounted at `--context-mount`), its Dockerfile built, its images tagged (and pushed when asked) — then
+ * the status the controller would write is printed as YAML (JSON with `--json`). A failed build prints its Failed
+ * status too, then fails. With `--termination-message-path` (a build pod) the report the controller reads is
+ * written there as well: the digest, or the failure's reason, message and log tail.
  */
-async function buildFromSpec(ctx: CliContext, file: string, env: StrataEnvironment): Promise<void> {
+async function buildFromSpec(
+  ctx: CliContext,
+  file: string,
+  env: StrataEnvironment,
+  pod: { terminationMessagePath?: string; contextMount?: string },
+  fromEnv: (k: string) => string | undefined = (k) => process.env[k],
+): Promise<void> {
   const [
-    { loadImageBuildFile },
-    { buildStatus },
+    { loadImageBuildFile, parseImageBuild },
+    { buildStatus, failureReason, rfc3339 },
     { sourceDateEpoch },
     { resolveBuildContext },
+    { encodeBuildReport, BUILD_REPORT_VERSION },
     { stringify },
   ] = await Promise.all([
     import('../api/v1alpha1/load.js'),
     import('../api/v1alpha1/status.js'),
     import('../api/v1alpha1/imagebuild.js'),
     import('./build-context/index.js'),
+    import('../api/v1alpha1/build-result.js'),
     import('yaml').then((m) => ({
       stringify: m.stringify ?? (m as unknown as { default: typeof m }).default.stringify,
     })),
   ]);
-  const resource = await loadImageBuildFile(file);
-  const spec = resource.spec;
-  const generation = resource.metadata.generation ?? 1;
+  const tail = pod.terminationMessagePath ? tapWrites(process.stderr) : undefined;
   const startedAt = new Date();
-  const work = await mkdtemp(join(tmpdir(), 'strata-spec-'));
-  let status;
-  let failure: unknown;
+  const report = async (r: BuildReport): Promise<void> => {
+    if (!pod.terminationMessagePath) return;
+    // The report is how the controller learns the digest: failing to write it fails the command.
+    await writeFile(pod.terminationMessagePath, encodeBuildReport(r));
+  };
   try {
-    const resolved = await resolveBuildContext(spec, {
-      baseDir: dirname(resolve(file)),
-      workDir: work,
-      signal: ctx.signal,
-    });
+    let resource;
     try {
-      const { readDockerignore } = await import('../engine/build/copy/context.js');
-      const epoch = sourceDateEpoch(spec.timestamp) ?? env.sourceDateEpoch;
-      const result = await ctx.engine.build({
-        contextDir: resolved.dir,
-        dockerfile: resolved.dockerfile,
-        ignorePatterns: await readDockerignore(resolved.dir, resolved.dockerfilePath),
-        buildArgs: Object.fromEntries((spec.buildArgs ?? []).map((a) => [a.name, a.value])),
-        labels: { ...(spec.labels ?? {}) },
-        tags: spec.output.images,
-        network: spec.network,
-        noCache: spec.cache?.disabled === true,
-        // The spec's repository is both where the cache is read from and written to (its buildcache tag).
-        ...(spec.cache?.repository && spec.cache.disabled !== true
-          ? { cacheFrom: [spec.cache.repository], cacheTo: [spec.cache.repository] }
-          : {}),
-        ...(spec.output.push ? { push: true } : {}),
-        ...(spec.target ? { target: spec.target } : {}),
-        ...(spec.platform ? { platform: parsePlatform(spec.platform) } : {}),
-        ...(epoch !== undefined ? { sourceDateEpoch: epoch } : {}),
-        signal: ctx.signal,
+      resource = file.startsWith(SPEC_ENV_PREFIX)
+        ? specFromEnv(file.slice(SPEC_ENV_PREFIX.length), fromEnv, parseImageBuild)
+        : await loadImageBuildFile(file);
+    } catch (err) {
+      await report({
+        v: BUILD_REPORT_VERSION,
+        ok: false,
+        reason: failureReason(err),
+        message: err instanceof Error ? err.message : String(err),
+        startedAt: rfc3339(startedAt),
+        finishedAt: rfc3339(new Date()),
       });
-      status = buildStatus(
-        {
-          digest: result.digest,
-          reference: spec.output.images[0]!,
-          steps: result.steps,
-          cacheHits: result.cacheHits,
-        },
-        { startedAt, finishedAt: new Date() },
-        generation,
-      );
-    } finally {
-      await resolved.cleanup();
+      throw err;
     }
-  } catch (err) {
-    if (ctx.signal.aborted) throw err;
-    failure = err;
-    status = buildStatus({ error: err }, { startedAt, finishedAt: new Date() }, generation);
+    const spec = resource.spec;
+    const generation = resource.metadata.generation ?? 1;
+    const baseDir = file.startsWith(SPEC_ENV_PREFIX) ? process.cwd() : dirname(resolve(file));
+    const work = await mkdtemp(join(tmpdir(), 'strata-spec-'));
+    let status;
+    let failure: unknown;
+    try {
+      const resolved = await resolveBuildContext(spec, {
+        baseDir,
+        workDir: work,
+        signal: ctx.signal,
+        ...(pod.contextMount ? { configMapMount: pod.contextMount } : {}),
+      });
+      try {
+        const { readDockerignore } = await import('../engine/build/copy/context.js');
+        const epoch = sourceDateEpoch(spec.timestamp) ?? env.sourceDateEpoch;
+        const result = await ctx.engine.build({
+          contextDir: resolved.dir,
+          dockerfile: resolved.dockerfile,
+          ignorePatterns: await readDockerignore(resolved.dir, resolved.dockerfilePath),
+          buildArgs: Object.fromEntries((spec.buildArgs ?? []).map((a) => [a.name, a.value])),
+          labels: { ...(spec.labels ?? {}) },
+          tags: spec.output.images,
+          network: spec.network,
+          noCache: spec.cache?.disabled === true,
+          // The spec's repository is both where the cache is read from and written to (its buildcache tag).
+          ...(spec.cache?.repository && spec.cache.disabled !== true
+            ? { cacheFrom: [spec.cache.repository], cacheTo: [spec.cache.repository] }
+            : {}),
+          ...(spec.output.push ? { push: true } : {}),
+          ...(spec.target ? { target: spec.target } : {}),
+          ...(spec.platform ? { platform: parsePlatform(spec.platform) } : {}),
+          ...(epoch !== undefined ? { sourceDateEpoch: epoch } : {}),
+          signal: ctx.signal,
+        });
+        status = buildStatus(
+          {
+            digest: result.digest,
+            reference: spec.output.images[0]!,
+            steps: result.steps,
+            cacheHits: result.cacheHits,
+          },
+          { startedAt, finishedAt: new Date() },
+          generation,
+        );
+      } finally {
+        await resolved.cleanup();
+      }
+    } catch (err) {
+      if (ctx.signal.aborted) throw err;
+      failure = err;
+      status = buildStatus({ error: err }, { startedAt, finishedAt: new Date() }, generation);
+    } finally {
+      await rm(work, { recursive: true, force: true });
+    }
+    ctx.print(
+      ctx.options.json
+        ? JSON.stringify({ type: 'result', verb: 'build', status })
+        : stringify({ status }).trimEnd(),
+    );
+    const times = { startedAt: status.startedAt!, finishedAt: status.finishedAt! };
+    if (failure !== undefined) {
+      const message = failure instanceof Error ? failure.message : String(failure);
+      const log = tail?.text().trimEnd() ?? '';
+      await report({
+        v: BUILD_REPORT_VERSION,
+        ok: false,
+        reason: failureReason(failure),
+        // The log's tail first, the error last: a cut removes the oldest lines.
+        message: log && !log.endsWith(message) ? `${log}\n${message}` : log || message,
+        ...times,
+      });
+      throw failure;
+    }
+    await report({
+      v: BUILD_REPORT_VERSION,
+      ok: true,
+      digest: status.digest!,
+      image: status.image!,
+      steps: status.steps ?? 0,
+      cacheHits: status.cacheHits ?? 0,
+      ...times,
+    });
   } finally {
-    await rm(work, { recursive: true, force: true });
+    tail?.restore();
   }
-  ctx.print(
-    ctx.options.json
-      ? JSON.stringify({ type: 'result', verb: 'build', status })
-      : stringify({ status }).trimEnd(),
-  );
-  if (failure !== undefined) throw failure;
+}
+
+/** `--spec env:VAR`: the ImageBuild (YAML or JSON) held by an environment variable, as a build pod gets it. */
+function specFromEnv(
+  name: string,
+  fromEnv: (k: string) => string | undefined,
+  parse: (text: string, file: string) => ImageBuild,
+): ImageBuild {
+  const text = fromEnv(name);
+  if (!name || text === undefined)
+    throw new TerminalError('INVALID_ARGUMENT', `--spec env:${name}: the environment variable is not set`);
+  return parse(text, `$${name}`);
 }

@@ -7,6 +7,7 @@ import { mkdir, mkdtemp, open, rm, stat } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { TerminalError, throwIfAborted } from '../../engine/errors.js';
 import type { ImageBuildSpec } from '../../api/v1alpha1/imagebuild.js';
+import { configMapKeyFile, copyConfigMapKeys } from './configmap.js';
 import { extractContextTar } from './extract.js';
 import { cloneGitContext } from './git.js';
 import { resolveInside } from './inside.js';
@@ -28,6 +29,11 @@ export interface ResolveContextOptions {
   readonly maxContextBytes?: number;
   /** Timeout of a tarball download and of each git command (default 5 minutes). */
   readonly timeoutMs?: number;
+  /**
+   * Where the cluster mounted a `configMap` context (the build pod's volume). Without it a configMap context is
+   * refused: a local run has no cluster to read it from.
+   */
+  readonly configMapMount?: string;
 }
 
 /** A context ready to build from. */
@@ -60,7 +66,8 @@ async function readDockerfile(path: string, what: string): Promise<string> {
 /**
  * Makes `spec.context` a local directory: `dir` as is (resolved against `baseDir`), `tarball` (local path or
  * http(s) URL) extracted safely into a temp directory under `workDir`, `git` cloned there (`subPath` must stay
- * inside the clone), `configMap` refused (the cluster resolves it). Then reads the Dockerfile: inline, or
+ * inside the clone), `configMap` read from `configMapMount` (keys as files, or `key` as a tarball) and refused
+ * without it. Then reads the Dockerfile: inline, or
  * `dockerfile.path` resolved inside the context (symlinks followed only within it). Errors are
  * BUILD_CONTEXT_INVALID (what is missing or escapes), SIZE_LIMIT, NETWORK, RUNTIME_UNAVAILABLE (no git), ABORTED.
  */
@@ -85,12 +92,17 @@ export async function resolveBuildContext(
           'BUILD_CONTEXT_INVALID',
           `context dir ${dir}: ${st ? 'is not a directory' : 'does not exist'}`,
         );
-    } else if (ctx.tarball !== undefined) {
+    } else if (
+      ctx.tarball !== undefined ||
+      (ctx.configMap?.key !== undefined && options.configMapMount !== undefined)
+    ) {
+      // A configMap key holds a tarball: the same safe extraction as any other tarball.
+      const tarball = ctx.tarball ?? (await configMapKeyFile(options.configMapMount!, ctx.configMap!.key!));
       await mkdir(options.workDir, { recursive: true });
       temp = await mkdtemp(join(options.workDir, 'context-'));
       dir = join(temp, 'root');
       await mkdir(dir);
-      const { stream, what } = await openTarball(ctx.tarball, {
+      const { stream, what } = await openTarball(tarball, {
         baseDir: options.baseDir,
         ...(options.signal ? { signal: options.signal } : {}),
         ...(options.maxTarballBytes !== undefined ? { maxBytes: options.maxTarballBytes } : {}),
@@ -110,6 +122,12 @@ export async function resolveBuildContext(
       dir = ctx.git.subPath
         ? (await resolveInside(clone, ctx.git.subPath, 'dir', 'git subPath')).host
         : clone;
+    } else if (ctx.configMap !== undefined && options.configMapMount !== undefined) {
+      await mkdir(options.workDir, { recursive: true });
+      temp = await mkdtemp(join(options.workDir, 'context-'));
+      dir = join(temp, 'root');
+      await mkdir(dir);
+      await copyConfigMapKeys(options.configMapMount, dir, options.signal);
     } else {
       throw new TerminalError(
         'BUILD_CONTEXT_INVALID',

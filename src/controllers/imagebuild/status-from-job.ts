@@ -1,0 +1,306 @@
+/**
+ * The world → the ImageBuild's status (pure): from the object, the Jobs it owns and their pods' termination
+ * messages. The same inputs give the same status, times included (they come from the Jobs and the pod's report,
+ * not from a clock, except for a condition's first appearance before any Job exists), so a controller that
+ * compares it with the stored status writes nothing when nothing happened. Also: which finished Jobs the history
+ * limits let go.
+ */
+import type { V1Job, V1Pod } from '@kubernetes/client-node';
+import { decodeBuildReport, type BuildReport } from '../../api/v1alpha1/build-result.js';
+import type { Condition, ImageBuildStatus } from '../../api/v1alpha1/imagebuild.js';
+import { rfc3339, setCondition } from '../../api/v1alpha1/status.js';
+import { CONTAINER_NAME, jobName, type ClusterImageBuild } from './desired-job.js';
+
+/** `Ready`: the image of the current generation is built (and pushed when asked). */
+export const CONDITION_READY = 'Ready';
+/** `Progressing`: a build of the current generation is under way. */
+export const CONDITION_PROGRESSING = 'Progressing';
+/** `Failed`: the current generation's build failed; a new generation or a rebuild annotation retries. */
+export const CONDITION_FAILED = 'Failed';
+
+/** Reasons this module writes (others come from the pod's report: `StepFailed`, `RegistryUnauthorized`, …). */
+export const REASONS = {
+  building: 'Building',
+  succeeded: 'BuildSucceeded',
+  failed: 'BuildFailed',
+  /** The Job completed but its pod's report cannot be read (gone, or not a Strata report). */
+  resultMissing: 'ResultMissing',
+  /** `activeDeadlineSeconds` passed. */
+  deadlineExceeded: 'DeadlineExceeded',
+  /** The kernel killed the build for memory (`resources.limits.memory`). */
+  oomKilled: 'OOMKilled',
+} as const;
+
+/** How long a completed Job may lack a readable report before the build counts as failed (the pod cache lags). */
+export const RESULT_GRACE_MS = 60_000;
+
+/** Default history limits (as CronJob's). */
+export const DEFAULT_SUCCESSFUL_JOBS_HISTORY_LIMIT = 3;
+export const DEFAULT_FAILED_JOBS_HISTORY_LIMIT = 1;
+
+/** What the controller sees of the world for one ImageBuild. */
+export interface BuildWorld {
+  /** Jobs in the ImageBuild's namespace (those it does not control are ignored). */
+  readonly jobs: readonly V1Job[];
+  /** Pods in the namespace (those of other Jobs are ignored). */
+  readonly pods: readonly V1Pod[];
+  /** Only for times that the world does not carry (a condition first set before any Job exists). */
+  readonly now: Date;
+}
+
+type JobState = 'running' | 'succeeded' | 'failed';
+
+/** A Job's state from its conditions (a Job is finished only with `Complete` or `Failed` True). */
+export function jobState(job: V1Job): JobState {
+  const conds = job.status?.conditions ?? [];
+  if (conds.some((c) => c.type === 'Complete' && c.status === 'True')) return 'succeeded';
+  if (conds.some((c) => c.type === 'Failed' && c.status === 'True')) return 'failed';
+  return 'running';
+}
+
+function isControlledBy(
+  meta: { ownerReferences?: Array<{ uid: string; controller?: boolean }> } | undefined,
+  uid: string | undefined,
+): boolean {
+  return !!uid && (meta?.ownerReferences ?? []).some((o) => o.controller === true && o.uid === uid);
+}
+
+function time(d: Date | string | undefined): string | undefined {
+  if (d === undefined) return undefined;
+  const date = typeof d === 'string' ? new Date(d) : d;
+  return Number.isNaN(date.getTime()) ? undefined : rfc3339(date);
+}
+
+/** When a finished Job finished: `completionTime`, else its Complete/Failed condition's transition. */
+function finishedTime(job: V1Job): string | undefined {
+  const cond = (job.status?.conditions ?? []).find(
+    (c) => (c.type === 'Complete' || c.type === 'Failed') && c.status === 'True',
+  );
+  return time(job.status?.completionTime) ?? time(cond?.lastTransitionTime);
+}
+
+/** The build container's final state in the Job's newest finished pod. */
+function terminatedState(job: V1Job, pods: readonly V1Pod[]) {
+  const mine = pods
+    .filter((p) => isControlledBy(p.metadata, job.metadata?.uid))
+    .map((p) => {
+      const statuses = p.status?.containerStatuses ?? [];
+      const s = statuses.find((c) => c.name === CONTAINER_NAME) ?? statuses[0];
+      return { pod: p, terminated: s?.state?.terminated };
+    })
+    .filter((x) => x.terminated !== undefined)
+    .sort((a, b) =>
+      String(time(b.terminated!.finishedAt) ?? '').localeCompare(
+        String(time(a.terminated!.finishedAt) ?? ''),
+      ),
+    );
+  return mine[0]?.terminated;
+}
+
+interface Outcome {
+  readonly state: 'progressing' | 'succeeded' | 'failed';
+  readonly reason: string;
+  readonly message: string;
+  /** When the state was entered (condition transitions). */
+  readonly at: string;
+  readonly report?: BuildReport;
+  readonly startedAt?: string;
+  readonly finishedAt?: string;
+}
+
+function failureFromPod(
+  job: V1Job,
+  terminated: NonNullable<ReturnType<typeof terminatedState>>,
+): Pick<Outcome, 'reason' | 'message'> {
+  const text = (terminated.message ?? '').trimEnd();
+  const reason =
+    terminated.reason === 'OOMKilled'
+      ? REASONS.oomKilled
+      : jobFailedReason(job) === 'DeadlineExceeded'
+        ? REASONS.deadlineExceeded
+        : REASONS.failed;
+  const head = `the build exited with code ${terminated.exitCode}${terminated.reason ? ` (${terminated.reason})` : ''}`;
+  return { reason, message: text ? `${head}:\n${text}` : head };
+}
+
+function jobFailedReason(job: V1Job): string | undefined {
+  return (job.status?.conditions ?? []).find((c) => c.type === 'Failed' && c.status === 'True')?.reason;
+}
+
+function outcomeOf(ib: ClusterImageBuild, job: V1Job | undefined, world: BuildWorld): Outcome {
+  const name = jobName(ib);
+  const progressing: Outcome = {
+    state: 'progressing',
+    reason: REASONS.building,
+    message: `building generation ${ib.metadata.generation} in Job ${name}`,
+    at: time(job?.status?.startTime) ?? time(job?.metadata?.creationTimestamp) ?? rfc3339(world.now),
+  };
+  if (!job) return progressing;
+  const state = jobState(job);
+  if (state === 'running') return progressing;
+  const at = finishedTime(job) ?? progressing.at;
+  const terminated = terminatedState(job, world.pods);
+  const report = decodeBuildReport(terminated?.message);
+  const times = {
+    startedAt: report?.startedAt ?? time(job.status?.startTime),
+    finishedAt: report?.finishedAt ?? at,
+  };
+  if (state === 'succeeded') {
+    if (report?.ok)
+      return {
+        state: 'succeeded',
+        reason: REASONS.succeeded,
+        message: `built ${report.image} in ${report.steps} steps (${report.cacheHits} from cache)`,
+        at,
+        report,
+        ...times,
+      };
+    // The Job controller can see the pod finish before our pod cache does: wait a little for the report.
+    if (!terminated && world.now.getTime() - new Date(at).getTime() < RESULT_GRACE_MS) return progressing;
+    return {
+      state: 'failed',
+      reason: REASONS.resultMissing,
+      message: terminated
+        ? `Job ${name} completed but its pod's termination message is no build report`
+        : `Job ${name} completed but its pod is gone: the digest cannot be read`,
+      at,
+      ...times,
+    };
+  }
+  if (report && !report.ok)
+    return { state: 'failed', reason: report.reason, message: report.message, at, ...times };
+  if (terminated) return { state: 'failed', ...failureFromPod(job, terminated), at, ...times };
+  const cond = (job.status?.conditions ?? []).find((c) => c.type === 'Failed' && c.status === 'True');
+  return {
+    state: 'failed',
+    reason: cond?.reason === 'DeadlineExceeded' ? REASONS.deadlineExceeded : REASONS.failed,
+    message: `Job ${name} failed${cond?.reason ? ` (${cond.reason})` : ''}${cond?.message ? `: ${cond.message}` : ''}`,
+    at,
+    ...times,
+  };
+}
+
+/** Longest condition message (metav1.Condition allows 32768); the tail is what matters in a log. */
+const MAX_MESSAGE = 32768;
+
+function clip(message: string): string {
+  return message.length > MAX_MESSAGE ? `…${message.slice(message.length - MAX_MESSAGE + 1)}` : message;
+}
+
+/**
+ * The status the ImageBuild should have. `Progressing` while the current generation's Job (see `jobName`) is absent
+ * or running; `Ready` with `digest`/`image` from the pod's report when it completed; `Failed` with the report's
+ * reason and log tail (or the pod's exit and log tail, or the Job's own reason) when it failed. `digest`, `image`,
+ * `startedAt`, `finishedAt`, `steps` and `cacheHits` describe the last finished build and are kept while a new one
+ * runs. `lastTransitionTime` moves only on a flip (see `setCondition`).
+ */
+export function statusFromJob(ib: ClusterImageBuild, world: BuildWorld): ImageBuildStatus {
+  const generation = ib.metadata.generation;
+  const name = jobName(ib);
+  const job = world.jobs.find(
+    (j) => j.metadata?.name === name && isControlledBy(j.metadata, ib.metadata.uid),
+  );
+  const o = outcomeOf(ib, job, world);
+  const previous = ib.status;
+  const message = clip(o.message);
+  const cond = (type: string, status: Condition['status']): Omit<Condition, 'lastTransitionTime'> => ({
+    type,
+    status,
+    reason: o.reason,
+    message,
+    observedGeneration: generation,
+  });
+  // Only the three conditions this controller owns, in a fixed order (a stable list: no diffs for GitOps tools).
+  const prev = (previous?.conditions ?? []).filter((c) =>
+    [CONDITION_READY, CONDITION_PROGRESSING, CONDITION_FAILED].includes(c.type),
+  );
+  const at = new Date(o.at);
+  let conditions = setCondition(prev, cond(CONDITION_READY, o.state === 'succeeded' ? 'True' : 'False'), at);
+  conditions = setCondition(
+    conditions,
+    cond(CONDITION_PROGRESSING, o.state === 'progressing' ? 'True' : 'False'),
+    at,
+  );
+  conditions = setCondition(conditions, cond(CONDITION_FAILED, o.state === 'failed' ? 'True' : 'False'), at);
+  const order = [CONDITION_READY, CONDITION_PROGRESSING, CONDITION_FAILED];
+  conditions.sort((a, b) => order.indexOf(a.type) - order.indexOf(b.type));
+
+  const last =
+    o.state === 'progressing'
+      ? {
+          digest: previous?.digest,
+          image: previous?.image,
+          startedAt: previous?.startedAt,
+          finishedAt: previous?.finishedAt,
+          steps: previous?.steps,
+          cacheHits: previous?.cacheHits,
+        }
+      : o.report?.ok
+        ? {
+            digest: o.report.digest,
+            image: o.report.image,
+            startedAt: o.startedAt,
+            finishedAt: o.finishedAt,
+            steps: o.report.steps,
+            cacheHits: o.report.cacheHits,
+          }
+        : {
+            digest: previous?.digest,
+            image: previous?.image,
+            startedAt: o.startedAt,
+            finishedAt: o.finishedAt,
+          };
+  const status: ImageBuildStatus = {
+    phase: o.state === 'progressing' ? 'Running' : o.state === 'succeeded' ? 'Succeeded' : 'Failed',
+    conditions,
+    observedGeneration: generation,
+  };
+  // Absent fields stay absent (never `undefined`), so a deep comparison with the stored status holds.
+  for (const [k, v] of Object.entries(last)) if (v !== undefined) (status as Record<string, unknown>)[k] = v;
+  return status;
+}
+
+/** A Job the history limits let go, and why. */
+export interface JobToDelete {
+  readonly name: string;
+  readonly why: 'superseded' | 'history';
+}
+
+/**
+ * Jobs to delete (with `propagationPolicy: Background`, so their pods go too): running Jobs of older generations
+ * (superseded), and finished ones beyond `successfulJobsHistoryLimit` / `failedJobsHistoryLimit` (newest kept). The
+ * current generation's Job is never deleted: it is the record that this generation was built, so a restart does not
+ * build it again; it counts toward its limit.
+ */
+export function jobsToDelete(ib: ClusterImageBuild, jobs: readonly V1Job[]): JobToDelete[] {
+  const current = jobName(ib);
+  const mine = jobs.filter(
+    (j) => isControlledBy(j.metadata, ib.metadata.uid) && !j.metadata?.deletionTimestamp && j.metadata?.name,
+  );
+  const out: JobToDelete[] = [];
+  const finished: Record<'succeeded' | 'failed', V1Job[]> = { succeeded: [], failed: [] };
+  let currentState: JobState | undefined;
+  for (const j of mine) {
+    const state = jobState(j);
+    if (j.metadata!.name === current) {
+      currentState = state;
+      continue;
+    }
+    if (state === 'running') out.push({ name: j.metadata!.name!, why: 'superseded' });
+    else finished[state].push(j);
+  }
+  const limits = {
+    succeeded: ib.spec.successfulJobsHistoryLimit ?? DEFAULT_SUCCESSFUL_JOBS_HISTORY_LIMIT,
+    failed: ib.spec.failedJobsHistoryLimit ?? DEFAULT_FAILED_JOBS_HISTORY_LIMIT,
+  };
+  for (const kind of ['succeeded', 'failed'] as const) {
+    const keep = Math.max(0, limits[kind] - (currentState === kind ? 1 : 0));
+    const newestFirst = [...finished[kind]].sort(
+      (a, b) =>
+        (finishedTime(b) ?? '').localeCompare(finishedTime(a) ?? '') ||
+        (b.metadata!.name! < a.metadata!.name! ? -1 : 1),
+    );
+    for (const j of newestFirst.slice(keep)) out.push({ name: j.metadata!.name!, why: 'history' });
+  }
+  return out.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
+}
