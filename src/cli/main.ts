@@ -8,6 +8,7 @@ import { registerArchiveCommands } from './archive-commands.js';
 import { registerContainerCommands } from './container-commands.js';
 import { registerCommitCommands } from './commit-commands.js';
 import { registerBuildCommands } from './build-commands.js';
+import { registerControllerCommand } from './controller-command.js';
 import type { GlobalOptions } from './context.js';
 import { cliErrorReport } from './errors.js';
 import { LOG_LEVELS } from './logger.js';
@@ -20,8 +21,8 @@ export function buildProgram(): Command {
       'Container images without a daemon: pull, push and copy them, import, tag, inspect and remove them in a ' +
         'local store (an OCI image layout), make containers of them, commit their changes, build Dockerfiles (RUN ' +
         'through runc), save and load archives, serve an embedded OCI registry and a pull-through registry mirror, ' +
-        "and point a node's containerd or docker at registry mirrors (mirror config). (The Kubernetes operator is " +
-        'not part of this release.)',
+        "and point a node's containerd or docker at registry mirrors (mirror config); run the Kubernetes operator " +
+        '(controller).',
     )
     .version('0.1.0')
     .addOption(
@@ -63,6 +64,7 @@ export function buildProgram(): Command {
   registerContainerCommands(program, env);
   registerCommitCommands(program, env);
   registerBuildCommands(program, env);
+  registerControllerCommand(program, env);
   for (const cmd of allCommands(program)) cmd.showHelpAfterError(`see '${commandPath(cmd)} --help'`);
   return program;
 }

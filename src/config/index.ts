@@ -33,6 +33,12 @@ export interface StrataEnvironment {
    * `parseByteSize` when a verb opens the engine (so a typo fails that verb, naming the variable).
    */
   readonly maxUncompressed?: string;
+  /** `$KUBECONFIG` split on `:` (empty when unset), for `strata controller` without `--kubeconfig`. */
+  readonly kubeconfigPaths: readonly string[];
+  /** `~/.kube/config`: the last place `strata controller` looks for a kubeconfig. */
+  readonly defaultKubeconfig: string;
+  /** Whether this process runs in a pod (`$KUBERNETES_SERVICE_HOST` and `$KUBERNETES_SERVICE_PORT` set). */
+  readonly inCluster: boolean;
 }
 
 /** Reads the environment once; pass `env` to test other settings. */
@@ -54,6 +60,9 @@ export function readEnvironment(env: NodeJS.ProcessEnv = process.env): StrataEnv
           .filter(Boolean)
       : ['/etc/containers/certs.d', '/etc/docker/certs.d'],
     logLevel: env.STRATA_LOG_LEVEL || 'info',
+    kubeconfigPaths: (env.KUBECONFIG ?? '').split(':').filter(Boolean),
+    defaultKubeconfig: join(home, '.kube', 'config'),
+    inCluster: Boolean(env.KUBERNETES_SERVICE_HOST && env.KUBERNETES_SERVICE_PORT),
     ...(env.STRATA_HTTP_TIMEOUTS ? { httpTimeouts: env.STRATA_HTTP_TIMEOUTS } : {}),
     ...(env.STRATA_MAX_UNCOMPRESSED ? { maxUncompressed: env.STRATA_MAX_UNCOMPRESSED } : {}),
     ...(env.SOURCE_DATE_EPOCH && /^\d+$/.test(env.SOURCE_DATE_EPOCH)
