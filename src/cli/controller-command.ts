@@ -11,6 +11,7 @@ import type { Command } from 'commander';
 import type { StrataEnvironment } from '../config/index.js';
 import { StrataError, TerminalError, type StrataErrorCode } from '../engine/errors.js';
 import type { KubeErrorCode } from '../kube/errors.js';
+import { STRATA_VERSION } from './version.js';
 import { collect } from './main.js';
 import { parsePositiveInt } from './registry-commands.js';
 
@@ -27,6 +28,8 @@ interface ControllerFlags {
   healthProbeBindAddress: string;
   maxConcurrentReconciles: string;
   gracefulShutdownTimeout: string;
+  buildImage: string;
+  buildImagePullPolicy?: string;
   logLevel: string;
 }
 
@@ -65,6 +68,11 @@ const KUBE_TO_CLI: Record<KubeErrorCode, StrataErrorCode> = {
   LEADERSHIP_LOST: 'CONFLICT',
   TERMINAL: 'INTERNAL',
 };
+
+/** The image build pods run unless `--build-image` names another: this release's. */
+export const DEFAULT_BUILD_IMAGE = `ghcr.io/strata-dev/strata:${STRATA_VERSION}`;
+
+const PULL_POLICIES = ['Always', 'IfNotPresent', 'Never'] as const;
 
 /** Registers `strata controller`. */
 export function registerControllerCommand(program: Command, env: StrataEnvironment): void {
@@ -105,6 +113,8 @@ export function registerControllerCommand(program: Command, env: StrataEnvironme
       'how long in-flight reconciles may finish on SIGTERM',
       '30s',
     )
+    .option('--build-image <ref>', 'the Strata image that ImageBuild pods run', DEFAULT_BUILD_IMAGE)
+    .option('--build-image-pull-policy <policy>', 'Always, IfNotPresent or Never (default: IfNotPresent)')
     .action(async (flags: ControllerFlags, cmd: Command) => {
       // The global --log-level when given; else $STRATA_LOG_LEVEL (default info), as servers log.
       const given = cmd.parent?.getOptionValueSource('logLevel') === 'cli';
@@ -127,7 +137,13 @@ async function runController(flags: ControllerFlags, env: StrataEnvironment): Pr
     retryPeriodMs: parseSeconds('--leader-elect-retry-period', flags.leaderElectRetryPeriod),
   };
   const graceMs = parseSeconds('--graceful-shutdown-timeout', flags.gracefulShutdownTimeout);
-  const [{ pino, destination }, kube, { OpsEndpoints, startOpsServer }, { CONTROLLERS }, { readFile }] =
+  const pullPolicy = flags.buildImagePullPolicy as (typeof PULL_POLICIES)[number] | undefined;
+  if (pullPolicy !== undefined && !PULL_POLICIES.includes(pullPolicy))
+    throw new TerminalError(
+      'INVALID_ARGUMENT',
+      `invalid --build-image-pull-policy ${JSON.stringify(pullPolicy)}: want ${PULL_POLICIES.join(', ')}`,
+    );
+  const [{ pino, destination }, kube, { OpsEndpoints, startOpsServer }, { controllers }, { readFile }] =
     await Promise.all([
       import('pino'),
       import('../kube/index.js'),
@@ -166,7 +182,11 @@ async function runController(flags: ControllerFlags, env: StrataEnvironment): Pr
       ? { leaderElection: { namespace: leaseNamespace!, name: flags.leaderElectionId, ...lease } }
       : {}),
   });
-  for (const c of CONTROLLERS) manager.register(c);
+  const settings = {
+    buildImage: flags.buildImage,
+    ...(pullPolicy ? { buildImagePullPolicy: pullPolicy } : {}),
+  };
+  for (const c of controllers(settings)) manager.register(c);
 
   const ops = new OpsEndpoints({ notReady: () => manager.notReady(), metrics: () => metrics.render() });
   const servers = [];

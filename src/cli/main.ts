@@ -1,3 +1,4 @@
+import { STRATA_VERSION } from './version.js';
 import { Command, CommanderError, Option } from 'commander';
 import { readEnvironment } from '../config/index.js';
 import { parsePlatform, type Platform } from '../engine/oci/platform.js';
@@ -24,7 +25,7 @@ export function buildProgram(): Command {
         "and point a node's containerd or docker at registry mirrors (mirror config); run the Kubernetes operator " +
         '(controller).',
     )
-    .version('0.1.0')
+    .version(STRATA_VERSION)
     .addOption(
       new Option('--store <dir>', 'local image store (an OCI image layout)').default(
         env.storeDir,

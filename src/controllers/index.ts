@@ -1,10 +1,24 @@
 /**
  * Every controller `strata controller` runs, in order. A controller plugs in with one
- * {@link ControllerRegistration} (see src/kube/README.md, "Writing a controller"). None is registered yet: the
- * ImageBuild controller lands with its own branch, so until then `strata controller` runs only the machinery
- * (leader election, metrics, probes) and says so in its log.
+ * {@link ControllerRegistration} (see src/kube/README.md, "Writing a controller").
  */
 import type { ControllerRegistration } from '../kube/manager.js';
+import { imageBuildController } from './imagebuild/controller.js';
+
+/** What the command line tells the controllers. */
+export interface ControllerSettings {
+  /** The Strata image build pods run (`--build-image`). */
+  readonly buildImage: string;
+  /** Pull policy of build pods (`--build-image-pull-policy`). */
+  readonly buildImagePullPolicy?: 'Always' | 'IfNotPresent' | 'Never';
+}
 
 /** The controllers of this build. */
-export const CONTROLLERS: readonly ControllerRegistration[] = [];
+export function controllers(settings: ControllerSettings): ControllerRegistration[] {
+  return [
+    imageBuildController({
+      buildImage: settings.buildImage,
+      ...(settings.buildImagePullPolicy ? { imagePullPolicy: settings.buildImagePullPolicy } : {}),
+    }),
+  ];
+}

@@ -1,0 +1,187 @@
+/**
+ * The ImageBuild controller: level-triggered, from the informers' caches. For each ImageBuild it makes sure the Job
+ * of the current generation (and rebuild token) exists, lets finished Jobs go under the history limits, and writes
+ * the status `statusFromJob` computes — only when it differs from the stored one, so a pass with nothing new makes
+ * no API call at all. It never writes `spec`. Jobs are deleted with the ImageBuild by the garbage collector
+ * (ownerReferences); no finalizer, since nothing outside the cluster needs cleaning.
+ */
+import type { V1Job, V1Pod } from '@kubernetes/client-node';
+import { API_VERSION, KIND } from '../../api/v1alpha1/imagebuild.js';
+import type { KubeClient } from '../../kube/client.js';
+import { ownerKeys, type ReconcileContext, type ReconcileOutcome } from '../../kube/controller.js';
+import { hasCode } from '../../kube/errors.js';
+import type { EventRecorder } from '../../kube/events.js';
+import type { Informer } from '../../kube/informer.js';
+import type { ControllerRegistration } from '../../kube/manager.js';
+import { resourcePath, splitKey, type ResourceType } from '../../kube/resource.js';
+import { updateStatus } from '../../kube/status.js';
+import {
+  desiredJob,
+  jobName,
+  LABEL_NAME,
+  LABEL_UID,
+  type ClusterImageBuild,
+  type DesiredJobOptions,
+} from './desired-job.js';
+import {
+  CONDITION_FAILED,
+  CONDITION_READY,
+  jobsToDelete,
+  RESULT_GRACE_MS,
+  statusFromJob,
+} from './status-from-job.js';
+
+/** ImageBuilds (strata.dev/v1alpha1). */
+export const IMAGE_BUILDS: ResourceType = {
+  apiVersion: API_VERSION,
+  kind: KIND,
+  plural: 'imagebuilds',
+  namespaced: true,
+};
+/** Jobs (batch/v1). */
+export const JOBS: ResourceType = { apiVersion: 'batch/v1', kind: 'Job', plural: 'jobs', namespaced: true };
+/** Pods (core/v1). */
+export const PODS: ResourceType = { apiVersion: 'v1', kind: 'Pod', plural: 'pods', namespaced: true };
+
+/** Options of the ImageBuild controller. */
+export type ImageBuildControllerOptions = DesiredJobOptions;
+
+/** Only the Jobs and Pods of builds are cached (a label every build Job and pod carries), not the cluster's. */
+const BUILD_SELECTOR = { labelSelector: LABEL_UID };
+
+/** The registration `strata controller` runs. */
+export function imageBuildController(options: ImageBuildControllerOptions): ControllerRegistration {
+  return {
+    name: 'imagebuild',
+    setup(ctx) {
+      const builds = ctx.informer<ClusterImageBuild>(IMAGE_BUILDS);
+      const jobs = ctx.informer<V1Job>(JOBS, BUILD_SELECTOR);
+      const pods = ctx.informer<V1Pod>(PODS, BUILD_SELECTOR);
+      const events = ctx.events();
+      const reconcile = (key: string, rc: ReconcileContext): Promise<ReconcileOutcome | void> =>
+        reconcileImageBuild(key, rc, {
+          client: ctx.client,
+          builds,
+          jobs,
+          pods,
+          events,
+          options,
+          now: () => new Date(ctx.clock.now()),
+        });
+      return ctx
+        .controller({ reconcile })
+        .watch(builds)
+        .watch(jobs, ownerKeys<V1Job>(API_VERSION, KIND))
+        .watch(pods, (pod) => podOwnerKeys(pod, builds));
+    },
+  };
+}
+
+/** A build pod → its ImageBuild's key: by the name label, else by the uid label through the cache. */
+function podOwnerKeys(pod: V1Pod, builds: Informer<ClusterImageBuild>): string[] {
+  const ns = pod.metadata?.namespace;
+  const labels = pod.metadata?.labels ?? {};
+  if (!ns) return [];
+  if (labels[LABEL_NAME]) return [`${ns}/${labels[LABEL_NAME]}`];
+  const uid = labels[LABEL_UID];
+  const owner = builds.store.byNamespace(ns).find((b) => b.metadata.uid === uid);
+  return owner ? [`${ns}/${owner.metadata.name}`] : [];
+}
+
+interface Deps {
+  readonly client: KubeClient;
+  readonly builds: Informer<ClusterImageBuild>;
+  readonly jobs: Informer<V1Job>;
+  readonly pods: Informer<V1Pod>;
+  readonly events: EventRecorder;
+  readonly options: ImageBuildControllerOptions;
+  readonly now: () => Date;
+}
+
+/** One pass for one ImageBuild; see the module comment. Exported for tests. */
+export async function reconcileImageBuild(
+  key: string,
+  rc: ReconcileContext,
+  d: Deps,
+): Promise<ReconcileOutcome | void> {
+  const ib = d.builds.store.get(key);
+  // Being deleted: the garbage collector takes the Jobs; nothing to write.
+  if (!ib || (ib.metadata as { deletionTimestamp?: unknown }).deletionTimestamp) return;
+  const { namespace } = splitKey(key);
+  const uid = ib.metadata.uid;
+  let owned = d.jobs.store.byOwner(uid);
+
+  // 1. The current build's Job. Its name is fixed by uid, generation and rebuild token: a second create (a restarted
+  // controller, a cache behind the server) is a 409, never a second build.
+  const name = jobName(ib);
+  if (!owned.some((j) => j.metadata?.name === name)) {
+    const job = desiredJob(ib, d.options);
+    try {
+      const created = await d.client.request<V1Job>('create', 'POST', resourcePath(JOBS, namespace), {
+        body: job,
+        query: { fieldManager: 'strata' },
+        signal: rc.signal,
+      });
+      owned = [...owned, created];
+      rc.logger.info({ job: name, generation: ib.metadata.generation }, 'build job created');
+      d.events.record(ib, {
+        type: 'Normal',
+        reason: 'BuildStarted',
+        action: 'CreateJob',
+        note: `Job ${name} builds generation ${ib.metadata.generation}`,
+      });
+    } catch (err) {
+      if (!hasCode(err, 'CONFLICT')) throw err;
+      // AlreadyExists: our cache lags; the Job's watch event brings it and requeues this key.
+      owned = [...owned, job];
+    }
+  }
+
+  // 2. Finished Jobs beyond the history limits, and running Jobs of superseded generations.
+  for (const del of jobsToDelete(ib, owned)) {
+    try {
+      await d.client.request('delete', 'DELETE', resourcePath(JOBS, namespace, del.name), {
+        body: { propagationPolicy: 'Background' },
+        signal: rc.signal,
+      });
+      rc.logger.info({ job: del.name, why: del.why }, 'build job deleted');
+    } catch (err) {
+      if (!hasCode(err, 'NOT_FOUND')) throw err;
+    }
+  }
+
+  // 3. The status the world says, written only when it differs.
+  const world = { jobs: owned, pods: d.pods.store.byNamespace(namespace ?? ''), now: d.now() };
+  const status = statusFromJob(ib, world);
+  const before = conditionState(ib.status?.conditions);
+  const updated = await updateStatus(d.client, IMAGE_BUILDS, ib, status, rc.signal);
+  if (updated) {
+    d.builds.store.upsert(updated);
+    const after = conditionState(status.conditions);
+    if (after !== before && after === 'ready')
+      d.events.record(ib, {
+        type: 'Normal',
+        reason: 'BuildSucceeded',
+        action: 'Build',
+        note: `built ${status.image ?? status.digest ?? ''}`,
+      });
+    if (after !== before && after === 'failed') {
+      const failed = status.conditions?.find((c) => c.type === CONDITION_FAILED);
+      d.events.record(ib, {
+        type: 'Warning',
+        reason: failed?.reason ?? 'BuildFailed',
+        action: 'Build',
+        note: failed?.message ?? 'the build failed',
+      });
+    }
+  }
+  // Watches bring every change of the Job and its pod; the requeue covers a completed Job whose pod report is not
+  // readable yet (statusFromJob waits that grace before calling it failed).
+  if (status.phase === 'Running') return { requeueAfterMs: RESULT_GRACE_MS };
+}
+
+function conditionState(conditions: ReadonlyArray<{ type: string; status: string }> | undefined): string {
+  if (conditions?.some((c) => c.type === CONDITION_READY && c.status === 'True')) return 'ready';
+  if (conditions?.some((c) => c.type === CONDITION_FAILED && c.status === 'True')) return 'failed';
+  return 'other';
+}
