@@ -1,0 +1,286 @@
+/**
+ * The operator end to end, with nothing simulated but the kubelet: the CRDs and an ImageBuild applied with kubectl
+ * to a real kube-apiserver, `strata controller` (the real CLI process) creating the Job, the real Job controller
+ * creating the Pod, the test node running a real `strata build --spec` that pushes to a real Debian
+ * docker-registry with credentials from a Secret; then status.digest equals the registry's digest, Ready=True and
+ * an Event is recorded. Then: a rebuild annotation builds the same generation again; a failing build is Failed
+ * with the log's tail; applying the same YAML again writes nothing; a controller killed mid-build and restarted
+ * makes no second Job.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { startDockerRegistry, type DockerRegistry } from '../support/docker-registry.js';
+import { startControlPlane, type ControlPlane } from '../support/kube/control-plane.js';
+import { startTestNode, STRATA_TEST_IMAGE, type TestNode } from '../support/kube/test-node.js';
+import { waitFor } from '../support/kube/wait.js';
+import { requireRoot } from './support.js';
+
+const CLI = fileURLToPath(new URL('../../bin/strata.js', import.meta.url));
+const BUILT = fileURLToPath(new URL('../../dist/bundle/strata.js', import.meta.url));
+const CRDS = fileURLToPath(new URL('../../crds', import.meta.url));
+const NS = 'builds';
+const USER = { username: 'pusher', password: 's3cret-push' };
+
+let cp: ControlPlane;
+let reg: DockerRegistry;
+let node: TestNode;
+let controller: { child: ChildProcess; stderr: () => string; exited: Promise<number | null> } | undefined;
+
+function startController(): NonNullable<typeof controller> {
+  if (!existsSync(BUILT))
+    throw new Error(`${BUILT} is missing: run the tests with \`npm test\` (it builds first)`);
+  const child = spawn(
+    process.execPath,
+    [
+      CLI,
+      'controller',
+      '--kubeconfig',
+      cp.kubeconfigPath,
+      '--build-image',
+      STRATA_TEST_IMAGE,
+      '--metrics-bind-address',
+      '0',
+      '--health-probe-bind-address',
+      '0',
+      '--max-concurrent-reconciles',
+      '2',
+    ],
+    { stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env, STRATA_LOG_LEVEL: 'debug' } },
+  );
+  let err = '';
+  child.stderr!.on('data', (d: Buffer) => (err = (err + d.toString()).slice(-50_000)));
+  const exited = new Promise<number | null>((r) => child.once('exit', (code) => r(code)));
+  return { child, stderr: () => err, exited };
+}
+
+async function stopController(signal: NodeJS.Signals = 'SIGTERM'): Promise<void> {
+  if (!controller) return;
+  controller.child.kill(signal);
+  await controller.exited;
+  controller = undefined;
+}
+
+interface Status {
+  phase?: string;
+  digest?: string;
+  image?: string;
+  observedGeneration?: number;
+  conditions?: Array<{ type: string; status: string; reason: string; message: string }>;
+}
+
+async function getBuild(
+  name: string,
+): Promise<{ metadata: { generation: number; resourceVersion: string }; status?: Status }> {
+  return JSON.parse(await cp.kubectlOk(['-n', NS, 'get', 'imagebuild', name, '-o', 'json'])) as {
+    metadata: { generation: number; resourceVersion: string };
+    status?: Status;
+  };
+}
+
+/** Polls `check` until it yields a value (see waitFor). */
+const until = <T>(check: () => Promise<T | undefined>, o: { timeoutMs: number; what: string }): Promise<T> =>
+  waitFor(o.what, check, o.timeoutMs);
+
+const cond = (s: Status | undefined, type: string): string | undefined =>
+  s?.conditions?.find((c) => c.type === type)?.status;
+
+async function jobsOf(name: string): Promise<string[]> {
+  const out = await cp.kubectlOk([
+    '-n',
+    NS,
+    'get',
+    'jobs',
+    '-l',
+    `strata.dev/imagebuild=${name}`,
+    '-o',
+    'name',
+  ]);
+  return out.split('\n').filter(Boolean);
+}
+
+function buildYaml(name: string, dockerfile: string, tag: string, extra = ''): string {
+  return `apiVersion: strata.dev/v1alpha1
+kind: ImageBuild
+metadata:
+  name: ${name}
+  namespace: ${NS}
+spec:
+  dockerfile:
+    inline: ${JSON.stringify(dockerfile)}
+  context:
+    configMap:
+      name: hello-context
+  output:
+    images: ["${reg.host}/e2e/${name}:${tag}"]
+    push: true
+    pushSecret:
+      name: push-creds
+  timestamp: 0
+${extra}`;
+}
+
+beforeAll(async () => {
+  requireRoot();
+  [cp, reg] = await Promise.all([
+    startControlPlane({ controllerManager: true }),
+    startDockerRegistry({ auth: USER }),
+  ]);
+  node = await startTestNode(cp.kubeConfig());
+  await cp.kubectlOk(['apply', '-f', CRDS]);
+  await cp.kubectlOk(['wait', '--for=condition=Established', '--timeout=60s', '-f', CRDS]);
+  await cp.kubectlOk(['create', 'namespace', NS]);
+  await cp.kubectlOk([
+    '-n',
+    NS,
+    'create',
+    'configmap',
+    'hello-context',
+    '--from-literal=hello.txt=hello from a cluster build\n',
+  ]);
+  const auth = Buffer.from(`${USER.username}:${USER.password}`).toString('base64');
+  await cp.kubectlOk(['-n', NS, 'apply', '-f', '-'], {
+    input: JSON.stringify({
+      apiVersion: 'v1',
+      kind: 'Secret',
+      metadata: { name: 'push-creds' },
+      type: 'kubernetes.io/dockerconfigjson',
+      stringData: { '.dockerconfigjson': JSON.stringify({ auths: { [reg.host]: { auth } } }) },
+    }),
+  });
+  controller = startController();
+}, 240_000);
+
+afterAll(async () => {
+  await stopController();
+  await node?.stop();
+  await reg?.stop();
+  await cp?.stop();
+});
+
+describe('ImageBuild, end to end against a real control plane', () => {
+  const dockerfile = 'FROM scratch\nCOPY hello.txt /hello.txt\nCMD ["/hello.txt"]\n';
+
+  it('builds and pushes: status.digest is the registry digest, Ready=True, an Event', async () => {
+    await cp.kubectlOk(['apply', '-f', '-'], { input: buildYaml('hello', dockerfile, 'v1') });
+    const done = await until(
+      async () => {
+        const b = await getBuild('hello');
+        return cond(b.status, 'Ready') === 'True' || cond(b.status, 'Failed') === 'True' ? b : undefined;
+      },
+      { timeoutMs: 180_000, what: 'the ImageBuild to finish' },
+    ).catch((err: Error) => {
+      throw new Error(`${err.message}\ncontroller log:\n${controller?.stderr().slice(-5000)}`);
+    });
+    expect(cond(done.status, 'Ready'), JSON.stringify(done.status)).toBe('True');
+    expect(done.status?.phase).toBe('Succeeded');
+    expect(done.status?.observedGeneration).toBe(done.metadata.generation);
+    // The registry's own answer for the tag.
+    const res = await fetch(`${reg.url}/v2/e2e/hello/manifests/v1`, {
+      method: 'HEAD',
+      headers: {
+        accept: 'application/vnd.oci.image.manifest.v1+json',
+        authorization: `Basic ${Buffer.from(`${USER.username}:${USER.password}`).toString('base64')}`,
+      },
+    });
+    expect(res.status).toBe(200);
+    expect(done.status?.digest).toBe(res.headers.get('docker-content-digest'));
+    expect(done.status?.image).toBe(`${reg.host}/e2e/hello@${done.status?.digest}`);
+    expect(await jobsOf('hello')).toHaveLength(1);
+    const events = await until(
+      async () => {
+        const out = await cp.kubectlOk(['-n', NS, 'get', 'events.events.k8s.io', '-o', 'json']);
+        const items = (JSON.parse(out) as { items: Array<{ reason: string; regarding: { name: string } }> })
+          .items;
+        const reasons = items.filter((e) => e.regarding.name === 'hello').map((e) => e.reason);
+        return reasons.includes('BuildSucceeded') ? reasons : undefined;
+      },
+      { timeoutMs: 30_000, what: 'the BuildSucceeded event' },
+    );
+    expect(events).toContain('BuildStarted');
+    // kubectl's printer columns read the status.
+    const table = await cp.kubectlOk(['-n', NS, 'get', 'imagebuilds']);
+    expect(table).toContain(done.status!.digest!.slice(0, 19));
+  });
+
+  it('writes nothing when the same YAML is applied again, or on a controller restart', async () => {
+    const before = await getBuild('hello');
+    await cp.kubectlOk(['apply', '-f', '-'], { input: buildYaml('hello', dockerfile, 'v1') });
+    await stopController();
+    controller = startController();
+    // Give the restarted controller time to list, reconcile everything and (wrongly) write.
+    await new Promise((r) => setTimeout(r, 8_000));
+    const after = await getBuild('hello');
+    expect(after.metadata.resourceVersion).toBe(before.metadata.resourceVersion);
+    expect(await jobsOf('hello')).toHaveLength(1);
+  });
+
+  it('rebuilds the same generation when the rebuild annotation changes', async () => {
+    const gen = (await getBuild('hello')).metadata.generation;
+    await cp.kubectlOk(['-n', NS, 'annotate', 'imagebuild', 'hello', 'strata.dev/rebuild=1']);
+    await until(async () => ((await jobsOf('hello')).length === 2 ? true : undefined), {
+      timeoutMs: 60_000,
+      what: 'a second Job',
+    });
+    const b = await until(
+      async () => {
+        const x = await getBuild('hello');
+        const jobs = await cp.kubectlOk([
+          '-n',
+          NS,
+          'get',
+          'jobs',
+          '-l',
+          'strata.dev/imagebuild=hello',
+          '-o',
+          'json',
+        ]);
+        const complete = (
+          JSON.parse(jobs) as { items: Array<{ status?: { succeeded?: number } }> }
+        ).items.every((j) => j.status?.succeeded === 1);
+        return complete && cond(x.status, 'Ready') === 'True' ? x : undefined;
+      },
+      { timeoutMs: 180_000, what: 'the rebuild to finish' },
+    );
+    expect(b.metadata.generation).toBe(gen);
+  });
+
+  it('reports a failing build as Failed with the tail of its log, and does not retry it', async () => {
+    await cp.kubectlOk(['apply', '-f', '-'], {
+      input: buildYaml('broken', 'FROM scratch\nCOPY missing.txt /m\n', 'v1'),
+    });
+    const b = await until(
+      async () => {
+        const x = await getBuild('broken');
+        return cond(x.status, 'Failed') === 'True' ? x : undefined;
+      },
+      { timeoutMs: 180_000, what: 'the broken build to fail' },
+    );
+    const failed = b.status!.conditions!.find((c) => c.type === 'Failed')!;
+    expect(failed.message).toContain('missing.txt');
+    expect(cond(b.status, 'Ready')).toBe('False');
+    expect(b.status?.phase).toBe('Failed');
+    await new Promise((r) => setTimeout(r, 3_000));
+    expect(await jobsOf('broken')).toHaveLength(1);
+  });
+
+  it('a controller killed mid-build and restarted makes no second Job, and the status converges', async () => {
+    await cp.kubectlOk(['apply', '-f', '-'], { input: buildYaml('killed', dockerfile, 'v2') });
+    await until(async () => ((await jobsOf('killed')).length === 1 ? true : undefined), {
+      timeoutMs: 60_000,
+      what: 'the Job',
+    });
+    await stopController('SIGKILL');
+    controller = startController();
+    const b = await until(
+      async () => {
+        const x = await getBuild('killed');
+        return cond(x.status, 'Ready') === 'True' ? x : undefined;
+      },
+      { timeoutMs: 180_000, what: 'the build to finish after the restart' },
+    );
+    expect(b.status?.digest).toMatch(/^sha256:/);
+    expect(await jobsOf('killed')).toHaveLength(1);
+  });
+});
