@@ -7,14 +7,12 @@
 import { execFileSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { homedir } from 'node:os';
-import { join, resolve } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { join } from 'node:path';
+import { REPO_ROOT } from './repo-root.js';
 
 const BINARIES = ['etcd', 'kube-apiserver', 'kube-controller-manager', 'kubectl'] as const;
 /** One of the envtest binaries. */
 export type EnvtestBinary = (typeof BINARIES)[number];
-
-const repoRoot = resolve(fileURLToPath(new URL('../../..', import.meta.url)));
 
 /** setup-envtest's directory for Kubernetes 1.28.0 on linux/amd64. */
 export function defaultAssetsDir(): string {
@@ -26,8 +24,8 @@ export function defaultAssetsDir(): string {
 export function envtestSources(): string[] {
   return [
     process.env.STRATA_ENVTEST_SRC,
-    join(repoRoot, '../shared/envtest'),
-    join(repoRoot, '../../shared/envtest'),
+    join(REPO_ROOT, '../shared/envtest'),
+    join(REPO_ROOT, '../../shared/envtest'),
     '/work/shared/envtest',
   ].filter((d): d is string => !!d && existsSync(join(d, 'setup.sh')));
 }

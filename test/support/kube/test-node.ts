@@ -19,7 +19,6 @@ import { existsSync, openSync, closeSync } from 'node:fs';
 import { mkdir, mkdtemp, open, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import {
   CoordinationV1Api,
   CoreV1Api,
@@ -33,6 +32,7 @@ import {
   type V1PodCondition,
   type V1Taint,
 } from '@kubernetes/client-node';
+import { REPO_ROOT } from './repo-root.js';
 import { mountScript, type BindMount } from './pod-mounts.js';
 import { containerEnv, expandVars } from './pod-env.js';
 import { materialiseVolumes, VolumeError } from './volumes.js';
@@ -40,8 +40,8 @@ import { materialiseVolumes, VolumeError } from './volumes.js';
 /** The image name tests give build pods; the node runs the local Strata CLI for it. */
 export const STRATA_TEST_IMAGE = 'strata.dev/strata:test';
 
-const CLI = fileURLToPath(new URL('../../../bin/strata.js', import.meta.url));
-const BUILT = fileURLToPath(new URL('../../../dist/bundle/strata.js', import.meta.url));
+const CLI = join(REPO_ROOT, 'bin/strata.js');
+const BUILT = join(REPO_ROOT, 'dist/bundle/strata.js');
 
 /** Turns a container's command line (entrypoint/command then args) into the local argv that plays it. */
 export type ImageRunner = (argv: readonly string[]) => string[];
