@@ -90,8 +90,9 @@ export class KubeClient {
 
   /**
    * Opens a watch (`path` with `watch=1` and `query`) and calls `onEvent` with each parsed event line. Resolves
-   * when the server ends the stream; rejects with a {@link KubeError} on a non-200 answer, a broken connection or
-   * `deadlineMs` without an end (a half-open connection). The call is reported when the stream ends.
+   * when the server ends the stream; rejects with a {@link KubeError} on a non-200 answer, no headers within the
+   * request timeout, a broken connection or `deadlineMs` without an end (a half-open connection). The call is
+   * reported when the stream ends.
    */
   async watch(
     path: string,
@@ -99,10 +100,14 @@ export class KubeClient {
     onEvent: (event: { type: string; object: unknown }) => void,
     options: { signal?: AbortSignal; deadlineMs: number },
   ): Promise<void> {
-    const signal = withTimeout(options.signal, options.deadlineMs);
+    // Headers must come within the request timeout (a black-holed server), the end within the deadline.
+    const headers = new AbortController();
+    const headersTimer = setTimeout(() => headers.abort(), this.timeoutMs);
+    const signal = AbortSignal.any([withTimeout(options.signal, options.deadlineMs), headers.signal]);
     let code = 0;
     try {
       const res = await this.send('GET', path, { query: { ...query, watch: 1 } }, signal);
+      clearTimeout(headersTimer);
       code = res.statusCode ?? 0;
       if (code !== 200) throw statusError(code, await readBody(res, signal), 'GET', path);
       await readLines(res, signal, (line) => {
@@ -117,6 +122,7 @@ export class KubeClient {
     } catch (err) {
       throw asKubeError(err, signal, options.signal, `watch ${path}`);
     } finally {
+      clearTimeout(headersTimer);
       this.onRequest?.({ verb: 'watch', code });
     }
   }
@@ -129,7 +135,11 @@ export class KubeClient {
   ): Promise<http.IncomingMessage> {
     // Asked per request: token files and exec plugins rotate credentials. The TLS agent is kept (one pool).
     const auth: https.RequestOptions = {};
-    await this.kc.applyToHTTPSOptions(auth);
+    try {
+      await this.kc.applyToHTTPSOptions(auth);
+    } catch (cause) {
+      throw new KubeError('CONFIG', `kubeconfig credentials: ${(cause as Error).message}`, { cause });
+    }
     this.agent ??= auth.agent as http.Agent | undefined;
     const url = new URL(this.server + path);
     for (const [k, v] of Object.entries(options.query ?? {}))
@@ -143,9 +153,15 @@ export class KubeClient {
       headers['Content-Type'] = options.contentType ?? 'application/json';
       headers['Content-Length'] = String(payload.length);
     }
-    const lib = url.protocol === 'https:' ? https : http;
+    // client-node's agent is an https.Agent; a plain-http server (a local proxy) uses Node's default agent.
+    const secure = url.protocol === 'https:';
+    const lib = secure ? https : http;
     return new Promise((resolve, reject) => {
-      const req = lib.request(url, { method, headers, agent: this.agent, signal }, resolve);
+      const req = lib.request(
+        url,
+        { method, headers, agent: secure ? this.agent : undefined, signal },
+        resolve,
+      );
       req.on('error', reject);
       req.end(payload);
     });

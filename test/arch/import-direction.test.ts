@@ -54,4 +54,38 @@ describe('dependency direction', () => {
     expect(files).toBeGreaterThan(3);
     expect(offenders).toEqual([]);
   });
+
+  it('kube/ knows none of our kinds: it imports only node:*, client-node, pino, prom-client, itself and ops/', async () => {
+    const offenders: string[] = [];
+    let files = 0;
+    const allowed = new Set(['@kubernetes/client-node', 'pino', 'prom-client']);
+    for await (const file of tsFiles(join(SRC, 'kube'))) {
+      files++;
+      for (const spec of imports(await readFile(file, 'utf8'))) {
+        const target = spec.startsWith('.') ? join(file, '..', spec) : undefined;
+        const ok = target
+          ? target.startsWith(join(SRC, 'kube')) || target.startsWith(join(SRC, 'ops'))
+          : spec.startsWith('node:') || allowed.has(spec);
+        if (!ok) offenders.push(`${relative(SRC, file)} imports ${spec}`);
+      }
+    }
+    expect(files).toBeGreaterThan(10);
+    expect(offenders).toEqual([]);
+  });
+
+  it('ops/ imports only node:*; controllers/ never import the CLI or the mirror', async () => {
+    const offenders: string[] = [];
+    for await (const file of tsFiles(join(SRC, 'ops'))) {
+      for (const spec of imports(await readFile(file, 'utf8')))
+        if (!spec.startsWith('node:')) offenders.push(`${relative(SRC, file)} imports ${spec}`);
+    }
+    for await (const file of tsFiles(join(SRC, 'controllers'))) {
+      for (const spec of imports(await readFile(file, 'utf8'))) {
+        const target = spec.startsWith('.') ? join(file, '..', spec) : '';
+        if (target.startsWith(join(SRC, 'cli')) || target.startsWith(join(SRC, 'mirror')))
+          offenders.push(`${relative(SRC, file)} imports ${spec}`);
+      }
+    }
+    expect(offenders).toEqual([]);
+  });
 });

@@ -9,6 +9,7 @@ import { Informer } from '../../src/kube/informer.js';
 import { KubeMetrics } from '../../src/kube/metrics.js';
 import { resourcePath, type KubeObject, type ResourceType } from '../../src/kube/resource.js';
 import { updateStatus } from '../../src/kube/status.js';
+import { OpsEndpoints, startOpsServer } from '../../src/ops/endpoints.js';
 import { startControlPlane, type ControlPlane } from '../support/kube/control-plane.js';
 import { waitFor } from '../support/kube/wait.js';
 
@@ -84,7 +85,8 @@ describe('Controller runner and helpers against a real kube-apiserver', () => {
       'crd/widgets.test.strata.dev',
       '--timeout=60s',
     ]);
-    for (const ns of ['status', 'retry', 'fin', 'ev']) await cp.kubectlOk(['create', 'namespace', ns]);
+    for (const ns of ['status', 'retry', 'fin', 'ev', 'metrics'])
+      await cp.kubectlOk(['create', 'namespace', ns]);
   });
   afterAll(async () => {
     for (const r of running) await r.stop();
@@ -264,5 +266,63 @@ describe('Controller runner and helpers against a real kube-apiserver', () => {
     expect(mine.map((e) => e.reason).sort()).toEqual(['BuildFailed', 'Built']);
     expect(mine.find((e) => e.reason === 'BuildFailed')!.series?.count).toBe(5);
     expect(mine[0]!.reportingController).toBe('strata.dev/widget-controller');
+  });
+
+  it('serves reconcile, queue, watch and API metrics; a stop lets in-flight work finish within the grace, then hands it back', async () => {
+    for (const n of ['quick', 'medium', 'slow']) await widget('metrics', n, 'x');
+    const metrics = new KubeMetrics({ processMetrics: false });
+    const counted = new KubeClient({ kubeConfig: cp.kubeConfig(), onRequest: (r) => metrics.apiRequest(r) });
+    const inf = new Informer<Widget>({
+      client: counted,
+      type: WIDGETS,
+      namespaces: ['metrics'],
+      resyncMs: 0,
+      watchTimeoutSeconds: () => 2,
+      onRestart: (r) => metrics.watchRestart('widgets', r),
+    });
+    running.push(inf);
+    const started = new Set<string>();
+    const controller = new Controller({
+      name: 'm',
+      metrics,
+      concurrency: 3,
+      reconcile: async (key, ctx) => {
+        started.add(key);
+        if (key === 'metrics/quick') return { requeueAfterMs: 60_000 };
+        if (key === 'metrics/medium') return void (await new Promise((r) => setTimeout(r, 300)));
+        // slow: runs until the controller hands it back
+        await new Promise((_r, reject) =>
+          ctx.signal.addEventListener('abort', () => reject(ctx.signal.reason)),
+        );
+      },
+    }).watch(inf);
+    const ops = await startOpsServer(
+      new OpsEndpoints({
+        notReady: () => (inf.hasSynced() ? undefined : 'informers not synced'),
+        metrics: () => metrics.render(),
+      }),
+      '127.0.0.1',
+      0,
+    );
+    running.push({ stop: () => ops.close() });
+    const scrape = async (): Promise<string> => (await fetch(`${ops.url}/metrics`)).text();
+    expect((await fetch(`${ops.url}/readyz`)).status).toBe(503);
+    inf.start();
+    await controller.start();
+    expect((await fetch(`${ops.url}/readyz`)).status).toBe(200);
+    await waitFor('all three started', () => started.size === 3);
+    await waitFor('a server-side watch end', async () => /reason="end"\} [1-9]/.test(await scrape()), 20_000);
+    await new Promise((r) => setTimeout(r, 400)); // medium is done by now; slow is not
+    await controller.stop(1000);
+    const text = await scrape();
+    expect(text).toContain('strata_reconcile_total{controller="m",result="requeue"} 1');
+    expect(text).toContain('strata_reconcile_total{controller="m",result="success"} 1');
+    expect(text).toContain('strata_reconcile_total{controller="m",result="aborted"} 1');
+    expect(text).toContain('strata_reconcile_duration_seconds_count{controller="m"} 3');
+    expect(text).toContain('strata_workqueue_depth{controller="m"} 0');
+    expect(text).toContain('strata_workqueue_queue_duration_seconds_count{controller="m"} 3');
+    expect(text).toMatch(/strata_kube_api_requests_total\{verb="list",code="200"\} 1/);
+    expect(text).toMatch(/strata_kube_api_requests_total\{verb="watch",code="200"\} [1-9]/);
+    expect(text).toMatch(/strata_watch_restarts_total\{resource="widgets",reason="end"\} [1-9]/);
   });
 });
