@@ -326,4 +326,57 @@ describe('resolveBuildContext: configMap', () => {
       /a configMap context is resolved by the cluster; use dir, tarball or git to build locally/,
     );
   });
+
+  /** A ConfigMap volume as the kubelet writes it: files under ..<stamp>/, ..data → it, each key → ..data/key. */
+  async function kubeletVolume(name: string, files: Record<string, string | Buffer>): Promise<string> {
+    const dir = join(work, name);
+    await mkdir(join(dir, '..2026_12_02_07_00_00.1'), { recursive: true });
+    for (const [k, v] of Object.entries(files)) await writeFile(join(dir, '..2026_12_02_07_00_00.1', k), v);
+    await symlink('..2026_12_02_07_00_00.1', join(dir, '..data'));
+    for (const k of Object.keys(files)) await symlink(join('..data', k), join(dir, k));
+    return dir;
+  }
+
+  it('reads the keys of a mounted ConfigMap as the context (the kubelet entries are no files of it)', async () => {
+    const mount = await kubeletVolume('cm-files', {
+      Dockerfile: 'FROM scratch\nCOPY a.txt /\n',
+      'a.txt': 'A',
+    });
+    const r = await resolveBuildContext(
+      { context: { configMap: { name: 'ctx' } }, dockerfile: DOCKERFILE },
+      { baseDir: work, workDir: join(work, 'cmwork'), configMapMount: mount },
+    );
+    try {
+      expect((await readdir(r.dir)).sort()).toEqual(['Dockerfile', 'a.txt']);
+      expect(r.dockerfile).toBe('FROM scratch\nCOPY a.txt /\n');
+      expect(await readFile(join(r.dir, 'a.txt'), 'utf8')).toBe('A');
+    } finally {
+      await r.cleanup();
+    }
+    expect(await readdir(join(work, 'cmwork'))).toEqual([]);
+  });
+
+  it('extracts the tarball held by configMap.key; a key that leaves the mount is refused', async () => {
+    const tar = tarOf([
+      { name: 'Dockerfile', body: 'FROM scratch\n' },
+      { name: 'sub/', type: 'directory' },
+      { name: 'sub/b.txt', body: 'B' },
+    ]);
+    const mount = await kubeletVolume('cm-tar', { 'ctx.tar.gz': gzipSync(tar) });
+    const r = await resolveBuildContext(
+      { context: { configMap: { name: 'ctx', key: 'ctx.tar.gz' } }, dockerfile: DOCKERFILE },
+      { baseDir: work, workDir: join(work, 'cmwork'), configMapMount: mount },
+    );
+    try {
+      expect(await readFile(join(r.dir, 'sub/b.txt'), 'utf8')).toBe('B');
+    } finally {
+      await r.cleanup();
+    }
+    await symlink('/etc/passwd', join(mount, 'evil'));
+    const err = await resolveBuildContext(
+      { context: { configMap: { name: 'ctx', key: 'evil' } }, dockerfile: DOCKERFILE },
+      { baseDir: work, workDir: join(work, 'cmwork'), configMapMount: mount },
+    ).catch((e: unknown) => e);
+    expect(hasCode(err, 'BUILD_CONTEXT_INVALID')).toBe(true);
+  });
 });

@@ -7,7 +7,7 @@ import { CoreV1Api, type V1Pod } from '@kubernetes/client-node';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startControlPlane, type ControlPlane } from '../support/kube/control-plane.js';
 import { startTestNode, type ImageRunner, type TestNode } from '../support/kube/test-node.js';
-import { requireRoot } from './support.js';
+import { gone, requireRoot, waitFor } from './support.js';
 
 const SH = 'test.local/sh:1';
 const direct: ImageRunner = (argv) => [...argv];
@@ -16,16 +16,6 @@ let core: CoreV1Api;
 let nodeA: TestNode;
 let nodeB: TestNode;
 const ns = 'node-test';
-
-async function waitFor<T>(what: string, probe: () => Promise<T | undefined>, timeoutMs = 60_000): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const v = await probe().catch(() => undefined);
-    if (v !== undefined) return v;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 200));
-  }
-}
 
 function terminated(name: string) {
   return waitFor(`pod ${name} to terminate`, async () => {
@@ -226,11 +216,8 @@ describe('test node', () => {
     const pid = Number(p.status!.containerStatuses![0]!.containerID!.split('://')[1]);
     expect(() => process.kill(pid, 0)).not.toThrow();
     await core.deleteNamespacedPod({ name: 'sleeper', namespace: ns });
-    await waitFor('the pod object to go', async () =>
-      core.readNamespacedPod({ name: 'sleeper', namespace: ns }).then(
-        () => undefined,
-        (err: { code?: number }) => (err.code === 404 ? true : undefined),
-      ),
+    await waitFor('the pod object to go', () =>
+      gone(() => core.readNamespacedPod({ name: 'sleeper', namespace: ns })),
     );
     await waitFor('the process to go', async () => {
       try {
