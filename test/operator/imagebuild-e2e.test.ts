@@ -20,6 +20,10 @@ import { requireRoot } from './support.js';
 const CLI = fileURLToPath(new URL('../../bin/strata.js', import.meta.url));
 const BUILT = fileURLToPath(new URL('../../dist/bundle/strata.js', import.meta.url));
 const CRDS = fileURLToPath(new URL('../../crds', import.meta.url));
+const RBAC = fileURLToPath(new URL('../../deploy/rbac/strata-controller.yaml', import.meta.url));
+/** The shipped RBAC binds the ServiceAccount: the controller authenticates as it (a client certificate). */
+const SA_USER = 'system:serviceaccount:strata-system:strata-controller';
+const SA_GROUPS = ['system:serviceaccounts', 'system:serviceaccounts:strata-system', 'system:authenticated'];
 const NS = 'builds';
 const USER = { username: 'pusher', password: 's3cret-push' };
 
@@ -27,8 +31,10 @@ let cp: ControlPlane;
 let reg: DockerRegistry;
 let node: TestNode;
 let controller: { child: ChildProcess; stderr: () => string; exited: Promise<number | null> } | undefined;
+/** The controller's kubeconfig: exactly the shipped ClusterRole and leader-election Role, nothing more. */
+let controllerKubeconfig: string;
 
-function startController(): NonNullable<typeof controller> {
+function startController(kubeconfig = controllerKubeconfig): NonNullable<typeof controller> {
   if (!existsSync(BUILT))
     throw new Error(`${BUILT} is missing: run the tests with \`npm test\` (it builds first)`);
   const child = spawn(
@@ -37,7 +43,10 @@ function startController(): NonNullable<typeof controller> {
       CLI,
       'controller',
       '--kubeconfig',
-      cp.kubeconfigPath,
+      kubeconfig,
+      '--leader-elect',
+      '--leader-election-namespace',
+      'strata-system',
       '--build-image',
       STRATA_TEST_IMAGE,
       '--metrics-bind-address',
@@ -149,6 +158,9 @@ beforeAll(async () => {
       stringData: { '.dockerconfigjson': JSON.stringify({ auths: { [reg.host]: { auth } } }) },
     }),
   });
+  await cp.kubectlOk(['create', 'namespace', 'strata-system']);
+  await cp.kubectlOk(['apply', '-f', RBAC]);
+  controllerKubeconfig = await cp.userKubeconfig(SA_USER, SA_GROUPS);
   controller = startController();
 }, 240_000);
 
@@ -160,6 +172,20 @@ afterAll(async () => {
 });
 
 describe('ImageBuild, end to end against a real control plane', () => {
+  it('without its RBAC the controller says in its log what it may not do', async () => {
+    const nobody = startController(await cp.userKubeconfig('nobody', ['system:authenticated']));
+    try {
+      await until(async () => (/forbidden/i.test(nobody.stderr()) ? true : undefined), {
+        timeoutMs: 60_000,
+        what: 'a forbidden error in the log',
+      });
+      expect(nobody.stderr()).toMatch(/User \\?"nobody\\?" cannot (list|get|watch|create)/);
+    } finally {
+      nobody.child.kill('SIGKILL');
+      await nobody.exited;
+    }
+  });
+
   const dockerfile = 'FROM scratch\nCOPY hello.txt /hello.txt\nCMD ["/hello.txt"]\n';
 
   it('builds and pushes: status.digest is the registry digest, Ready=True, an Event', async () => {
