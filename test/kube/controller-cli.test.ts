@@ -8,6 +8,7 @@ import { waitFor } from '../support/kube/wait.js';
 
 const CLI = fileURLToPath(new URL('../../bin/strata.js', import.meta.url));
 const BUILT = fileURLToPath(new URL('../../dist/bundle/strata.js', import.meta.url));
+const CRDS = fileURLToPath(new URL('../../crds', import.meta.url));
 
 interface Replica {
   child: ChildProcess;
@@ -83,6 +84,9 @@ describe('strata controller against a real kube-apiserver', () => {
 
   beforeAll(async () => {
     cp = await startControlPlane();
+    // The registered controllers' kinds must exist, or their informers never sync and /readyz stays 503.
+    await cp.kubectlOk(['apply', '-f', CRDS]);
+    await cp.kubectlOk(['wait', '--for=condition=Established', '--timeout=60s', '-f', CRDS]);
   });
   afterAll(async () => {
     for (const r of replicas) r.child.kill('SIGKILL');
@@ -100,8 +104,10 @@ describe('strata controller against a real kube-apiserver', () => {
     expect(metrics).toMatch(/strata_kube_api_requests_total\{verb="(create|update)",code="20[01]"\} \d+/);
     expect(metrics).toContain('# TYPE strata_reconcile_total counter');
     expect(metrics).toContain('# TYPE strata_watch_restarts_total counter');
-    expect(a.stderr()).toContain('no controllers are registered in this build');
     const aIdentity = await holder();
+    await waitFor('the leader to start the ImageBuild controller', () =>
+      a.stderr().includes('"controller":"imagebuild","workers":1,"msg":"controller started"'),
+    );
     expect(aIdentity).toMatch(/_[0-9a-f-]{36}$/);
 
     const b = await replica();
