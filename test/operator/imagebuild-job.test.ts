@@ -232,7 +232,7 @@ describe('ImageBuild Job (real apiserver, Job controller, test node, registry)',
     expect(again).toBe(409);
     expect(builder.ran()).toHaveLength(1);
     expect(other.ran()).toHaveLength(0);
-  });
+  }, 180_000);
 
   it('a ConfigMap key holding a context tarball builds too', async () => {
     const tarball = join(work, 'ctx.tar.gz');
@@ -262,7 +262,7 @@ describe('ImageBuild Job (real apiserver, Job controller, test node, registry)',
     );
     expect(status.phase).toBe('Succeeded');
     expect(status.digest).toBe(await registryDigest('builds/hello-tar', 'v1'));
-  });
+  }, 180_000);
 
   it('a failing build is Failed with its reason and the log tail; deleting the ImageBuild lets the garbage collector take the Job', async () => {
     await cp.kubectlOk(['apply', '-n', NS, '-f', '-'], {
@@ -296,11 +296,11 @@ describe('ImageBuild Job (real apiserver, Job controller, test node, registry)',
     await waitFor('the garbage collector to delete the Job', () =>
       gone(() => ctl.batch.readNamespacedJob({ name: job.metadata!.name!, namespace: NS })),
     );
-  });
+  }, 180_000);
 
   it('the controller’s role reads no Secrets', async () => {
     const r = await cp.kubectl(['get', 'secrets', '-n', NS], { kubeconfig: ctl.kubeconfig });
     expect(r.code).not.toBe(0);
     expect(r.stderr).toMatch(/forbidden/i);
-  });
+  }, 180_000);
 });

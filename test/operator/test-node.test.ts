@@ -72,7 +72,7 @@ describe('test node', () => {
     );
     expect(n.status!.conditions!.find((c) => c.type === 'Ready')!.status).toBe('True');
     expect(n.status!.capacity!.cpu).toBe('2');
-  });
+  }, 120_000);
 
   it('runs a pod with its env, Secret/ConfigMap/emptyDir volumes at their paths and a termination message', async () => {
     await core.createNamespacedSecret({
@@ -143,7 +143,7 @@ describe('test node', () => {
     expect(existsSync('/etc/strata-test')).toBe(false);
     expect(existsSync('/var/lib/strata-test-node')).toBe(false);
     expect(existsSync('/dev/termination-log')).toBe(false);
-  });
+  }, 120_000);
 
   it('a failing pod: Failed, exit code, and the log tail as message under FallbackToLogsOnError', async () => {
     await core.createNamespacedPod({
@@ -161,7 +161,7 @@ describe('test node', () => {
     expect(t).toMatchObject({ exitCode: 3, reason: 'Error' });
     expect(t.message!.split('\n')).toHaveLength(80);
     expect(t.message!.endsWith('line 100')).toBe(true);
-  });
+  }, 120_000);
 
   it('binds by nodeSelector and tolerations; a pod that fits no node stays unbound', async () => {
     await core.createNamespacedPod({
@@ -181,7 +181,7 @@ describe('test node', () => {
     const stuck = await core.readNamespacedPod({ name: 'nowhere', namespace: ns });
     expect(stuck.spec!.nodeName).toBeUndefined();
     expect(stuck.status!.phase).toBe('Pending');
-  });
+  }, 120_000);
 
   it('waits for a missing Secret, then runs', async () => {
     await core.createNamespacedPod({
@@ -205,7 +205,7 @@ describe('test node', () => {
     const p = await terminated('late-secret');
     expect(await nodeB.logs(ns, 'late-secret')).toBe('finally');
     expect(p.status!.phase).toBe('Succeeded');
-  });
+  }, 120_000);
 
   it('deleting a running pod kills its process and finishes the deletion', async () => {
     await core.createNamespacedPod({ namespace: ns, body: pod('sleeper', 'echo started; exec sleep 300') });
@@ -227,5 +227,5 @@ describe('test node', () => {
         return true;
       }
     });
-  });
+  }, 120_000);
 });
