@@ -155,11 +155,7 @@ export class MirrorBackend implements RegistryBackend {
       );
     const what = `blob ${digest} of ${d.upstream.config.name}/${d.repository}`;
     try {
-      if (range) {
-        await this.fills.complete(digest, size, source, what);
-        return this.pin(digest, await this.store.openBlob(digest, range));
-      }
-      return this.pin(digest, await this.fills.read(digest, size, source, what));
+      return this.pin(digest, await this.fills.read(digest, size, source, what, range));
     } catch (err) {
       throw upstreamError(d, err);
     }

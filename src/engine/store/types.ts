@@ -23,6 +23,11 @@ export interface IngestOptions {
   readonly signal?: AbortSignal;
   /** Called with the running byte count as data is written. */
   readonly onProgress?: (bytes: number) => void;
+  /**
+   * Called once every byte is written and the digest and size are verified, before the blob is made durable and
+   * renamed into place (a reader of the ingest file may then trust what it read; the write can still fail after).
+   */
+  readonly onVerified?: () => void;
 }
 
 /** The result of a blob write: the verified identity of what is now stored. */
