@@ -102,7 +102,8 @@ export interface ContentStore {
   deleteRef(name: string, options?: { signal?: AbortSignal }): Promise<boolean>;
   /**
    * Removes every blob not reachable from a ref (walking indexes, manifests, configs and layers) and stale temp
-   * files older than a grace period. `extraRoots` are kept too (e.g. manifests a registry serves by digest).
+   * files older than a grace period. `extraRoots` are kept too (e.g. manifests a registry serves by digest), and so
+   * is every entry of the store's root sets (`RootSet`, e.g. the mirror's cache), with or without `only`.
    * `only` restricts the sweep to those blobs and lifts the grace period for them (the caller released them).
    */
   gc(options?: {
