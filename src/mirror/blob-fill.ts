@@ -2,7 +2,8 @@
  * Cold-blob fills (ADR 0019): one upstream fetch per blob, however many clients and processes ask, each client
  * streaming at its own pace while the blob is written to the store.
  *
- * - A fill is the store's named ingest of the digest (`store.ingest`, under a lease) with a lazy source that opens
+ * - A fill is the store's named ingest of the digest (`store.ingest`, kept from gc by a root-set entry written
+ *   before it starts, or else by a lease) with a lazy source that opens
  *   the upstream only once the ingest lock is held and the blob is still absent. A second process sharing the store
  *   waits on that lock and then finds the blob present: its source is never opened. In one process, requests
  *   join the fill in flight.
@@ -34,8 +35,11 @@ export interface BlobFillsOptions {
   readonly readBytes?: number;
   /** Lifetime of a fill's lease, renewed while it runs (default 10 min). */
   readonly leaseTtlMs?: number;
-  /** Awaited when a fill has stored the blob (or found it stored), while its lease still holds it. */
-  readonly onStored?: (digest: Digest) => Promise<void>;
+  /**
+   * Keeps `digest` from gc before its fill starts (a root-set entry: cheaper than a lease, which costs three index
+   * lock round trips per blob); `release(stored)` runs when the fill ends. Without it, each fill holds a lease.
+   */
+  readonly keep?: (digest: Digest) => Promise<{ release(stored: boolean): Promise<void> }>;
   /** Called when a fill ends (for logs and metrics). */
   readonly onFillEnd?: (digest: Digest, error: unknown, existed: boolean) => void;
 }
@@ -164,12 +168,16 @@ export class BlobFills {
     fill = new Fill(async (f) => {
       let existed = false;
       let error: unknown;
-      const lease = await this.store.createLease({
-        owner: `mirror fill ${digest}`,
-        ttlMs: this.leaseTtlMs,
-        renew: true,
-        signal,
-      });
+      const keep = this.options.keep;
+      const lease = keep
+        ? undefined
+        : await this.store.createLease({
+            owner: `mirror fill ${digest}`,
+            ttlMs: this.leaseTtlMs,
+            renew: true,
+            signal,
+          });
+      const kept = keep ? await keep(digest) : undefined;
       try {
         // Lazy: the upstream is opened only when this process holds the ingest lock, the blob is absent and the
         // ingest file has been opened for writing (so from here on its bytes are this writer's).
@@ -177,21 +185,18 @@ export class BlobFills {
           f.writing = true;
           yield* await source();
         }
-        const result = await this.store
-          .leased(lease)
-          .ingest(
-            lazy(),
-            { digest, size, what },
-            { signal, onProgress: (n) => f.progress(n), onVerified: () => f.markVerified() },
-          );
+        const result = await (lease ? this.store.leased(lease) : this.store).ingest(
+          lazy(),
+          { digest, size, what },
+          { signal, onProgress: (n) => f.progress(n), onVerified: () => f.markVerified() },
+        );
         existed = result.existed;
-        // Recorded before the lease goes, so no gc runs between the two with this blob held by neither.
-        await this.options.onStored?.(digest);
       } catch (err) {
         error = err;
         throw err;
       } finally {
-        await lease.release().catch(() => undefined);
+        await kept?.release(error === undefined).catch(() => undefined);
+        await lease?.release().catch(() => undefined);
         this.fills.delete(digest);
         this.options.onFillEnd?.(digest, error, existed);
       }

@@ -107,6 +107,13 @@ export class CacheEvictor {
     void settled.finally(() => this.pendingMarks.delete(settled));
   }
 
+  /** Takes `digest` out of the cache's roots (its fill failed: nothing was stored). */
+  async unmark(digest: Digest): Promise<void> {
+    this.touched.delete(digest);
+    await this.ready;
+    await this.roots.remove(digest);
+  }
+
   /** Marks newly cached content, then evicts if the cache is over its limit. */
   async added(digest: Digest): Promise<void> {
     await this.mark(digest);

@@ -87,8 +87,15 @@ export class MirrorBackend implements RegistryBackend {
     });
     this.fills = new BlobFills(options.store, {
       ...(options.pollMs !== undefined ? { pollMs: options.pollMs } : {}),
-      // A gc root before the fill's lease goes: `strata gc` on a shared store keeps the cache.
-      onStored: (digest) => this.evictor.mark(digest),
+      // A gc root from before the first byte (so no lease is needed), and for good: `strata gc` keeps the cache.
+      keep: async (digest) => {
+        await this.evictor.mark(digest);
+        return {
+          release: async (stored) => {
+            if (!stored && !(await this.store.has(digest))) await this.evictor.unmark(digest);
+          },
+        };
+      },
       onFillEnd: (digest, error, existed) => {
         if (error === undefined) this.added();
         options.onEvent?.({ type: 'fill', digest, ok: error === undefined, existed });
