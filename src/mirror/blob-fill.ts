@@ -224,6 +224,7 @@ export class BlobFills {
     let hash: Hash | undefined; // set when this reader must verify by itself
     let pos = span.start;
     let last: Buffer | undefined; // the held-back final byte
+    let seen = 0; // this process's writer's count before the last read
     try {
       for (;;) {
         if (!onBlob && !(fh && fill.writing && !fill.settled)) {
@@ -251,6 +252,7 @@ export class BlobFills {
         if (fh) {
           for (;;) {
             const buf = Buffer.allocUnsafe(Math.min(this.readBytes, end - pos + 1));
+            seen = fill.written; // what the file held before this read, at least
             const { bytesRead } = await fh.read(buf, 0, buf.length, pos);
             if (bytesRead === 0) break;
             let chunk = buf.subarray(0, Math.min(bytesRead, end - pos));
@@ -288,7 +290,7 @@ export class BlobFills {
           continue;
         }
         // This process's writer announces each batch; another process's is polled.
-        if (fh && !hash && !onBlob) await waitFor(fill, () => fill.settled || fill.written > pos);
+        if (fh && !hash && !onBlob) await waitFor(fill, () => fill.settled || fill.written > seen);
         else await waitFor(fill, () => fill.settled, this.pollMs);
       }
     } finally {
