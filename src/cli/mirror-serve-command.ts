@@ -17,6 +17,8 @@ interface ServeFlags {
   maxConnections?: string;
   idleTimeout?: string;
   maxHeaderSize?: string;
+  tlsCert?: string;
+  tlsKey?: string;
 }
 
 const collect = (value: string, previous: string[] = []): string[] => [...previous, value];
@@ -58,6 +60,11 @@ export function registerMirrorServeCommand(mirror: Command, env: StrataEnvironme
     )
     .option('--idle-timeout <duration>', 'close connections idle for this long (default 30s)')
     .option('--max-header-size <size>', 'refuse request headers larger than this with 431 (default 16k)')
+    .option(
+      '--tls-cert <file>',
+      'serve HTTPS with this PEM certificate chain (with --tls-key; re-read on change)',
+    )
+    .option('--tls-key <file>', 'the PEM private key of --tls-cert')
     .action(async (flags: ServeFlags, cmd: Command) => {
       // `--store` is the program's global option: given on the command line it wins over the config file's `store`.
       const program = mirror.parent ?? mirror;
@@ -84,6 +91,8 @@ export function registerMirrorServeCommand(mirror: Command, env: StrataEnvironme
           ...(flags.maxConnections !== undefined ? { maxConnections: flags.maxConnections } : {}),
           ...(flags.idleTimeout !== undefined ? { idleTimeout: flags.idleTimeout } : {}),
           ...(flags.maxHeaderSize !== undefined ? { maxHeaderSize: flags.maxHeaderSize } : {}),
+          ...(flags.tlsCert !== undefined ? { tlsCert: flags.tlsCert } : {}),
+          ...(flags.tlsKey !== undefined ? { tlsKey: flags.tlsKey } : {}),
         },
         flags.config,
       );
@@ -115,6 +124,7 @@ export function registerMirrorServeCommand(mirror: Command, env: StrataEnvironme
         ...(settings.idleTimeoutMs !== undefined ? { idleTimeoutMs: settings.idleTimeoutMs } : {}),
         ...(settings.maxHeaderBytes !== undefined ? { maxHeaderBytes: settings.maxHeaderBytes } : {}),
         ...(metricsListen ? { metricsListen } : {}),
+        ...(settings.tls ? { tls: settings.tls } : {}),
       });
       logger.info(
         {

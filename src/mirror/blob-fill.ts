@@ -2,7 +2,8 @@
  * Cold-blob fills (ADR 0019): one upstream fetch per blob, however many clients and processes ask, each client
  * streaming at its own pace while the blob is written to the store.
  *
- * - A fill is the store's named ingest of the digest (`store.ingest`, under a lease) with a lazy source that opens
+ * - A fill is the store's named ingest of the digest (`store.ingest`, kept from gc by a root-set entry written
+ *   before it starts, or else by a lease) with a lazy source that opens
  *   the upstream only once the ingest lock is held and the blob is still absent. A second process sharing the store
  *   waits on that lock and then finds the blob present: its source is never opened. In one process, requests
  *   join the fill in flight.
@@ -13,7 +14,7 @@
  *   complete wrong blob.
  * - A client going away only closes its own file handle; the fill runs on (its only signal is the server's close).
  */
-import { createHash } from 'node:crypto';
+import { createHash, type Hash } from 'node:crypto';
 import { EventEmitter } from 'node:events';
 import { open, stat, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -34,6 +35,11 @@ export interface BlobFillsOptions {
   readonly readBytes?: number;
   /** Lifetime of a fill's lease, renewed while it runs (default 10 min). */
   readonly leaseTtlMs?: number;
+  /**
+   * Keeps `digest` from gc before its fill starts (a root-set entry: cheaper than a lease, which costs three index
+   * lock round trips per blob); `release(stored)` runs when the fill ends. Without it, each fill holds a lease.
+   */
+  readonly keep?: (digest: Digest) => Promise<{ release(stored: boolean): Promise<void> }>;
   /** Called when a fill ends (for logs and metrics). */
   readonly onFillEnd?: (digest: Digest, error: unknown, existed: boolean) => void;
 }
@@ -42,6 +48,10 @@ export interface BlobFillsOptions {
 class Fill extends EventEmitter {
   settled = false;
   error: unknown;
+  /** True once this process's writer holds the ingest lock and has opened the ingest file (its bytes are ours). */
+  writing = false;
+  /** True once this process's writer has verified every byte it wrote (digest and size). */
+  verified = false;
   /** Bytes written so far by this process (0 while another process writes). */
   written = 0;
   readonly done: Promise<void>;
@@ -64,11 +74,22 @@ class Fill extends EventEmitter {
     this.emit('change');
   }
 
+  markVerified(): void {
+    this.verified = true;
+    this.emit('change');
+  }
+
   private settle(err: unknown): void {
     this.settled = true;
     this.error = err;
     this.emit('change');
   }
+}
+
+/** Inclusive byte range of a blob. */
+export interface ByteRange {
+  readonly start: number;
+  readonly end: number;
 }
 
 /** The fills of one store in this process. */
@@ -99,23 +120,27 @@ export class BlobFills {
   }
 
   /**
-   * Starts the fill of `digest` (or joins the one in flight) and returns a reader of the whole blob. Resolves once
-   * the first bytes are on disk or the fill is over, so a fill failing up front (an upstream refusing, a small
-   * blob with the wrong digest) rejects here and the client gets an error response rather than a cut one.
+   * Starts the fill of `digest` (or joins the one in flight) and returns a reader of the blob, or of `range` of it,
+   * served from the growing file as bytes arrive. Resolves once the first bytes are on disk or the fill is over, so
+   * a fill failing up front (an upstream refusing, a small blob with the wrong digest) rejects here and the client
+   * gets an error response rather than a cut one.
    */
-  async read(digest: Digest, size: number, source: BlobSource, what: string): Promise<Readable> {
+  async read(
+    digest: Digest,
+    size: number,
+    source: BlobSource,
+    what: string,
+    range?: ByteRange,
+  ): Promise<Readable> {
     const fill = this.start(digest, size, source, what);
     const ingestPath = join(this.store.root, 'ingest', ingestName(digest));
     // Another process may be the writer: then only its ingest file shows progress.
     while (!fill.settled && fill.written === 0 && (await fileSize(ingestPath)) === 0)
       await waitFor(fill, () => fill.settled || fill.written > 0, this.pollMs);
     if (fill.error) throw fill.error;
-    return Readable.from(this.tail(fill, digest, size), { objectMode: false, highWaterMark: this.readBytes });
-  }
-
-  /** Starts (or joins) the fill and resolves when the blob is in the store (for range requests). */
-  async complete(digest: Digest, size: number, source: BlobSource, what: string): Promise<void> {
-    await this.start(digest, size, source, what).done;
+    const span = range ?? { start: 0, end: size - 1 };
+    // highWaterMark 0: the stream holds no chunk beyond the one being written to the client (50 clients × 3 blobs).
+    return Readable.from(this.tail(fill, digest, size, span), { objectMode: false, highWaterMark: 0 });
   }
 
   /**
@@ -143,26 +168,35 @@ export class BlobFills {
     fill = new Fill(async (f) => {
       let existed = false;
       let error: unknown;
-      const lease = await this.store.createLease({
-        owner: `mirror fill ${digest}`,
-        ttlMs: this.leaseTtlMs,
-        renew: true,
-        signal,
-      });
+      const keep = this.options.keep;
+      const lease = keep
+        ? undefined
+        : await this.store.createLease({
+            owner: `mirror fill ${digest}`,
+            ttlMs: this.leaseTtlMs,
+            renew: true,
+            signal,
+          });
+      const kept = keep ? await keep(digest) : undefined;
       try {
-        // Lazy: the upstream is opened only when this process holds the ingest lock and the blob is absent.
+        // Lazy: the upstream is opened only when this process holds the ingest lock, the blob is absent and the
+        // ingest file has been opened for writing (so from here on its bytes are this writer's).
         async function* lazy(): AsyncGenerator<Uint8Array> {
+          f.writing = true;
           yield* await source();
         }
-        const result = await this.store
-          .leased(lease)
-          .ingest(lazy(), { digest, size, what }, { signal, onProgress: (n) => f.progress(n) });
+        const result = await (lease ? this.store.leased(lease) : this.store).ingest(
+          lazy(),
+          { digest, size, what },
+          { signal, onProgress: (n) => f.progress(n), onVerified: () => f.markVerified() },
+        );
         existed = result.existed;
       } catch (err) {
         error = err;
         throw err;
       } finally {
-        await lease.release().catch(() => undefined);
+        await kept?.release(error === undefined).catch(() => undefined);
+        await lease?.release().catch(() => undefined);
         this.fills.delete(digest);
         this.options.onFillEnd?.(digest, error, existed);
       }
@@ -171,47 +205,79 @@ export class BlobFills {
     return fill;
   }
 
-  /** The blob's bytes for one client: the ingest file as it grows, then the stored blob; verified by the reader. */
-  private async *tail(fill: Fill, digest: Digest, size: number): AsyncGenerator<Buffer> {
-    const hash = createHash(digestAlgorithm(digest));
+  /**
+   * The bytes `span` of the blob for one client: the ingest file as it grows, then the stored blob.
+   *
+   * A reader that opened the ingest file while this process's writer owned it (or opened the stored blob) reads
+   * bytes that writer hashes itself: it holds back its last byte until that writer verified the whole blob, and is
+   * cut if the fill fails. A reader of another process's ingest file cannot know whose bytes it reads: for the whole
+   * blob it hashes what it sends and holds back the last byte until its own hash matches; for a range (which cannot
+   * be hashed alone) it waits for the stored blob.
+   */
+  private async *tail(fill: Fill, digest: Digest, size: number, span: ByteRange): AsyncGenerator<Buffer> {
     const ingestPath = join(this.store.root, 'ingest', ingestName(digest));
     const blobPath = this.store.blobPath(digest);
+    const whole = span.start === 0 && span.end === size - 1;
+    const end = span.end + 1; // exclusive
     let fh: FileHandle | undefined;
     let onBlob = false;
-    let pos = 0;
+    let hash: Hash | undefined; // set when this reader must verify by itself
+    let pos = span.start;
     let last: Buffer | undefined; // the held-back final byte
+    let seen = 0; // this process's writer's count before the last read
     try {
       for (;;) {
-        if (!onBlob) {
+        if (!onBlob && !(fh && fill.writing && !fill.settled)) {
+          // The stored blob, when it is there (then continue at the same offset), else the ingest file.
           const blob = await openQuiet(blobPath);
           if (blob) {
             await fh?.close();
             fh = blob;
             onBlob = true;
           } else if (!fh) {
+            const ours = fill.writing && !fill.settled;
             fh = await openQuiet(ingestPath);
+            if (fh && !ours) {
+              if (!whole) {
+                // Another process's bytes, and a range cannot be hashed: wait for the blob to be stored.
+                await fh.close();
+                fh = undefined;
+                await fill.done;
+                continue;
+              }
+              hash ??= createHash(digestAlgorithm(digest));
+            }
           }
         }
         if (fh) {
           for (;;) {
-            const buf = Buffer.allocUnsafe(Math.min(this.readBytes, size - pos + 1));
+            const buf = Buffer.allocUnsafe(Math.min(this.readBytes, end - pos + 1));
+            seen = fill.written; // what the file held before this read, at least
             const { bytesRead } = await fh.read(buf, 0, buf.length, pos);
             if (bytesRead === 0) break;
-            pos += bytesRead;
-            if (pos > size) throw mismatch('SIZE_MISMATCH', digest, `more than ${size} bytes`);
-            let chunk = buf.subarray(0, bytesRead);
-            hash.update(chunk);
-            if (pos === size) {
+            let chunk = buf.subarray(0, Math.min(bytesRead, end - pos));
+            if (whole && pos + bytesRead > size)
+              throw mismatch('SIZE_MISMATCH', digest, `more than ${size} bytes`);
+            pos += chunk.length;
+            hash?.update(chunk);
+            if (pos === end) {
               last = chunk.subarray(chunk.length - 1);
               chunk = chunk.subarray(0, chunk.length - 1);
             }
             if (chunk.length > 0) yield chunk;
-            if (pos === size) break;
+            if (pos === end) break;
           }
         }
-        if (pos === size) {
-          const actual = `${digestAlgorithm(digest)}:${hash.digest('hex')}`;
-          if (actual !== digest) throw mismatch('DIGEST_MISMATCH', digest, `got ${actual}`);
+        if (pos === end) {
+          if (hash) {
+            const actual = `${digestAlgorithm(digest)}:${hash.digest('hex')}`;
+            if (actual !== digest) throw mismatch('DIGEST_MISMATCH', digest, `got ${actual}`);
+          } else if (!onBlob) {
+            // Our writer's bytes: released once it verified them all.
+            await waitFor(fill, () => fill.verified || fill.settled);
+            if (!fill.verified)
+              throw fill.error ?? mismatch('DIGEST_MISMATCH', digest, 'the fill was not verified');
+          }
           if (last) yield last;
           return;
         }
@@ -223,7 +289,9 @@ export class BlobFills {
             throw new StrataError('BLOB_UNKNOWN', `blob ${digest} vanished while it was being served`);
           continue;
         }
-        await waitFor(fill, () => fill.settled, this.pollMs);
+        // This process's writer announces each batch; another process's is polled.
+        if (fh && !hash && !onBlob) await waitFor(fill, () => fill.settled || fill.written > seen);
+        else await waitFor(fill, () => fill.settled, this.pollMs);
       }
     } finally {
       await fh?.close().catch(() => undefined);

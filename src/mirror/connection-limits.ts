@@ -5,6 +5,7 @@
  * timeout are closed as well, so thousands of idle sockets cannot pin memory or file descriptors.
  */
 import type { IncomingMessage, Server, ServerResponse } from 'node:http';
+import type { Server as HttpsServer } from 'node:https';
 import type { Socket } from 'node:net';
 
 /** Options of {@link limitConnections}. */
@@ -32,10 +33,15 @@ export interface ConnectionLimits {
 }
 
 /** Installs the connection bound and idle sweep on `server`; call before it starts listening. */
-export function limitConnections(server: Server, options: ConnectionLimitOptions): ConnectionLimits {
+export function limitConnections(
+  server: Server | HttpsServer,
+  options: ConnectionLimitOptions,
+): ConnectionLimits {
   // Insertion order = idle order: a connection that turns idle is moved to the end, so the first idle entry is
   // the one idle the longest.
   const conns = new Map<Socket, ConnState>();
+  // Over TLS a request's socket is the TLS socket, not the accepted TCP one: matched by the peer's address.
+  const byPeer = new Map<string, Socket>();
   const shed = options.onShed ?? (() => undefined);
 
   server.on('connection', (socket: Socket) => {
@@ -51,13 +57,19 @@ export function limitConnections(server: Server, options: ConnectionLimitOptions
       victim.destroy();
     }
     conns.set(socket, { inFlight: 0, idleSince: performance.now() });
-    socket.once('close', () => conns.delete(socket));
+    const peer = peerOf(socket);
+    if (peer) byPeer.set(peer, socket);
+    socket.once('close', () => {
+      conns.delete(socket);
+      if (peer && byPeer.get(peer) === socket) byPeer.delete(peer);
+    });
   });
 
   server.on('request', (req: IncomingMessage, res: ServerResponse) => {
-    const socket = req.socket;
-    const state = conns.get(socket);
-    if (!state) return;
+    const found = conns.has(req.socket) ? req.socket : byPeer.get(peerOf(req.socket) ?? '');
+    const state = found && conns.get(found);
+    if (!found || !state) return;
+    const socket: Socket = found;
     state.inFlight++;
     res.once('close', () => {
       state.inFlight--;
@@ -91,6 +103,10 @@ export function limitConnections(server: Server, options: ConnectionLimitOptions
     },
     stop: () => clearInterval(sweeper),
   };
+}
+
+function peerOf(socket: Socket): string | undefined {
+  return socket.remoteAddress === undefined ? undefined : `${socket.remoteAddress}|${socket.remotePort}`;
 }
 
 function oldestIdle(conns: Map<Socket, ConnState>): Socket | undefined {

@@ -1,20 +1,22 @@
 /**
- * The mirror's size limit: least-recently-used eviction of the content it cached. Each cached blob or manifest has
- * an empty marker `strata/mirror/lru/<alg>/<hex>` whose mtime is its last use (touched at most once a minute per
- * blob). Over the limit, the oldest markers not pinned (read or filled in this process) and not leased are handed to
- * `store.gc({ only })`, under the store's lock: gc never removes what a ref (an image of the node, a hosted tag), an
- * extra root or a lease reaches, so eviction cannot break other users of a shared store or a fill in any process.
+ * The mirror's cache bookkeeping: every cached blob and manifest is an entry of the store's root set `mirror`
+ * (`strata/roots/mirror/<alg>/<hex>`), so `strata gc` on a shared store keeps it, and the entry's mtime is its last
+ * use (touched at most once a minute per blob). With a size limit, the oldest entries not pinned (read or filled in
+ * this process) and not leased are taken out of the set and handed to `store.gc({ only })`, under the store's lock:
+ * gc never removes what a ref (an image of the node, a hosted tag), an extra root or a lease reaches, so eviction
+ * cannot break other users of a shared store or a fill in any process; what gc kept goes back into the set.
  */
-import { mkdir, readdir, stat, unlink, utimes, writeFile } from 'node:fs/promises';
+import { mkdir, rename } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
-import { digestAlgorithm, digestHex, isDigest, type Digest } from '../engine/oci/digest.js';
+import type { Digest } from '../engine/oci/digest.js';
+import { RootSet } from '../engine/store/roots.js';
 import type { ContentStore } from '../engine/store/types.js';
 import { MIRROR_DIR } from './cache-index.js';
 
 /** Options of {@link CacheEvictor}. */
 export interface EvictorOptions {
-  /** Evict down to below this many bytes of cached content. */
-  readonly maxBytes: number;
+  /** Evict down to below this many bytes of cached content (default: no limit, nothing is evicted). */
+  readonly maxBytes?: number;
   /** True for content in use in this process (being read or filled). */
   readonly pinned: (digest: Digest) => boolean;
   /** Roots gc does not know of (the hosted registry's manifests). */
@@ -31,25 +33,42 @@ const TOUCH_EVERY_MS = 60_000;
 /** Evict down to this fraction of the limit, so that the next fill does not start another pass at once. */
 const LOW_WATER = 0.9;
 
-/** Size limit and LRU eviction of a mirror's cache. */
+/** The root set holding the mirror's cache. */
+export const MIRROR_ROOT_SET = 'mirror';
+/** An entry whose blob is absent is dropped once this old (younger: a fill or manifest write may be storing it). */
+const ABSENT_GRACE_MS = 10 * 60_000;
+
+/** Gc roots, use times, size limit and LRU eviction of a mirror's cache. */
 export class CacheEvictor {
-  readonly dir: string;
+  readonly roots: RootSet;
   private readonly touched = new Map<Digest, number>();
   private running: Promise<{ removed: Digest[]; bytesFreed: number }> | undefined;
   private queued: Promise<{ removed: Digest[]; bytesFreed: number }> | undefined;
   private timer: NodeJS.Timeout | undefined;
   private readonly now: () => number;
+  /** The move of older markers ({@link start}): entries are added only after it. */
+  private ready: Promise<void> = Promise.resolve();
 
   constructor(
     private readonly store: ContentStore,
     private readonly options: EvictorOptions,
   ) {
-    this.dir = join(store.root, MIRROR_DIR, 'lru');
+    this.roots = new RootSet(store.root, MIRROR_ROOT_SET);
     this.now = options.now ?? Date.now;
   }
 
-  /** Checks the size every `intervalMs` until {@link stop}. */
-  start(): void {
+  /**
+   * Moves the use markers of older versions (`strata/mirror/lru/`, not gc roots) into the root set once, then, with
+   * a size limit, checks the size every `intervalMs` until {@link stop}.
+   */
+  async start(): Promise<void> {
+    this.ready = (async () => {
+      await mkdir(dirname(this.roots.dir), { recursive: true });
+      // Absent, or the set exists already (then the old markers are left: their blobs age out under gc's grace).
+      await rename(join(this.store.root, MIRROR_DIR, 'lru'), this.roots.dir).catch(() => undefined);
+    })();
+    await this.ready;
+    if (this.options.maxBytes === undefined) return;
     this.timer = setInterval(
       () => void this.evict().catch(() => undefined),
       this.options.intervalMs ?? 60_000,
@@ -67,7 +86,16 @@ export class CacheEvictor {
     if (t - (this.touched.get(digest) ?? -Infinity) < TOUCH_EVERY_MS) return;
     this.touched.set(digest, t);
     if (this.touched.size > 100_000) this.touched.clear();
-    this.track(this.mark(digest, t));
+    this.track(this.addRoot(digest, t));
+  }
+
+  /** Records `digest` as cached (a gc root, used now); resolves once gc would see it. */
+  async mark(digest: Digest): Promise<void> {
+    const t = this.now();
+    this.touched.set(digest, t);
+    const marking = this.addRoot(digest, t);
+    this.track(marking);
+    await marking;
   }
 
   /** Marks being written: an eviction pass waits for them, so it judges use times that are already on disk. */
@@ -79,13 +107,16 @@ export class CacheEvictor {
     void settled.finally(() => this.pendingMarks.delete(settled));
   }
 
+  /** Takes `digest` out of the cache's roots (its fill failed: nothing was stored). */
+  async unmark(digest: Digest): Promise<void> {
+    this.touched.delete(digest);
+    await this.ready;
+    await this.roots.remove(digest);
+  }
+
   /** Marks newly cached content, then evicts if the cache is over its limit. */
   async added(digest: Digest): Promise<void> {
-    const t = this.now();
-    this.touched.set(digest, t);
-    const marking = this.mark(digest, t);
-    this.track(marking);
-    await marking;
+    await this.mark(digest);
     await this.evict();
   }
 
@@ -109,24 +140,29 @@ export class CacheEvictor {
   }
 
   private async pass(): Promise<{ removed: Digest[]; bytesFreed: number }> {
+    const maxBytes = this.options.maxBytes;
+    if (maxBytes === undefined) return { removed: [], bytesFreed: 0 };
     await Promise.all([...this.pendingMarks]);
     const entries: Array<{ digest: Digest; used: number; size: number }> = [];
     let total = 0;
-    for (const { digest, path } of await this.markers()) {
-      const [blob, marker] = await Promise.all([this.store.stat(digest), stat(path).catch(() => undefined)]);
+    for (const { digest, mtimeMs } of await this.roots.list()) {
+      const blob = await this.store.stat(digest);
       if (!blob) {
-        await unlink(path).catch(() => undefined); // gone already (gc, rmi): nothing to account
+        // Gone (rmi, an older gc): nothing to account. A young entry may belong to content being stored.
+        if (this.now() - mtimeMs > ABSENT_GRACE_MS && !this.options.pinned(digest))
+          await this.roots.remove(digest).catch(() => undefined);
         continue;
       }
       total += blob.size;
-      entries.push({ digest, used: marker?.mtimeMs ?? 0, size: blob.size });
+      entries.push({ digest, used: mtimeMs, size: blob.size });
     }
-    if (total <= this.options.maxBytes) return { removed: [], bytesFreed: 0 };
-    const target = total - Math.floor(this.options.maxBytes * LOW_WATER);
+    if (total <= maxBytes) return { removed: [], bytesFreed: 0 };
+    const target = total - Math.floor(maxBytes * LOW_WATER);
     const leased = (await this.store.leasedContent()).digests;
     entries.sort((a, b) => a.used - b.used);
     const queue = entries.filter((e) => !this.options.pinned(e.digest) && !leased.has(e.digest));
     const extraRoots = (await this.options.extraRoots?.()) ?? [];
+    const usedOf = new Map(entries.map((e) => [e.digest, e.used]));
     const removed: Digest[] = [];
     let freed = 0;
     // gc keeps what a ref reaches whatever we ask: take batches until enough was really freed.
@@ -137,10 +173,13 @@ export class CacheEvictor {
         batch.push(e.digest);
         planned += e.size;
       }
+      // Out of the set first (gc honours it); whatever gc keeps (a ref, a lease, a reader) goes back in.
+      for (const d of batch) await this.roots.remove(d);
       const result = await this.store.gc({ only: batch, extraRoots });
-      for (const d of result.removed) {
-        this.touched.delete(d);
-        await unlink(this.markerPath(d)).catch(() => undefined);
+      const gone = new Set(result.removed);
+      for (const d of batch) {
+        if (gone.has(d)) this.touched.delete(d);
+        else await this.addRoot(d, Math.max(usedOf.get(d) ?? 0, this.touched.get(d) ?? 0));
       }
       removed.push(...result.removed);
       freed += result.bytesFreed;
@@ -149,31 +188,8 @@ export class CacheEvictor {
     return { removed, bytesFreed: freed };
   }
 
-  private async markers(): Promise<Array<{ digest: Digest; path: string }>> {
-    const out: Array<{ digest: Digest; path: string }> = [];
-    for (const alg of await readdir(this.dir).catch(() => [] as string[])) {
-      for (const hex of await readdir(join(this.dir, alg)).catch(() => [] as string[])) {
-        const digest = `${alg}:${hex}`;
-        if (isDigest(digest)) out.push({ digest, path: join(this.dir, alg, hex) });
-      }
-    }
-    return out;
-  }
-
-  private markerPath(digest: Digest): string {
-    return join(this.dir, digestAlgorithm(digest), digestHex(digest));
-  }
-
-  private async mark(digest: Digest, t: number): Promise<void> {
-    const path = this.markerPath(digest);
-    const when = new Date(t);
-    try {
-      await utimes(path, when, when);
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
-      await mkdir(dirname(path), { recursive: true });
-      await writeFile(path, '');
-      await utimes(path, when, when);
-    }
+  private async addRoot(digest: Digest, t: number): Promise<void> {
+    await this.ready;
+    await this.roots.add(digest, new Date(t));
   }
 }

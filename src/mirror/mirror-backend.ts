@@ -66,43 +66,53 @@ export class MirrorBackend implements RegistryBackend {
   private readonly inflight = new Map<string, Promise<unknown>>();
   /** Blobs being streamed to clients by this process, with their reader counts (never evicted meanwhile). */
   private readonly reading = new Map<Digest, number>();
-  readonly evictor: CacheEvictor | undefined;
+  /** The cache's gc roots, use times and size limit. */
+  readonly evictor: CacheEvictor;
+  /** The evictor's start (it moves older versions' markers), awaited on close. */
+  private readonly started: Promise<void>;
 
   constructor(private readonly options: MirrorBackendOptions) {
     this.store = options.store;
     this.tagTtlMs = options.tagTtlMs ?? 5 * 60 * 1000;
     this.now = options.now ?? Date.now;
     this.index = new CacheIndex(options.store.root);
+    const metadata = new RepositoryMetadata(options.store);
+    this.evictor = new CacheEvictor(options.store, {
+      ...(options.maxBytes !== undefined ? { maxBytes: options.maxBytes } : {}),
+      pinned: (d) => this.reading.has(d) || this.fills.has(d),
+      extraRoots: () => metadata.listManifestRoots(),
+      ...(options.evictIntervalMs !== undefined ? { intervalMs: options.evictIntervalMs } : {}),
+      ...(options.now ? { now: options.now } : {}),
+      onEvict: (digests, bytes) => options.onEvent?.({ type: 'evict', digests, bytes }),
+    });
     this.fills = new BlobFills(options.store, {
       ...(options.pollMs !== undefined ? { pollMs: options.pollMs } : {}),
+      // A gc root from before the first byte (so no lease is needed), and for good: `strata gc` keeps the cache.
+      keep: async (digest) => {
+        await this.evictor.mark(digest);
+        return {
+          release: async (stored) => {
+            if (!stored && !(await this.store.has(digest))) await this.evictor.unmark(digest);
+          },
+        };
+      },
       onFillEnd: (digest, error, existed) => {
-        if (error === undefined) this.added(digest);
+        if (error === undefined) this.added();
         options.onEvent?.({ type: 'fill', digest, ok: error === undefined, existed });
       },
     });
-    if (options.maxBytes !== undefined) {
-      const metadata = new RepositoryMetadata(options.store);
-      this.evictor = new CacheEvictor(options.store, {
-        maxBytes: options.maxBytes,
-        pinned: (d) => this.reading.has(d) || this.fills.has(d),
-        extraRoots: () => metadata.listManifestRoots(),
-        ...(options.evictIntervalMs !== undefined ? { intervalMs: options.evictIntervalMs } : {}),
-        ...(options.now ? { now: options.now } : {}),
-        onEvict: (digests, bytes) => options.onEvent?.({ type: 'evict', digests, bytes }),
-      });
-      this.evictor.start();
-    }
+    this.started = this.evictor.start().catch(() => undefined);
   }
 
-  /** Newly cached content: marked for the LRU, and the limit enforced (in the background). */
-  private added(digest: Digest): void {
-    void this.evictor?.added(digest).catch(() => undefined);
+  /** Newly cached content (already marked): the size limit enforced, in the background. */
+  private added(): void {
+    void this.evictor.evict().catch(() => undefined);
   }
 
   /** Counts a reader of `digest` until its stream closes. */
   private pin(digest: Digest, stream: Readable): Readable {
     this.reading.set(digest, (this.reading.get(digest) ?? 0) + 1);
-    this.evictor?.touch(digest);
+    this.evictor.touch(digest);
     stream.once('close', () => {
       const n = (this.reading.get(digest) ?? 1) - 1;
       if (n <= 0) this.reading.delete(digest);
@@ -113,9 +123,10 @@ export class MirrorBackend implements RegistryBackend {
 
   /** Lets the fills in flight finish for up to `graceMs`, then aborts them (the server is closing). */
   async close(graceMs?: number): Promise<void> {
-    this.evictor?.stop();
+    this.evictor.stop();
     await this.fills.close(graceMs);
-    await this.evictor?.evict().catch(() => undefined);
+    await this.started;
+    await this.evictor.evict().catch(() => undefined);
   }
 
   // ---- blobs ----
@@ -155,11 +166,7 @@ export class MirrorBackend implements RegistryBackend {
       );
     const what = `blob ${digest} of ${d.upstream.config.name}/${d.repository}`;
     try {
-      if (range) {
-        await this.fills.complete(digest, size, source, what);
-        return this.pin(digest, await this.store.openBlob(digest, range));
-      }
-      return this.pin(digest, await this.fills.read(digest, size, source, what));
+      return this.pin(digest, await this.fills.read(digest, size, source, what, range));
     } catch (err) {
       throw upstreamError(d, err);
     }
@@ -259,7 +266,7 @@ export class MirrorBackend implements RegistryBackend {
       throw err;
     }
     this.rememberReferences(d.name, bytes);
-    this.evictor?.touch(digest);
+    this.evictor.touch(digest);
     return { descriptor: { mediaType, digest, size: bytes.length }, bytes };
   }
 
@@ -275,9 +282,11 @@ export class MirrorBackend implements RegistryBackend {
       if (hasCode(err, 'MANIFEST_UNKNOWN') || hasCode(err, 'NAME_UNKNOWN')) return undefined;
       throw upstreamError(d, err);
     }
+    // Marked first (a young entry of an absent blob is kept), so no gc sees the manifest stored but not a root.
+    await this.evictor.mark(doc.digest);
     await this.store.putBytes(doc.bytes, { digest: doc.digest, what: `manifest ${doc.digest}` });
     await this.index.setManifestMediaType(doc.digest, doc.mediaType);
-    this.added(doc.digest);
+    this.added();
     const descriptor: Descriptor = { mediaType: doc.mediaType, digest: doc.digest, size: doc.bytes.length };
     if (at.tag !== undefined) {
       await this.index.setTag(d.name, at.tag, descriptor);

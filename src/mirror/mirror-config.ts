@@ -13,6 +13,8 @@
  * maxConnections: 1000      # past it the longest-idle connection is closed
  * idleTimeout: 30s          # connections with no request in flight are closed after this
  * maxHeaderSize: 16k        # larger request headers answer 431
+ * tlsCert: /etc/strata/tls/tls.crt  # serve HTTPS with this certificate chain (PEM) and key; both or neither,
+ * tlsKey: /etc/strata/tls/tls.key   # re-read when the files change (a Secret update)
  * upstreams:
  *   - name: docker.io
  *     url: https://registry-1.docker.io
@@ -45,6 +47,8 @@ export interface MirrorSettings {
   readonly maxConnections?: number;
   readonly idleTimeoutMs?: number;
   readonly maxHeaderBytes?: number;
+  /** PEM certificate chain and key files: the listener serves HTTPS. */
+  readonly tls?: { readonly certFile: string; readonly keyFile: string };
 }
 
 /** Flags as the CLI parsed them (all optional: the file may say them). */
@@ -61,6 +65,8 @@ export interface MirrorFlags {
   readonly maxConnections?: string;
   readonly idleTimeout?: string;
   readonly maxHeaderSize?: string;
+  readonly tlsCert?: string;
+  readonly tlsKey?: string;
 }
 
 /** Parses `250ms`, `30s`, `5m`, `1h` or a number of seconds into milliseconds; INVALID_ARGUMENT otherwise. */
@@ -143,16 +149,31 @@ export async function loadMirrorConfigFile(
   };
 }
 
-/** Client authentication and request limits (see {@link limitSettings}). */
-const LIMIT_KEYS = ['htpasswd', 'maxConnections', 'idleTimeout', 'maxHeaderSize'] as const;
+/** Client authentication, TLS and request limits (see {@link limitSettings}). */
+const LIMIT_KEYS = [
+  'htpasswd',
+  'maxConnections',
+  'idleTimeout',
+  'maxHeaderSize',
+  'tlsCert',
+  'tlsKey',
+] as const;
 
-/** The authentication and connection settings of the merged flags, checked. */
+/** The authentication, TLS and connection settings of the merged flags, checked. */
 function limitSettings(
   f: MirrorFlags,
-): Pick<MirrorSettings, 'htpasswd' | 'maxConnections' | 'idleTimeoutMs' | 'maxHeaderBytes'> {
-  const out: { htpasswd?: string; maxConnections?: number; idleTimeoutMs?: number; maxHeaderBytes?: number } =
-    {};
+): Pick<MirrorSettings, 'htpasswd' | 'maxConnections' | 'idleTimeoutMs' | 'maxHeaderBytes' | 'tls'> {
+  const out: {
+    htpasswd?: string;
+    maxConnections?: number;
+    idleTimeoutMs?: number;
+    maxHeaderBytes?: number;
+    tls?: { certFile: string; keyFile: string };
+  } = {};
   if (f.htpasswd !== undefined) out.htpasswd = f.htpasswd;
+  if ((f.tlsCert === undefined) !== (f.tlsKey === undefined))
+    throw new TerminalError('INVALID_ARGUMENT', '--tls-cert and --tls-key go together: give both or neither');
+  if (f.tlsCert !== undefined && f.tlsKey !== undefined) out.tls = { certFile: f.tlsCert, keyFile: f.tlsKey };
   if (f.maxConnections !== undefined) {
     const n = Number(f.maxConnections);
     if (!Number.isSafeInteger(n) || n < 1)

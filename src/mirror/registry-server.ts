@@ -1,5 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
+import { createServer as createHttpsServer } from 'node:https';
 import type { AddressInfo } from 'node:net';
 import type { Logger } from 'pino';
 import { MAX_MANIFEST_BYTES } from '../engine/oci/types.js';
@@ -12,6 +13,7 @@ import { matchRoute, ROUTE_METHODS } from './routes.js';
 import { limitConnections } from './connection-limits.js';
 import { HtpasswdAuthenticator } from './htpasswd.js';
 import { StoreBackend } from './store-backend.js';
+import { loadTlsFiles, watchTlsFiles, type TlsFiles } from './tls-files.js';
 import { UploadSessions } from './upload-sessions.js';
 
 /** Options of {@link startRegistryServer}. */
@@ -62,6 +64,10 @@ export interface RegistryServerOptions {
   readonly idleTimeoutMs?: number;
   /** Larger request headers answer 431 (default 16 KiB, Node's default). */
   readonly maxHeaderBytes?: number;
+  /** Serve HTTPS with this PEM certificate chain and key (re-read when the files change). Default: plain HTTP. */
+  readonly tls?: TlsFiles;
+  /** How often the TLS files are checked for changes (default 10 s). */
+  readonly tlsRecheckMs?: number;
   /**
    * Answers requests outside the Distribution API (e.g. `/healthz`, `/metrics`) before routing: returns the route
    * label when it answered, undefined to let the request through.
@@ -135,17 +141,22 @@ export async function startRegistryServer(options: RegistryServerOptions): Promi
   const idleTimeoutMs = options.idleTimeoutMs ?? 30_000;
 
   // Uploads of big layers may take long: no overall request timeout, but headers must arrive promptly.
-  const server = createServer(
-    {
-      requestTimeout: 0,
-      headersTimeout: Math.min(60_000, idleTimeoutMs),
-      keepAliveTimeout: Math.min(5000, idleTimeoutMs),
-      maxHeaderSize: options.maxHeaderBytes ?? 16 * 1024,
-    },
-    (req, res) => {
-      serve(ctx, log, req, res, options, auth).catch((err: unknown) => lastResort(log, res, err));
-    },
-  );
+  const httpOptions = {
+    requestTimeout: 0,
+    headersTimeout: Math.min(60_000, idleTimeoutMs),
+    keepAliveTimeout: Math.min(5000, idleTimeoutMs),
+    maxHeaderSize: options.maxHeaderBytes ?? 16 * 1024,
+  };
+  const handler = (req: IncomingMessage, res: ServerResponse): void => {
+    serve(ctx, log, req, res, options, auth).catch((err: unknown) => lastResort(log, res, err));
+  };
+  const tls = options.tls;
+  const https = tls
+    ? createHttpsServer({ ...httpOptions, ...(await loadTlsFiles(tls)) }, handler)
+    : undefined;
+  const server = https ?? createServer(httpOptions, handler);
+  // A failed handshake (a plain-HTTP client, a port scan) is the client's problem: log it quietly.
+  https?.on('tlsClientError', (err) => log.debug({ err: err.message }, 'TLS handshake failed'));
   limitConnections(server, {
     maxConnections: options.maxConnections ?? 1000,
     idleTimeoutMs,
@@ -164,7 +175,20 @@ export async function startRegistryServer(options: RegistryServerOptions): Promi
   const addr = server.address() as AddressInfo;
   const hostName = addr.family === 'IPv6' || addr.address.includes(':') ? `[${addr.address}]` : addr.address;
   const hostPort = `${hostName}:${addr.port}`;
-  log.info({ address: hostPort, root: options.store.root }, 'registry listening');
+  log.info({ address: hostPort, root: options.store.root, tls: Boolean(tls) }, 'registry listening');
+  const stopTlsWatch =
+    https && tls
+      ? await watchTlsFiles(https, tls, {
+          ...(options.tlsRecheckMs !== undefined ? { recheckMs: options.tlsRecheckMs } : {}),
+          onReload: (err) =>
+            err
+              ? log.error(
+                  { err, cert: tls.certFile, key: tls.keyFile },
+                  'TLS files changed but cannot be used',
+                )
+              : log.info({ cert: tls.certFile }, 'TLS certificate reloaded'),
+        })
+      : () => undefined;
 
   // Idle sessions also go when nobody asks: their temp files must not wait for the next upload.
   const sweeper = setInterval(() => {
@@ -174,11 +198,12 @@ export async function startRegistryServer(options: RegistryServerOptions): Promi
 
   let closing: Promise<void> | undefined;
   return {
-    url: `http://${hostPort}`,
+    url: `${tls ? 'https' : 'http'}://${hostPort}`,
     host: hostPort,
     port: addr.port,
     close(): Promise<void> {
       clearInterval(sweeper);
+      stopTlsWatch();
       closing ??= new Promise<void>((resolve) => {
         const timer = setTimeout(() => server.closeAllConnections(), CLOSE_GRACE_MS);
         server.close(() => {

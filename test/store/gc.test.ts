@@ -5,7 +5,7 @@ import { describe, expect, it } from 'vitest';
 import { digestOf, type Digest } from '../../src/engine/oci/digest.js';
 import { MediaType } from '../../src/engine/oci/media-types.js';
 import type { Descriptor } from '../../src/engine/oci/types.js';
-import { FsStore } from '../../src/engine/store/index.js';
+import { FsStore, RootSet } from '../../src/engine/store/index.js';
 import { names, tempDir } from './helpers.js';
 import { addImage, addIndex, addLayer } from './image.js';
 
@@ -186,6 +186,27 @@ describe('FsStore.gc', () => {
     // With the grace period over (injected clock), it goes.
     const later = await FsStore.open(store.root, { now: () => Date.now() + 2 * HOUR });
     expect((await later.gc()).removed).toEqual([digest]);
+  });
+
+  it('keeps the entries of root sets (each blob itself, not walked), with or without only, until removed', async () => {
+    const store = await FsStore.open(await tempDir(), { tempGraceMs: 0 });
+    const { layer } = await addLayer(store, { cached: 'layer' });
+    const img = await addImage(store, [{ layer, diffId: layer.digest }], 'cached');
+    const loose = (await store.putBytes(Buffer.from('nobody keeps this'))).digest;
+    const cache = new RootSet(store.root, 'mirror');
+    await cache.add(img.manifest.digest);
+    await cache.add(layer.digest);
+    expect(new Set((await cache.list()).map((e) => e.digest))).toEqual(
+      new Set([img.manifest.digest, layer.digest]),
+    );
+    // The manifest and the layer stay; the config (named by the manifest, not in the set) goes: no walk.
+    const first = await store.gc();
+    expect(new Set(first.removed)).toEqual(new Set([loose, img.config.digest]));
+    expect((await store.gc({ only: [layer.digest] })).removed).toEqual([]);
+    expect(await cache.remove(layer.digest)).toBe(true);
+    expect(await cache.remove(layer.digest)).toBe(false);
+    expect((await store.gc()).removed).toEqual([layer.digest]);
+    expect(() => new RootSet(store.root, '../escape')).toThrow(/invalid root set name/);
   });
 
   it('does not lose refs set concurrently with gc, and keeps the fresh blobs of images being tagged', async () => {

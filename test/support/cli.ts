@@ -65,7 +65,7 @@ export function startCliServer(
     child.stderr!.on('data', (d: Buffer) => (err = (err + d.toString()).slice(-4000)));
     child.stdout!.on('data', (d: Buffer) => {
       out += d.toString();
-      const m = /^(http:\/\/\S+)\n/.exec(out);
+      const m = /^(https?:\/\/\S+)\n/.exec(out);
       if (m) {
         clearTimeout(timer);
         resolve({ child, url: m[1]! });

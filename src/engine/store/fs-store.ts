@@ -29,6 +29,7 @@ import { LeasedStore } from './leased-store.js';
 import { LeaseTable, type Lease, type LeaseOptions } from './leases.js';
 import { acquireLock, type HeldLock } from './lock.js';
 import { ensureReserve, releaseReserve } from './reserve.js';
+import { allRootDigests } from './roots.js';
 import { silentObserver, type Observer } from '../observe.js';
 import type {
   ContentStore,
@@ -379,7 +380,8 @@ export class FsStore implements ContentStore {
 
   /**
    * Mark and sweep under the index lock (so no ref can be set meanwhile). Roots are every entry of `index.json`
-   * (named or not: entries other tools wrote count too) and `extraRoots`. Indexes are walked into their manifests,
+   * (named or not: entries other tools wrote count too), `extraRoots`, live leases and the entries of the root sets
+   * (`roots.ts`; kept as they are, not walked). Indexes are walked into their manifests,
    * manifests into config, layers and subject; blobs of unknown media types are kept but not descended into;
    * reachable digests that are absent (a partial, single-platform pull) are fine. Every other blob is removed, as are
    * temp files, except those whose mtime is younger than `tempGraceMs`: an ingest in flight has no ref yet, so
@@ -404,6 +406,8 @@ export class FsStore implements ContentStore {
       // holder added before this point is kept, and a holder adding after it waits for this gc to finish.
       const leased = (await this.leases.sweep(dryRun)).flatMap((l) => l.digests);
       const reachable = await this.mark(index, [...(options.extraRoots ?? []), ...leased], signal);
+      // Root sets (caches such as the mirror's) keep each named blob itself, without walking into it.
+      for (const d of await allRootDigests(this.root)) reachable.add(d);
       const cutoff = this.now() - this.tempGraceMs;
       const removed: Digest[] = [];
       let bytesFreed = 0;

@@ -18,3 +18,4 @@ export {
   type LeaseRecord,
 } from './leases.js';
 export { ingestName } from './ingest.js';
+export { RootSet, ROOTS_DIR, allRootDigests, type RootEntry } from './roots.js';

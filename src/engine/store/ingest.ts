@@ -106,7 +106,7 @@ async function writeOnce(
   expected: ExpectedContent & { what: string },
   options: IngestOptions,
 ): Promise<IngestResult> {
-  const { signal, onProgress } = options;
+  const { signal, onProgress, onVerified } = options;
   let fh: FileHandle | undefined = await open(data, offset > 0 ? 'a' : 'w');
   try {
     const rest = typeof source === 'function' ? await source(offset) : source;
@@ -117,6 +117,7 @@ async function writeOnce(
       fileSink(fh, offset, onProgress),
       signal ? { signal } : {},
     );
+    onVerified?.();
     await fh.sync(); // the data must be durable before the name says it is there
     await fh.close();
     fh = undefined;

@@ -23,6 +23,11 @@ export interface IngestOptions {
   readonly signal?: AbortSignal;
   /** Called with the running byte count as data is written. */
   readonly onProgress?: (bytes: number) => void;
+  /**
+   * Called once every byte is written and the digest and size are verified, before the blob is made durable and
+   * renamed into place (a reader of the ingest file may then trust what it read; the write can still fail after).
+   */
+  readonly onVerified?: () => void;
 }
 
 /** The result of a blob write: the verified identity of what is now stored. */
@@ -97,7 +102,8 @@ export interface ContentStore {
   deleteRef(name: string, options?: { signal?: AbortSignal }): Promise<boolean>;
   /**
    * Removes every blob not reachable from a ref (walking indexes, manifests, configs and layers) and stale temp
-   * files older than a grace period. `extraRoots` are kept too (e.g. manifests a registry serves by digest).
+   * files older than a grace period. `extraRoots` are kept too (e.g. manifests a registry serves by digest), and so
+   * is every entry of the store's root sets (`RootSet`, e.g. the mirror's cache), with or without `only`.
    * `only` restricts the sweep to those blobs and lifts the grace period for them (the caller released them).
    */
   gc(options?: {
