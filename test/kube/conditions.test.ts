@@ -1,4 +1,5 @@
 import { describe, expect, it } from 'vitest';
+import { ownerKeys } from '../../src/kube/controller.js';
 import { setCondition, setPhaseConditions, type Condition } from '../../src/kube/conditions.js';
 import { jsonEqual, mergePatch } from '../../src/kube/json.js';
 import { ObjectStore } from '../../src/kube/store.js';
@@ -102,5 +103,32 @@ describe('ObjectStore', () => {
     expect(s.byOwner('u1').map((o) => o.metadata!.name)).toEqual(['z']); // x lost its owner reference
     expect(s.byNamespace('b')).toHaveLength(1);
     expect(s.keys().sort()).toEqual(['a/w', 'a/x', 'b/z']);
+  });
+});
+
+describe('ownerKeys', () => {
+  it('maps a child to the keys of its controlling owners of one kind, in its namespace', () => {
+    const map = ownerKeys('strata.dev/v1alpha1', 'ImageBuild');
+    const ref = (kind: string, name: string, controller: boolean, apiVersion = 'strata.dev/v1alpha1') => ({
+      apiVersion,
+      kind,
+      name,
+      uid: name,
+      controller,
+    });
+    const child = {
+      metadata: {
+        namespace: 'ns',
+        name: 'job',
+        ownerReferences: [
+          ref('ImageBuild', 'b1', true),
+          ref('ImageBuild', 'b2', false),
+          ref('Other', 'o', true),
+          ref('ImageBuild', 'b3', true, 'strata.dev/v2'),
+        ],
+      },
+    };
+    expect(map(child)).toEqual(['ns/b1']);
+    expect(map({ metadata: { name: 'orphan' } })).toEqual([]);
   });
 });

@@ -10,6 +10,7 @@ import { KubeMetrics } from '../../src/kube/metrics.js';
 import { resourcePath, type KubeObject, type ResourceType } from '../../src/kube/resource.js';
 import { updateStatus } from '../../src/kube/status.js';
 import { OpsEndpoints, startOpsServer } from '../../src/ops/endpoints.js';
+import { FakeClock } from '../support/kube/fake-clock.js';
 import { startControlPlane, type ControlPlane } from '../support/kube/control-plane.js';
 import { waitFor } from '../support/kube/wait.js';
 
@@ -266,6 +267,26 @@ describe('Controller runner and helpers against a real kube-apiserver', () => {
     expect(mine.map((e) => e.reason).sort()).toEqual(['BuildFailed', 'Built']);
     expect(mine.find((e) => e.reason === 'BuildFailed')!.series?.count).toBe(5);
     expect(mine[0]!.reportingController).toBe('strata.dev/widget-controller');
+
+    // With the default series interval (30 s), a hot loop costs one create, then one patch per 30 s at most.
+    const clock = new FakeClock();
+    const throttled = new EventRecorder({
+      client,
+      controller: 'strata.dev/widget-controller',
+      instance: 't',
+      clock,
+    });
+    const before = requests.length;
+    for (let i = 0; i < 100; i++) {
+      throttled.record(w, { ...note, note: 'looping' });
+      clock.advance(100); // 10 s in all
+    }
+    await throttled.flush();
+    expect(requests.slice(before).map((r) => r.verb)).toEqual(['create']);
+    clock.advance(25_000);
+    throttled.record(w, { ...note, note: 'looping' });
+    await throttled.flush();
+    expect(requests.slice(before).map((r) => `${r.verb} ${r.code}`)).toEqual(['create 201', 'patch 200']);
   });
 
   it('serves reconcile, queue, watch and API metrics; a stop lets in-flight work finish within the grace, then hands it back', async () => {
