@@ -4,8 +4,8 @@
  * same name and the second create is a 409, never a duplicate build. See ADR 0024 for the shape.
  */
 import { createHash } from 'node:crypto';
-import type { V1Affinity, V1EnvVar, V1Job, V1Volume, V1VolumeMount } from '@kubernetes/client-node';
-import { API_VERSION, KIND, type ImageBuild, type ImageBuildSpec } from '../../api/v1alpha1/imagebuild.js';
+import type { V1EnvVar, V1Job, V1Volume, V1VolumeMount } from '@kubernetes/client-node';
+import { API_VERSION, KIND, type ImageBuild } from '../../api/v1alpha1/imagebuild.js';
 
 /** Annotation whose new value rebuilds the same generation. */
 export const REBUILD_ANNOTATION = 'strata.dev/rebuild';
@@ -30,21 +30,8 @@ export const CONTEXT_MOUNT = '/var/run/strata/context';
 /** The build's working volume: the store lives under it. */
 export const WORK_DIR = '/var/lib/strata';
 
-/**
- * Fields the CRD gains on the `crds` branch (issue 14 §1); read here when present so the Job honours them as soon
- * as the schema carries them.
- */
-export interface ImageBuildSchedulingSpec {
-  serviceAccountName?: string;
-  affinity?: V1Affinity;
-  activeDeadlineSeconds?: number;
-  successfulJobsHistoryLimit?: number;
-  failedJobsHistoryLimit?: number;
-}
-
 /** An ImageBuild as the controller reads it from the API (metadata complete). */
-export type ClusterImageBuild = Omit<ImageBuild, 'spec'> & {
-  spec: ImageBuildSpec & ImageBuildSchedulingSpec;
+export type ClusterImageBuild = ImageBuild & {
   metadata: ImageBuild['metadata'] & { uid: string; namespace: string; generation: number };
 };
 

@@ -8,15 +8,16 @@
 import type { V1Job, V1Pod } from '@kubernetes/client-node';
 import { decodeBuildReport, type BuildReport } from '../../api/v1alpha1/build-result.js';
 import type { Condition, ImageBuildStatus } from '../../api/v1alpha1/imagebuild.js';
-import { rfc3339, setCondition } from '../../api/v1alpha1/status.js';
-import { CONTAINER_NAME, jobName, type ClusterImageBuild } from './desired-job.js';
+import {
+  CONDITION_FAILED,
+  CONDITION_PROGRESSING,
+  CONDITION_READY,
+  rfc3339,
+  setCondition,
+} from '../../api/v1alpha1/status.js';
 
-/** `Ready`: the image of the current generation is built (and pushed when asked). */
-export const CONDITION_READY = 'Ready';
-/** `Progressing`: a build of the current generation is under way. */
-export const CONDITION_PROGRESSING = 'Progressing';
-/** `Failed`: the current generation's build failed; a new generation or a rebuild annotation retries. */
-export const CONDITION_FAILED = 'Failed';
+export { CONDITION_FAILED, CONDITION_PROGRESSING, CONDITION_READY };
+import { CONTAINER_NAME, jobName, type ClusterImageBuild } from './desired-job.js';
 
 /** Reasons this module writes (others come from the pod's report: `StepFailed`, `RegistryUnauthorized`, …). */
 export const REASONS = {
