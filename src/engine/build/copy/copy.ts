@@ -22,6 +22,10 @@ import { fetchUrl, urlFileName } from './fetch.js';
 import { fileNameOf, joinRel, openNoFollow } from './paths.js';
 import { planCopy, type CopyPlan, type PlannedSource, type SourceEntry } from './sources.js';
 import type { CopyIntoRoot, CopyRequest } from './types.js';
+import { turnEvery } from '../../util/yield.js';
+
+/** Event-loop turns of the synchronous small-file copies. */
+const tick = turnEvery();
 
 /** Regular files of a directory source written at once (each holds one read buffer of at most 1 MiB). */
 const COPY_CONCURRENCY = 8;
@@ -152,6 +156,8 @@ async function copyLocal(ctx: Ctx, s: Extract<PlannedSource, { kind: 'local' }>)
     let failure: { err: unknown } | undefined;
     try {
       for (const e of s.entries) {
+        // Small files are read and written synchronously: the event loop (abort, progress) gets a turn every so often.
+        await tick();
         throwIfAborted(request.signal);
         if (failure) break;
         const rel = joinRel(dir, e.rel);

@@ -7,9 +7,13 @@ import { closeSync, constants, openSync, readSync } from 'node:fs';
 import type { Digest } from '../../oci/digest.js';
 import { AbortedError, throwIfAborted } from '../../errors.js';
 import type { FileDigestCache } from './digest-cache.js';
+import { turnEvery } from '../../util/yield.js';
 import { openNoFollow, readBufferSize } from './paths.js';
 import { planCopy, type SourceEntry } from './sources.js';
 import type { HashSources } from './types.js';
+
+/** Event-loop turns of the synchronous small-file hashing. */
+const tick = turnEvery();
 
 /** Files hashed at once: enough to keep the thread pool busy, few enough to bound open files and buffers. */
 const HASH_CONCURRENCY = 8;
@@ -67,6 +71,8 @@ async function fileDigests(
       if (e.kind !== 'file') continue;
       try {
         throwIfAborted(signal);
+        // Small files are read synchronously: the event loop (abort, progress) gets a turn every so often.
+        await tick();
         const known = cache?.lookup(e);
         if (known !== undefined) {
           out[i] = known;
