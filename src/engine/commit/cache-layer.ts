@@ -6,7 +6,8 @@
  * snapshot of that chain ID, copied, or moved when the container is thrown away right after.
  */
 import { spawn } from 'node:child_process';
-import { lstat, rename } from 'node:fs/promises';
+import { lstatSync } from 'node:fs';
+import { rename } from 'node:fs/promises';
 import { join } from 'node:path';
 import { throwIfAborted } from '../errors.js';
 import { digestHex, type Digest } from '../oci/digest.js';
@@ -30,12 +31,13 @@ export interface CommittedLayer {
  * already there (same chain ID) is kept. Needs root, as the overlay driver does. With `move` (a build step's
  * container, removed right after) `upper` is renamed into the cache instead of copied — no second copy of the
  * layer's data — and is gone afterwards unless the entry existed already (or the rename crossed filesystems).
+ * `socketFree`: the caller knows `upper` holds no socket (its layer tar skipped none).
  */
 export async function cacheCommittedLayer(
   store: ContentStore,
   upper: string,
   layer: CommittedLayer,
-  options: { signal?: AbortSignal; move?: boolean } = {},
+  options: { signal?: AbortSignal; move?: boolean; socketFree?: boolean } = {},
 ): Promise<void> {
   throwIfAborted(options.signal);
   await ensureEntry(
@@ -51,8 +53,9 @@ export async function cacheCommittedLayer(
           () => false, // EXDEV and the like: copy instead
         ));
       if (!moved) await run('cp', ['-a', '--reflink=auto', '--', upper, diff], { what });
-      // The layer writer skips sockets (a tar cannot hold them): the cached tree must not have them either.
-      await run('find', [diff, '-type', 's', '-delete'], { what });
+      // The layer writer skips sockets (a tar cannot hold them): the cached tree must not have them either. A caller
+      // whose layer tar skipped none (`socketFree`) spares the sweep (one process less per build step).
+      if (options.socketFree !== true) await run('find', [diff, '-type', 's', '-delete'], { what });
       await dropOverlayBookkeeping(diff, options.signal);
     },
     {
@@ -113,9 +116,9 @@ async function dropOverlayBookkeeping(root: string, signal?: AbortSignal): Promi
     ...(signal ? { signal } : {}),
     match: '^(trusted|user)\\.overlay\\.',
   });
-  const args: string[] = [];
-  // Hard links share their attributes: removing one through a path removes it for all, and setfattr would then
-  // fail on the next path ("No such attribute"). One path per inode.
+  // One path per inode and attribute: hard links share their attributes, so removing one through a path removes it
+  // for all, and setfattr would then fail on the next path ("No such attribute").
+  const byName = new Map<string, string[]>();
   const seen = new Set<string>();
   for (const [rel, attrs] of tree) {
     const names = Object.keys(attrs).filter(
@@ -123,24 +126,31 @@ async function dropOverlayBookkeeping(root: string, signal?: AbortSignal): Promi
     );
     if (names.length === 0) continue;
     const path = rel === '' ? root : join(root, rel);
-    const st = await lstat(path);
-    const id = `${st.dev}:${st.ino}`;
-    if (st.nlink > 1 && seen.has(id)) continue;
-    seen.add(id);
-    for (const name of names) args.push(name, path);
+    const st = lstatSync(path);
+    for (const name of names) {
+      const id = `${name}\0${st.dev}:${st.ino}`;
+      if (st.nlink > 1 && seen.has(id)) continue;
+      seen.add(id);
+      let paths = byName.get(name);
+      if (!paths) byName.set(name, (paths = []));
+      paths.push(path);
+    }
   }
-  if (args.length === 0) return;
-  // One xargs run for all of them: a build step can copy up thousands of files, each with an `origin`.
-  await new Promise<void>((resolve, reject) => {
-    const child = spawn('xargs', ['-0', '-n', '2', 'setfattr', '-h', '-x'], {
-      stdio: ['pipe', 'ignore', 'pipe'],
+  // One xargs run per attribute name (a handful: origin, impure, …), each setfattr taking as many paths as fit: a
+  // build step can copy up thousands of files and directories, each with an `origin`.
+  for (const [name, paths] of byName) {
+    throwIfAborted(signal);
+    await new Promise<void>((resolve, reject) => {
+      const child = spawn('xargs', ['-0', 'setfattr', '-h', '-x', name, '--'], {
+        stdio: ['pipe', 'ignore', 'pipe'],
+      });
+      let stderr = '';
+      child.stderr.on('data', (c: Buffer) => (stderr = (stderr + c.toString()).slice(-2000)));
+      child.on('error', reject);
+      child.on('close', (code) =>
+        code === 0 ? resolve() : reject(new Error(`setfattr -x ${name} failed (${code}): ${stderr.trim()}`)),
+      );
+      child.stdin.end(Buffer.from(`${paths.join('\0')}\0`));
     });
-    let stderr = '';
-    child.stderr.on('data', (c: Buffer) => (stderr = (stderr + c.toString()).slice(-2000)));
-    child.on('error', reject);
-    child.on('close', (code) =>
-      code === 0 ? resolve() : reject(new Error(`setfattr -x failed (${code}): ${stderr.trim()}`)),
-    );
-    child.stdin.end(Buffer.from(`${args.join('\0')}\0`));
-  });
+  }
 }

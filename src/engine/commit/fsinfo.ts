@@ -1,7 +1,10 @@
-/** Reading file metadata into {@link FileInfo} values, and the pure predicates over them. */
-import { lstat, readdir, readlink } from 'node:fs/promises';
-import type { BigIntStats } from 'node:fs';
-import { constants } from 'node:fs';
+/**
+ * Reading file metadata into {@link FileInfo} values, and the pure predicates over them. The reads are synchronous
+ * syscalls on purpose: a layer's walk makes one per entry, and through the thread pool each would be a round trip
+ * between threads (see `util/yield.ts`); callers get an event-loop turn every few hundred entries.
+ */
+import { constants, lstatSync, readdirSync, readlinkSync, type BigIntStats } from 'node:fs';
+import { turnEvery } from '../util/yield.js';
 import type { FileInfo, FileType } from './types.js';
 
 /** The type of a stat result. */
@@ -61,30 +64,39 @@ export function fileInfoFromStat(
   };
 }
 
-/** lstat + readlink of one path; undefined when it does not exist. */
-export async function readFileInfo(
+/** lstat + readlink of one path (synchronous); undefined when it does not exist. */
+export function readFileInfoSync(
   abs: string,
   xattrs?: Readonly<Record<string, Buffer>>,
-): Promise<FileInfo | undefined> {
+): FileInfo | undefined {
   let st: BigIntStats;
   try {
-    st = await lstat(abs, { bigint: true });
+    st = lstatSync(abs, { bigint: true });
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code === 'ENOENT' || (err as NodeJS.ErrnoException).code === 'ENOTDIR')
       return undefined;
     throw err;
   }
-  const linkname = fileTypeOf(Number(st.mode)) === 'symlink' ? await readlink(abs) : undefined;
+  const linkname = fileTypeOf(Number(st.mode)) === 'symlink' ? readlinkSync(abs) : undefined;
   return fileInfoFromStat(st, {
     ...(linkname !== undefined ? { linkname } : {}),
     ...(xattrs ? { xattrs } : {}),
   });
 }
 
+/** lstat + readlink of one path; undefined when it does not exist. */
+export async function readFileInfo(
+  abs: string,
+  xattrs?: Readonly<Record<string, Buffer>>,
+): Promise<FileInfo | undefined> {
+  await Promise.resolve();
+  return readFileInfoSync(abs, xattrs);
+}
+
 /** The names in a directory, sorted (UTF-16 order, stable and deterministic). */
 export async function sortedNames(dir: string): Promise<string[]> {
-  const names = await readdir(dir);
-  return names.sort(compareNames);
+  await Promise.resolve();
+  return readdirSync(dir).sort(compareNames);
 }
 
 /** Deterministic name order used everywhere a layer is written. */
@@ -97,17 +109,19 @@ export function isWhiteoutDevice(info: FileInfo): boolean {
   return info.type === 'char' && (info.devMajor ?? 0) === 0 && (info.devMinor ?? 0) === 0;
 }
 
-/** lstat of many paths of one directory at once, in bounded batches, keeping the order of `names`. */
+/** The event-loop turns of every walk that reads infos (one counter: walks are sequential within a call). */
+const tick = turnEvery();
+
+/** lstat of many paths of one directory, keeping the order of `names` (synchronous, with event-loop turns). */
 export async function readInfos(
   dir: string,
   names: readonly string[],
   xattrsOf: (name: string) => Readonly<Record<string, Buffer>> | undefined,
 ): Promise<Array<FileInfo | undefined>> {
   const out: Array<FileInfo | undefined> = [];
-  const BATCH = 128;
-  for (let i = 0; i < names.length; i += BATCH) {
-    const part = names.slice(i, i + BATCH);
-    out.push(...(await Promise.all(part.map((n) => readFileInfo(`${dir}/${n}`, xattrsOf(n))))));
+  for (const n of names) {
+    out.push(readFileInfoSync(`${dir}/${n}`, xattrsOf(n)));
+    await tick();
   }
   return out;
 }

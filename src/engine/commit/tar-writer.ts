@@ -3,8 +3,7 @@
  * regular files, the content read in chunks from its source — the layer is never held in memory. A second path of
  * an inode already written becomes a hardlink entry. Used by commit, `import DIR` and `export`.
  */
-import { constants } from 'node:fs';
-import { open } from 'node:fs/promises';
+import { closeSync, constants, fstatSync, openSync, readSync } from 'node:fs';
 import { throwIfAborted, TerminalError } from '../errors.js';
 import type { Observer } from '../observe.js';
 import { encodeHeader, END_OF_ARCHIVE, padding, type TarHeaderFields } from '../tar/header.js';
@@ -143,12 +142,17 @@ export async function* tarChunks(
         throw new TerminalError('INVALID_ARGUMENT', `layer entry ${entry.name}: no content source`);
       // The tree may belong to a live container: a file swapped for a symlink (or a different file) after the walk
       // must not put host data into the layer. O_NOFOLLOW refuses a final symlink; the inode check catches the rest.
-      const fh = await open(source, constants.O_RDONLY | constants.O_NOFOLLOW).catch((err: unknown) => {
+      // Synchronous calls: one open/fstat/read/close per file through the thread pool costs a thread round trip
+      // each (see util/yield.ts); the generator yields to its consumer every MiB, so the event loop still turns.
+      let fd: number;
+      try {
+        fd = openSync(source, constants.O_RDONLY | constants.O_NOFOLLOW);
+      } catch (err) {
         if ((err as NodeJS.ErrnoException).code === 'ELOOP') throw changedUnderneath(source);
         throw err;
-      });
+      }
       try {
-        const st = await fh.stat({ bigint: true });
+        const st = fstatSync(fd, { bigint: true });
         if (!st.isFile() || (info?.ino !== undefined && (st.ino !== info.ino || st.dev !== info.dev)))
           throw changedUnderneath(source);
         let remaining = header.size;
@@ -157,7 +161,7 @@ export async function* tarChunks(
           const buf = Buffer.allocUnsafe(want);
           let got = 0;
           while (got < want) {
-            const { bytesRead } = await fh.read(buf, got, want - got, null);
+            const bytesRead = readSync(fd, buf, got, want - got, null);
             if (bytesRead === 0) break;
             got += bytesRead;
           }
@@ -172,7 +176,7 @@ export async function* tarChunks(
           if (pendingBytes >= FLUSH_AT) yield drain();
         }
       } finally {
-        await fh.close();
+        closeSync(fd);
       }
       const pad = padding(header.size);
       if (pad) push(Buffer.alloc(pad));

@@ -4,7 +4,7 @@
  * the root.
  */
 import { createHash, randomBytes } from 'node:crypto';
-import { createWriteStream } from 'node:fs';
+import { closeSync, constants, createWriteStream, openSync, readSync } from 'node:fs';
 import { unlink } from 'node:fs/promises';
 import { Readable, Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
@@ -19,9 +19,13 @@ import { readXattrTree, publicXattrs } from '../../commit/xattrs.js';
 import { detectArchive, extractArchive } from './archive.js';
 import { DestWriter, splitDev, type EntryMeta } from './dest.js';
 import { fetchUrl, urlFileName } from './fetch.js';
-import { fileNameOf, joinRel, openNoFollow, openNoFollowHandle } from './paths.js';
+import { fileNameOf, joinRel, openNoFollow } from './paths.js';
 import { planCopy, type CopyPlan, type PlannedSource, type SourceEntry } from './sources.js';
 import type { CopyIntoRoot, CopyRequest } from './types.js';
+import { turnEvery } from '../../util/yield.js';
+
+/** Event-loop turns of the synchronous small-file copies. */
+const tick = turnEvery();
 
 /** Regular files of a directory source written at once (each holds one read buffer of at most 1 MiB). */
 const COPY_CONCURRENCY = 8;
@@ -77,18 +81,21 @@ const SMALL_FILE = 256 * 1024;
  * it grew since it was listed — the caller then streams it, so memory stays bounded by the listed size.
  */
 async function readSmall(host: string, size: number): Promise<Buffer | undefined> {
-  const fh = await openNoFollowHandle(host);
+  await Promise.resolve();
+  // Synchronous reads: a small file is a few microseconds of syscalls, a thread-pool round trip each costs more
+  // (see util/yield.ts).
+  const fd = openSync(host, constants.O_RDONLY | constants.O_NOFOLLOW);
   try {
     const buf = Buffer.allocUnsafe(size + 1);
     let got = 0;
     for (;;) {
-      const { bytesRead } = await fh.read(buf, got, buf.length - got, null);
+      const bytesRead = readSync(fd, buf, got, buf.length - got, null);
       if (bytesRead === 0) return buf.subarray(0, got);
       got += bytesRead;
       if (got > size) return undefined;
     }
   } finally {
-    await fh.close();
+    closeSync(fd);
   }
 }
 
@@ -149,6 +156,8 @@ async function copyLocal(ctx: Ctx, s: Extract<PlannedSource, { kind: 'local' }>)
     let failure: { err: unknown } | undefined;
     try {
       for (const e of s.entries) {
+        // Small files are read and written synchronously: the event loop (abort, progress) gets a turn every so often.
+        await tick();
         throwIfAborted(request.signal);
         if (failure) break;
         const rel = joinRel(dir, e.rel);

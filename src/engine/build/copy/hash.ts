@@ -3,12 +3,17 @@
  * Never mtimes, so a fresh checkout of the same files hits the cache.
  */
 import { createHash } from 'node:crypto';
+import { closeSync, constants, openSync, readSync } from 'node:fs';
 import type { Digest } from '../../oci/digest.js';
 import { AbortedError, throwIfAborted } from '../../errors.js';
 import type { FileDigestCache } from './digest-cache.js';
-import { openNoFollow, openNoFollowHandle, readBufferSize } from './paths.js';
+import { turnEvery } from '../../util/yield.js';
+import { openNoFollow, readBufferSize } from './paths.js';
 import { planCopy, type SourceEntry } from './sources.js';
 import type { HashSources } from './types.js';
+
+/** Event-loop turns of the synchronous small-file hashing. */
+const tick = turnEvery();
 
 /** Files hashed at once: enough to keep the thread pool busy, few enough to bound open files and buffers. */
 const HASH_CONCURRENCY = 8;
@@ -18,18 +23,19 @@ const SMALL_FILE = 1 << 20;
 async function fileDigest(host: string, size: number, signal: AbortSignal | undefined): Promise<string> {
   const h = createHash('sha256');
   if (size <= SMALL_FILE) {
-    // No stream for a small file: one buffer and a few reads (to EOF, so a file that grew is hashed whole).
-    const fh = await openNoFollowHandle(host);
+    // No stream for a small file: one buffer and a few synchronous reads (a thread-pool round trip per call costs
+    // more than the read, see util/yield.ts), to EOF, so that a file that grew is hashed whole.
+    throwIfAborted(signal);
+    const fd = openSync(host, constants.O_RDONLY | constants.O_NOFOLLOW);
     try {
       const buf = Buffer.allocUnsafe(readBufferSize(size));
       for (;;) {
-        throwIfAborted(signal);
-        const { bytesRead } = await fh.read(buf, 0, buf.length, null);
+        const bytesRead = readSync(fd, buf, 0, buf.length, null);
         if (bytesRead === 0) break;
         h.update(buf.subarray(0, bytesRead));
       }
     } finally {
-      await fh.close();
+      closeSync(fd);
     }
     return h.digest('hex');
   }
@@ -65,6 +71,8 @@ async function fileDigests(
       if (e.kind !== 'file') continue;
       try {
         throwIfAborted(signal);
+        // Small files are read synchronously: the event loop (abort, progress) gets a turn every so often.
+        await tick();
         const known = cache?.lookup(e);
         if (known !== undefined) {
           out[i] = known;

@@ -4,14 +4,14 @@
  * symlinks on the way are followed inside it (an absolute target restarts at the root). In the build context a
  * link that climbs out is refused; `.dockerignore`d paths are treated as absent, as if never sent (BuildKit).
  */
-import type { Stats } from 'node:fs';
-import { lstat, readdir, readlink, realpath } from 'node:fs/promises';
-import { join } from 'node:path';
+import { lstatSync, readdirSync, readlinkSync, type Stats } from 'node:fs';
+import { lstat, readlink, realpath } from 'node:fs/promises';
 import { TerminalError, throwIfAborted } from '../../errors.js';
 import { compileDockerignore, type IgnoreFilter } from './dockerignore.js';
 import { hasGlobMeta, matchGoPattern } from './match.js';
 import { baseName, joinRel, rootRelative } from './paths.js';
 import type { CopyRequest, CopySourceRoot } from './types.js';
+import { turnEvery } from '../../util/yield.js';
 
 /** Linux's limit on symlinks followed while resolving one path. */
 const MAX_SYMLINKS = 40;
@@ -129,7 +129,10 @@ export class SourceTree {
 
   /** Host path of a canonical root-relative path. */
   host(rel: string): string {
-    return rel === '' ? this.root : join(this.root, rel);
+    // `rel` is canonical (no `.`, `..` or empty components): a concatenation, not path.join's normalization, which
+    // is measurable once per entry of a large context.
+    if (rel === '') return this.root;
+    return this.root.endsWith('/') ? `${this.root}${rel}` : `${this.root}/${rel}`;
   }
 
   /** True when `.dockerignore` leaves nothing of this path in the context. */
@@ -155,7 +158,8 @@ export class SourceTree {
   }
 
   private async readdirSafe(dirRel: string) {
-    const list = await readdir(this.host(dirRel), { withFileTypes: true });
+    await Promise.resolve();
+    const list = readdirSync(this.host(dirRel), { withFileTypes: true });
     return list.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
   }
 
@@ -248,6 +252,11 @@ export class SourceTree {
 
   /** Entry metadata for a canonical path with its lstat. */
   async entry(rel: string, relToItem: string, st: Stats): Promise<SourceEntry | undefined> {
+    await Promise.resolve();
+    return this.entrySync(rel, relToItem, st);
+  }
+
+  private entrySync(rel: string, relToItem: string, st: Stats): SourceEntry | undefined {
     const kind = kindOf(st);
     if (!kind) return undefined;
     const host = this.host(rel);
@@ -266,7 +275,7 @@ export class SourceTree {
       dev: st.dev,
       ino: st.ino,
       nlink: st.nlink,
-      ...(kind === 'symlink' ? { linkTarget: await readlink(host) } : {}),
+      ...(kind === 'symlink' ? { linkTarget: readlinkSync(host) } : {}),
     };
   }
 
@@ -281,18 +290,14 @@ export class SourceTree {
         if (await this.hidden(childRel, d.isDirectory())) continue;
         visible.push({ rel: childRel, sub: joinRel(sub, d.name) });
       }
-      // A directory's entries are looked at LIST_CONCURRENCY at a time (one lstat each is a thread-pool round
-      // trip), then taken in name order, subdirectories walked in turn: the same list as one at a time.
-      for (let i = 0; i < visible.length; i += LIST_CONCURRENCY) {
-        const batch = visible.slice(i, i + LIST_CONCURRENCY);
-        const entries = await Promise.all(
-          batch.map(async (c) => this.entry(c.rel, c.sub, await lstat(this.host(c.rel)))),
-        );
-        for (const [k, e] of entries.entries()) {
-          if (!e) continue;
-          out.push(e);
-          if (e.kind === 'dir') await walk(batch[k]!.rel, batch[k]!.sub);
-        }
+      // One synchronous lstat per entry (through the thread pool each is a round trip between threads, see
+      // util/yield.ts), in name order, subdirectories walked in turn.
+      for (const c of visible) {
+        const e = this.entrySync(c.rel, c.sub, lstatSync(this.host(c.rel)));
+        await tick();
+        if (!e) continue;
+        out.push(e);
+        if (e.kind === 'dir') await walk(c.rel, c.sub);
       }
     };
     await walk(dirRel, '');
@@ -300,8 +305,8 @@ export class SourceTree {
   }
 }
 
-/** Entries of one directory stat-ed at once while listing a tree. */
-const LIST_CONCURRENCY = 32;
+/** Event-loop turns of the listings' synchronous lstats. */
+const tick = turnEvery();
 
 /** True for `http://` and `https://` sources (ADD fetches them). */
 export function isUrlSource(src: string): boolean {

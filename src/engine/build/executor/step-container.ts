@@ -113,7 +113,11 @@ export async function runInStepContainer(
     // vfs: the step's root is the new chain's full tree; the container goes right after, so it is moved.
     await (
       record.driver === 'overlay'
-        ? cacheCommittedLayer(host.store, record.upper, committed, { ...signal, move: true })
+        ? cacheCommittedLayer(host.store, record.upper, committed, {
+            ...signal,
+            move: true,
+            socketFree: layer.stats.skippedSockets === 0,
+          })
         : cacheCommittedVfsTree(host.store, record.merged, committed, { ...signal, move: true })
     ).catch((err: unknown) => {
       if (host.signal?.aborted || hasCode(err, 'ABORTED')) throw err;
