@@ -91,13 +91,15 @@ describe('mirror: the cache survives gc', () => {
     await mirror.close();
     mirror = undefined;
     const roots = new Set((await new RootSet(store.root, 'mirror').list()).map((e) => e.digest));
-    for (const d of [img.manifest.digest, ...cold.blobs, legacy]) expect(roots.has(d as Digest), d).toBe(true);
+    for (const d of [img.manifest.digest, ...cold.blobs, legacy])
+      expect(roots.has(d as Digest), d).toBe(true);
 
     await ageBlobs();
     const gc = await runCli(['--store', store.root, 'gc']);
     expect(gc.code, gc.stderr).toBe(0);
     expect(await store.has(loose)).toBe(false); // gc did run past the grace period
-    for (const d of [img.manifest.digest, ...cold.blobs, legacy]) expect(await store.has(d as Digest), d).toBe(true);
+    for (const d of [img.manifest.digest, ...cold.blobs, legacy])
+      expect(await store.has(d as Digest), d).toBe(true);
 
     await upstream.stop();
     mirror = await start();
