@@ -108,7 +108,7 @@ function checkHost(): void {
   if (process.getuid?.() !== 0)
     throw new DemoError(
       'UNAVAILABLE',
-      'the operator act needs root: its node stand-in runs the build pod in a private mount namespace',
+      'it needs root (its node stand-in runs the build pod in a private mount namespace)',
     );
   try {
     envtestAssets();
