@@ -233,7 +233,17 @@ export async function startTestNode(kc: KubeConfig, options: TestNodeOptions = {
       systemUUID: name,
     },
   };
-  await core.replaceNodeStatus({ name, body: current });
+  // The node lifecycle controller may change the new Node (taints) between the read and this write: retry with
+  // its fresh metadata (the status is the node's alone).
+  for (let attempt = 1; ; attempt++) {
+    try {
+      await core.replaceNodeStatus({ name, body: current });
+      break;
+    } catch (err) {
+      if (apiCode(err) !== 409 || attempt === 10) throw err;
+      current.metadata = (await core.readNode({ name })).metadata;
+    }
+  }
   // Lease times are MicroTime (six fractional digits); client-node would write a Date with three, which the
   // apiserver refuses, so they go as strings, and the Lease is written whole (no read-back Dates).
   const microTime = (d: Date) => d.toISOString().replace(/\.(\d{3})Z$/, '.$1000Z') as unknown as Date;
@@ -583,7 +593,16 @@ export async function startTestNode(kc: KubeConfig, options: TestNodeOptions = {
       }
     }
   };
-  await list();
+  // The node's files: made last, so a failed start leaves nothing behind (pods only run from here on).
+  const dir = await mkdtemp(join(tmpdir(), `strata-${name}-`));
+  try {
+    await mkdir(join(dir, 'logs'));
+    await list();
+  } catch (err) {
+    clearInterval(leaseTimer);
+    await rm(dir, { recursive: true, force: true });
+    throw err;
+  }
   const watching = startWatch();
 
   return {
