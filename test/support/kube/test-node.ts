@@ -264,9 +264,6 @@ export async function startTestNode(kc: KubeConfig, options: TestNodeOptions = {
     else await coordination.replaceNamespacedLease({ name, namespace, body });
   };
   await renewLease();
-  // Made once the node is registered, so a failed start leaves nothing behind.
-  const dir = await mkdtemp(join(tmpdir(), `strata-${name}-`));
-  await mkdir(join(dir, 'logs'));
   const leaseTimer = setInterval(() => {
     renewLease().catch(() => undefined); // the next renewal retries; the grace is 40 s
   }, LEASE_RENEW_MS);
