@@ -55,17 +55,23 @@ export function orderMounts(mounts: readonly BindMount[], nodeDir: string): Bind
 
 /**
  * The shell script run as `unshare --mount --propagation private -- sh -c SCRIPT sh CMD ARGS…`: it makes the
- * mounts, changes to `workingDir` when given, and execs the command.
+ * mounts, changes to `workingDir` when given, and execs the command. `keep` names host directories the command
+ * itself needs (the Strata checkout it runs from): a volume mounted over one of their ancestors (an emptyDir at
+ * `/tmp` when the checkout is under /tmp) would hide them, so they are bound back, from a descriptor opened before.
  */
 export function mountScript(
   mounts: readonly BindMount[],
   podDir: string,
   nodeDir: string,
   workingDir?: string,
+  keep: readonly string[] = [],
 ): string {
   const ordered = orderMounts(mounts, nodeDir);
+  const hidden = keep.filter((k) => ordered.some((m) => isUnder(k, m.target))).slice(0, 3);
   const lines = [
     'set -eu',
+    // Descriptors 6–8 keep the hidden directories reachable (/proc/self/fd/N) once a volume covers them.
+    ...hidden.map((k, i) => `exec ${6 + i}< ${q(k)}`),
     `scratch=${q(join(podDir, 'overlays'))}`,
     'n=0',
     // Targets already bound (and overlays of ours): a missing path under one is made inside it, as runc would.
@@ -92,6 +98,12 @@ export function mountScript(
     if (m.readOnly) lines.push(`mount -o remount,bind,ro ${q(m.target)}`);
     lines.push(`bound="$bound $(readlink -f ${q(m.target)})"`);
   }
+  hidden.forEach((k, i) => {
+    lines.push(`ensure ${q(k)} d`);
+    // --no-canonicalize: mount would resolve the descriptor to its (now hidden) path name.
+    lines.push(`mount --no-canonicalize --bind /proc/self/fd/${6 + i} ${q(k)}`);
+    lines.push(`exec ${6 + i}<&-`);
+  });
   if (workingDir) lines.push(`cd ${q(workingDir)}`);
   lines.push('exec "$@"');
   return lines.join('\n');

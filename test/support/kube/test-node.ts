@@ -392,7 +392,7 @@ export async function startTestNode(kc: KubeConfig, options: TestNodeOptions = {
     closeSync(openSync(termFile, 'w'));
     mounts.push({ source: termFile, target: termPath, kind: 'file' });
     const argv = runner([...(c.command ?? []), ...(c.args ?? [])].map((s) => expandVars(s, env)));
-    const script = mountScript(mounts, podDir, dir, c.workingDir);
+    const script = mountScript(mounts, podDir, dir, c.workingDir, [REPO_ROOT]);
 
     const out = openSync(log, 'a');
     let child: ChildProcess;
