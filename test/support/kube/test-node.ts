@@ -66,6 +66,17 @@ export interface TestNodeOptions {
   readonly images?: Record<string, ImageRunner>;
   /** Longest grace a deleted pod's process gets before SIGKILL (default 10 s). */
   readonly maxGraceMs?: number;
+  /**
+   * Finish every bound pod at once, running nothing: its status goes straight to terminated with what this returns
+   * (scale runs with thousands of pods; `images` is then not consulted).
+   */
+  readonly instant?: (pod: V1Pod) => InstantOutcome;
+}
+
+/** How an instant pod ends: its container's exit code and termination message. */
+export interface InstantOutcome {
+  readonly exitCode: number;
+  readonly message?: string;
 }
 
 /** A running test node. */
@@ -261,17 +272,24 @@ export async function startTestNode(kc: KubeConfig, options: TestNodeOptions = {
   }, LEASE_RENEW_MS);
 
   // --- pod status --------------------------------------------------------------------------------------------
-  /** Read-modify-write of the status subresource (retried on conflicts), as the kubelet's status manager does. */
+  /**
+   * Read-modify-write of the status subresource (retried on conflicts), as the kubelet's status manager does. A
+   * `known` copy of the pod (fresh from the watch) saves the first read; a conflict reads it anew.
+   */
   const writeStatus = async (
     ns: string,
     podName: string,
     uid: string,
     edit: (p: V1Pod) => void,
+    known?: V1Pod,
   ): Promise<void> => {
     for (let attempt = 0; attempt < 10; attempt++) {
       let pod: V1Pod;
       try {
-        pod = await core.readNamespacedPod({ name: podName, namespace: ns });
+        pod =
+          attempt === 0 && known
+            ? structuredClone(known)
+            : await core.readNamespacedPod({ name: podName, namespace: ns });
       } catch (err) {
         if (apiCode(err) === 404) return;
         throw err;
@@ -327,6 +345,44 @@ export async function startTestNode(kc: KubeConfig, options: TestNodeOptions = {
     restartCount: 0,
     state,
   });
+
+  /** The status of a pod whose container ended: phase, conditions and the terminated state, as the kubelet writes. */
+  const terminatedStatus =
+    (
+      c: V1Container,
+      end: { exitCode: number; signal?: NodeJS.Signals | null; message?: string; pid?: number },
+      startedAt: Date,
+      finishedAt: Date,
+    ) =>
+    (p: V1Pod): void => {
+      p.status = {
+        ...p.status,
+        phase: end.exitCode === 0 ? 'Succeeded' : 'Failed',
+        hostIP: HOST_IP,
+        hostIPs: [{ ip: HOST_IP }],
+        startTime: p.status?.startTime ?? startedAt,
+      };
+      setConditions(p, false, finishedAt, 'PodCompleted');
+      const containerID = `strata-test://${end.pid ?? p.metadata?.uid ?? ''}`;
+      p.status.containerStatuses = [
+        containerStatus(
+          c,
+          {
+            terminated: {
+              exitCode: end.exitCode,
+              ...(end.signal ? { signal: end.signal === 'SIGKILL' ? 9 : 15 } : {}),
+              reason: end.exitCode === 0 ? 'Completed' : 'Error',
+              ...(end.message ? { message: end.message } : {}),
+              startedAt,
+              finishedAt,
+              containerID,
+            },
+          },
+          false,
+          end.pid,
+        ),
+      ];
+    };
 
   // --- running a pod -------------------------------------------------------------------------------------------
   const logFile = (ns: string, podName: string, uid: string) =>
@@ -431,28 +487,33 @@ export async function startTestNode(kc: KubeConfig, options: TestNodeOptions = {
       message = logTail(await readFile(log, 'utf8').catch(() => ''));
     await rm(podDir, { recursive: true, force: true }).catch(() => undefined);
     if (r.stopping && stopped) return;
-    await writeStatus(ns, podName, uid, (p) => {
-      p.status = { ...p.status, phase: exitCode === 0 ? 'Succeeded' : 'Failed' };
-      setConditions(p, false, finishedAt, 'PodCompleted');
-      p.status.containerStatuses = [
-        containerStatus(
-          c,
-          {
-            terminated: {
-              exitCode,
-              ...(signal ? { signal: signal === 'SIGKILL' ? 9 : 15 } : {}),
-              reason: exitCode === 0 ? 'Completed' : 'Error',
-              ...(message ? { message } : {}),
-              startedAt,
-              finishedAt,
-              containerID: `strata-test://${child.pid}`,
-            },
-          },
-          false,
-          child.pid,
-        ),
-      ];
-    }).catch((err: unknown) => errors.push(`pod ${ns}/${podName} final status: ${String(err)}`));
+    await writeStatus(
+      ns,
+      podName,
+      uid,
+      terminatedStatus(
+        c,
+        { exitCode, signal, message, ...(child.pid ? { pid: child.pid } : {}) },
+        startedAt,
+        finishedAt,
+      ),
+    ).catch((err: unknown) => errors.push(`pod ${ns}/${podName} final status: ${String(err)}`));
+  };
+
+  /** `instant`: the pod ends as soon as it is bound, nothing run (written from the watched copy: one request). */
+  const finishInstantly = async (pod: V1Pod, instant: NonNullable<TestNodeOptions['instant']>) => {
+    const ns = pod.metadata!.namespace!;
+    const podName = pod.metadata!.name!;
+    ranPods.push(`${ns}/${podName}`);
+    const at = now();
+    const end = instant(pod);
+    await writeStatus(
+      ns,
+      podName,
+      pod.metadata!.uid!,
+      terminatedStatus(pod.spec!.containers[0]!, end, at, at),
+      pod,
+    ).catch((err: unknown) => errors.push(`pod ${ns}/${podName} instant status: ${String(err)}`));
   };
 
   const kill = async (r: Running, graceMs: number): Promise<void> => {
@@ -525,6 +586,7 @@ export async function startTestNode(kc: KubeConfig, options: TestNodeOptions = {
     if (running.has(uid) || pod.status?.phase === 'Succeeded' || pod.status?.phase === 'Failed') return;
     const r: Running = { stopping: false };
     running.set(uid, r);
+    if (options.instant) return finishInstantly(pod, options.instant);
     // Not awaited here: a pod runs for long; its status writes are its own.
     run(pod, r).catch((err: unknown) => errors.push(`pod ${ns}/${podName}: ${String(err)}`));
   };
