@@ -361,6 +361,14 @@ interface Phase {
   rssKiB: number;
 }
 
+/** Stops what a running benchmark started (a signal's cleanup); undefined when none runs. */
+let stopRunning: (() => Promise<void>) | undefined;
+
+/** Stops the running operator benchmark's controller, node and control plane (SIGINT/SIGTERM). */
+export async function stopOperatorBench(): Promise<void> {
+  await stopRunning?.();
+}
+
 /** Runs the whole operator benchmark and returns its report (Markdown). */
 export async function runOperatorBench(o: OperatorBenchOptions): Promise<string> {
   for (const f of ['dist/bundle/strata.js', 'dist/test/support/kube/control-plane.js'])
@@ -376,6 +384,14 @@ export async function runOperatorBench(o: OperatorBenchOptions): Promise<string>
   let node: TestNode | undefined;
   let controller: ControllerProcess | undefined;
   const watchers: Informer<KubeObject>[] = [];
+  const stopAll = async (): Promise<void> => {
+    stopRunning = undefined;
+    await controller?.stop().catch(() => undefined);
+    await Promise.all(watchers.map((w) => w.stop()));
+    await node?.stop();
+    await cp?.stop();
+  };
+  stopRunning = stopAll;
   try {
     log('operator: starting etcd, kube-apiserver (audit log) and kube-controller-manager');
     cp = await startControlPlane({
@@ -532,10 +548,7 @@ export async function runOperatorBench(o: OperatorBenchOptions): Promise<string>
       throw new BenchError(`only ${readyCount()} of ${o.objects} ImageBuilds are still Ready`);
     return report(o, phases, rbac, cpu1);
   } finally {
-    await controller?.stop().catch(() => undefined);
-    await Promise.all(watchers.map((w) => w.stop()));
-    await node?.stop();
-    await cp?.stop();
+    await stopAll();
   }
 }
 
