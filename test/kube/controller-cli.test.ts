@@ -8,6 +8,7 @@ import { waitFor } from '../support/kube/wait.js';
 
 const CLI = fileURLToPath(new URL('../../bin/strata.js', import.meta.url));
 const BUILT = fileURLToPath(new URL('../../dist/bundle/strata.js', import.meta.url));
+const CRDS = fileURLToPath(new URL('../../crds', import.meta.url));
 
 interface Replica {
   child: ChildProcess;
@@ -83,6 +84,9 @@ describe('strata controller against a real kube-apiserver', () => {
 
   beforeAll(async () => {
     cp = await startControlPlane();
+    // The registered ImageBuild controller's informer syncs (and /readyz answers 200) only once its kind exists.
+    await cp.kubectlOk(['apply', '-f', CRDS]);
+    await cp.kubectlOk(['wait', '--for=condition=Established', '--timeout=60s', '-f', CRDS]);
   });
   afterAll(async () => {
     for (const r of replicas) r.child.kill('SIGKILL');
@@ -100,7 +104,7 @@ describe('strata controller against a real kube-apiserver', () => {
     expect(metrics).toMatch(/strata_kube_api_requests_total\{verb="(create|update)",code="20[01]"\} \d+/);
     expect(metrics).toContain('# TYPE strata_reconcile_total counter');
     expect(metrics).toContain('# TYPE strata_watch_restarts_total counter');
-    expect(a.stderr()).toContain('no controllers are registered in this build');
+    expect(a.stderr()).toContain('"controllers":["imagebuild"]');
     const aIdentity = await holder();
     expect(aIdentity).toMatch(/_[0-9a-f-]{36}$/);
 
