@@ -215,38 +215,48 @@ export async function startTestNode(kc: KubeConfig, options: TestNodeOptions = {
     if (apiCode(err) !== 409) throw err;
   }
   const now = () => new Date();
-  const current = await core.readNode({ name });
-  current.status = {
-    capacity,
-    allocatable: capacity,
-    addresses: [
-      { type: 'InternalIP', address: HOST_IP },
-      { type: 'Hostname', address: name },
-    ],
-    conditions: [
-      {
-        type: 'Ready',
-        status: 'True',
-        reason: 'KubeletReady',
-        message: 'strata test node is posting ready status',
-        lastHeartbeatTime: now(),
-        lastTransitionTime: now(),
+  // The node controllers may touch a new Node between our read and write: re-read on a conflict.
+  for (let attempt = 0; ; attempt++) {
+    try {
+      await core.replaceNodeStatus({ name, body: nodeStatus(await core.readNode({ name })) });
+      break;
+    } catch (err) {
+      if (apiCode(err) !== 409 || attempt >= 10) throw err;
+    }
+  }
+  function nodeStatus(current: V1Node): V1Node {
+    current.status = {
+      capacity,
+      allocatable: capacity,
+      addresses: [
+        { type: 'InternalIP', address: HOST_IP },
+        { type: 'Hostname', address: name },
+      ],
+      conditions: [
+        {
+          type: 'Ready',
+          status: 'True',
+          reason: 'KubeletReady',
+          message: 'strata test node is posting ready status',
+          lastHeartbeatTime: now(),
+          lastTransitionTime: now(),
+        },
+      ],
+      nodeInfo: {
+        architecture: 'amd64',
+        bootID: name,
+        containerRuntimeVersion: 'strata-test://1',
+        kernelVersion: '',
+        kubeProxyVersion: 'v1.28.0',
+        kubeletVersion: 'v1.28.0',
+        machineID: name,
+        operatingSystem: 'linux',
+        osImage: 'strata test node',
+        systemUUID: name,
       },
-    ],
-    nodeInfo: {
-      architecture: 'amd64',
-      bootID: name,
-      containerRuntimeVersion: 'strata-test://1',
-      kernelVersion: '',
-      kubeProxyVersion: 'v1.28.0',
-      kubeletVersion: 'v1.28.0',
-      machineID: name,
-      operatingSystem: 'linux',
-      osImage: 'strata test node',
-      systemUUID: name,
-    },
-  };
-  await core.replaceNodeStatus({ name, body: current });
+    };
+    return current;
+  }
   // Lease times are MicroTime (six fractional digits); client-node would write a Date with three, which the
   // apiserver refuses, so they go as strings, and the Lease is written whole (no read-back Dates).
   const microTime = (d: Date) => d.toISOString().replace(/\.(\d{3})Z$/, '.$1000Z') as unknown as Date;
