@@ -23,6 +23,7 @@ import {
 import { buildCorpus, SMALL_REF, type Corpus } from './corpus.js';
 import { settleDisk } from './disk.js';
 import { InProcessEngine, killWorkersSync } from './in-process.js';
+import { killControllersSync, runOperatorBench, stopOperatorBench } from './operator.js';
 import {
   httpPull,
   httpPullMany,
@@ -77,6 +78,13 @@ const BUILD_COLD_RATIO_TARGET = 0.7;
 const BUILD_CACHED_EXTRA_SECONDS = 0.5;
 /** Issue 12: peak RSS of `strata build` (the process tree's largest process). */
 const BUILD_RSS_TARGET_MIB = 200;
+/**
+ * Issue 14 §5 (targets in bench/operator.ts): the controller's `--max-concurrent-reconciles`. A reconcile is bound by
+ * its API round trips (a Job create, then a status patch), not by CPU: 4 workers reach ~10 builds/s here.
+ */
+const OPERATOR_CONCURRENCY = 16;
+/** The controller's `--sync-period` in the operator benchmark: short, so that the bench waits for one resync. */
+const OPERATOR_SYNC_PERIOD_S = 30;
 
 // ---------------------------------------------------------------------------------------------
 // Arguments
@@ -89,8 +97,10 @@ const USAGE = `usage: npm run bench -- [options]     (or: node dist/bench/run.js
                     push-cold,repush,engine-repush,unpack-first,unpack,commit,create,
                     engine-create,build-resolve,build-cold,build-cached,mirror-cold,
                     mirror-warm,mirror-concurrent; "build" means the three build-* rows,
-                    "mirror" the three mirror-* rows (default: all)
-  --corpus-only     build (or find cached) the corpus, print its sizes, and stop
+                    "mirror" the three mirror-* rows (default: all); "operator" alone runs
+                    the operator scale benchmark instead (never part of the default run)
+  --objects N       ImageBuilds of the operator benchmark (default 1000; --quick: 100)
+  --reconcilers N   the operator benchmark's --max-concurrent-reconciles (default 16)  --corpus-only     build (or find cached) the corpus, print its sizes, and stop
   --timeout S       a command running longer than S seconds fails the bench (default 600)
   --strata-cmd CMD  developer override of "node bin/strata.js" (a command prefix); the value
                     "skopeo" runs skopeo on the strata side too (harness self-test)
@@ -147,6 +157,12 @@ interface Args {
   /** --only was given (else every scenario this machine can run). */
   onlyGiven: boolean;
   corpusOnly: boolean;
+  /** `--only operator`: the operator scale benchmark (bench/operator.ts) instead of the rows. */
+  operator: boolean;
+  /** ImageBuilds of the operator benchmark. */
+  objects: number;
+  /** The operator benchmark's `--max-concurrent-reconciles`. */
+  reconcilers: number;
   strataCmd: string | undefined;
   work: string;
   root: string;
@@ -172,6 +188,8 @@ function parse(argv: string[]): Args {
       'corpus-only': { type: 'boolean', default: false },
       'strata-cmd': { type: 'string' },
       timeout: { type: 'string' },
+      objects: { type: 'string' },
+      reconcilers: { type: 'string' },
       help: { type: 'boolean', short: 'h', default: false },
     },
     strict: true,
@@ -186,6 +204,15 @@ function parse(argv: string[]): Args {
     throw new BenchError(`--runs must be a positive integer, got "${runsRaw}"`);
   const only = new Set<ScenarioId>();
   const words = (values.only ?? SCENARIO_IDS.join(',')).split(',').filter(Boolean);
+  const operator = words.includes('operator');
+  if (operator && words.length > 1)
+    throw new BenchError('--only operator runs alone (it has its own report)');
+  const objects = Number(values.objects ?? (values.quick ? 100 : 1000));
+  if (!Number.isInteger(objects) || objects < 1)
+    throw new BenchError(`--objects must be a positive integer, got "${values.objects}"`);
+  const reconcilers = Number(values.reconcilers ?? OPERATOR_CONCURRENCY);
+  if (!Number.isInteger(reconcilers) || reconcilers < 1)
+    throw new BenchError(`--reconcilers must be a positive integer, got "${values.reconcilers}"`);
   // "build" names every build row; build-cached's target is relative to build-resolve, so it brings it along.
   const expanded = words.flatMap((w) =>
     w === 'build'
@@ -196,7 +223,7 @@ function parse(argv: string[]): Args {
           ? ['build-resolve', w]
           : [w],
   );
-  for (const s of expanded) {
+  for (const s of operator ? [] : expanded) {
     if (!(SCENARIO_IDS as readonly string[]).includes(s)) {
       throw new BenchError(`unknown scenario "${s}" (known: ${SCENARIO_IDS.join(', ')})`);
     }
@@ -213,6 +240,9 @@ function parse(argv: string[]): Args {
     only,
     onlyGiven: values.only !== undefined,
     corpusOnly: values['corpus-only'] ?? false,
+    operator,
+    objects,
+    reconcilers,
     strataCmd: values['strata-cmd'],
     work: path.resolve(process.env.STRATA_BENCH_WORK ?? path.join(root, '.bench-work')),
     root,
@@ -939,6 +969,22 @@ async function mainBuildOnly(args: Args): Promise<void> {
   await report(args, cli, results, undefined);
 }
 
+/** `--only operator`: the operator scale benchmark; its report replaces the rows' (bench/operator.ts). */
+async function mainOperator(args: Args): Promise<void> {
+  cleanup = stopOperatorBench;
+  const out = await runOperatorBench({
+    root: args.root,
+    work: args.work,
+    objects: args.objects,
+    concurrency: args.reconcilers,
+    syncPeriodS: OPERATOR_SYNC_PERIOD_S,
+    timeoutMs: Math.min(timeoutMs, 300_000),
+  });
+  process.stdout.write(out);
+  await writeFile(path.join(args.work, 'operator-results.md'), out);
+  log(`results written to ${path.join(args.work, 'operator-results.md')}`);
+}
+
 // ---------------------------------------------------------------------------------------------
 // Main
 
@@ -947,6 +993,7 @@ let cleanup: (() => Promise<void>) | undefined;
 async function main(): Promise<void> {
   const args = parse(process.argv.slice(2));
   await mkdir(args.work, { recursive: true });
+  if (args.operator) return mainOperator(args);
   if (!args.corpusOnly && [...args.only].every((id) => BUILD_IDS.includes(id))) return mainBuildOnly(args);
   const corpus = await buildCorpus({ work: args.work, quick: args.quick });
   if (args.corpusOnly) {
@@ -1476,6 +1523,7 @@ process.on('exit', () => {
   killWorkersSync();
   killAllMirrorsSync();
   killAllSync();
+  killControllersSync();
 });
 for (const sig of ['SIGINT', 'SIGTERM'] as const) {
   process.once(sig, () => {

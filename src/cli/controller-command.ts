@@ -28,6 +28,7 @@ interface ControllerFlags {
   healthProbeBindAddress: string;
   maxConcurrentReconciles: string;
   gracefulShutdownTimeout: string;
+  syncPeriod: string;
   buildImage: string;
   buildImagePullPolicy?: string;
   logLevel: string;
@@ -113,6 +114,11 @@ export function registerControllerCommand(program: Command, env: StrataEnvironme
       'how long in-flight reconciles may finish on SIGTERM',
       '30s',
     )
+    .option(
+      '--sync-period <duration>',
+      'how often every cached object is reconciled again with nothing changed (a resync, no API call by itself; 0 disables)',
+      '10m',
+    )
     .option('--build-image <ref>', 'the Strata image that ImageBuild pods run', DEFAULT_BUILD_IMAGE)
     .option('--build-image-pull-policy <policy>', 'Always, IfNotPresent or Never (default: IfNotPresent)')
     .action(async (flags: ControllerFlags, cmd: Command) => {
@@ -137,6 +143,7 @@ async function runController(flags: ControllerFlags, env: StrataEnvironment): Pr
     retryPeriodMs: parseSeconds('--leader-elect-retry-period', flags.leaderElectRetryPeriod),
   };
   const graceMs = parseSeconds('--graceful-shutdown-timeout', flags.gracefulShutdownTimeout);
+  const resyncMs = parseSeconds('--sync-period', flags.syncPeriod);
   const pullPolicy = flags.buildImagePullPolicy as (typeof PULL_POLICIES)[number] | undefined;
   if (pullPolicy !== undefined && !PULL_POLICIES.includes(pullPolicy))
     throw new TerminalError(
@@ -176,6 +183,7 @@ async function runController(flags: ControllerFlags, env: StrataEnvironment): Pr
     namespaces: flags.namespace,
     concurrency,
     shutdownGraceMs: graceMs,
+    resyncMs,
     metrics,
     logger,
     ...(flags.leaderElect

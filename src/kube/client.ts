@@ -140,7 +140,7 @@ export class KubeClient {
     } catch (cause) {
       throw new KubeError('CONFIG', `kubeconfig credentials: ${(cause as Error).message}`, { cause });
     }
-    this.agent ??= auth.agent as http.Agent | undefined;
+    this.agent ??= keepAlive(auth.agent);
     const url = new URL(this.server + path);
     for (const [k, v] of Object.entries(options.query ?? {}))
       if (v !== undefined) url.searchParams.set(k, String(v));
@@ -166,6 +166,15 @@ export class KubeClient {
       req.end(payload);
     });
   }
+}
+
+/**
+ * client-node's TLS agent without keep-alive would open a connection per request: a TLS handshake and a new
+ * secure context each time, most of a busy controller's CPU (issue 14 §5's benchmark). The same options, kept alive.
+ */
+function keepAlive(agent: unknown): http.Agent | undefined {
+  if (!(agent instanceof https.Agent)) return agent as http.Agent | undefined;
+  return new https.Agent({ ...agent.options, keepAlive: true });
 }
 
 /** `signal` combined with a timeout of `ms`. */

@@ -256,8 +256,17 @@ export class Informer<T extends KubeObject = KubeObject> {
   }
 }
 
-/** List items come without `kind`/`apiVersion`; put them back so handlers see whole objects. */
+/**
+ * List items come without `kind`/`apiVersion`; put them back so handlers see whole objects. `managedFields` are
+ * dropped (as controller-runtime's cache transforms do): no reconciler reads them, and they are a large share of
+ * every cached object (issue 14 §5: 1,000 builds with their Jobs and pods).
+ */
 function withKind<T extends KubeObject>(obj: T, type: ResourceType): T {
+  const meta = obj.metadata as (T['metadata'] & { managedFields?: unknown }) | undefined;
+  if (meta?.managedFields !== undefined) {
+    const { managedFields: _dropped, ...rest } = meta;
+    obj = { ...obj, metadata: rest };
+  }
   if (obj.kind && obj.apiVersion) return obj;
   return { ...obj, kind: type.kind, apiVersion: type.apiVersion };
 }

@@ -1,6 +1,7 @@
 /**
  * The test node against a real kube-apiserver: scheduling (nodeSelector, taints, tolerations, several nodes), env
- * and volumes at their real paths, termination messages and the log fallback, deletion killing the process.
+ * and volumes at their real paths, termination messages and the log fallback, deletion killing the process; the
+ * instant mode (scale runs) finishing pods without running them.
  */
 import { existsSync } from 'node:fs';
 import { CoreV1Api, type V1Pod } from '@kubernetes/client-node';
@@ -15,6 +16,7 @@ let cp: ControlPlane;
 let core: CoreV1Api;
 let nodeA: TestNode;
 let nodeB: TestNode;
+let nodeI: TestNode;
 const ns = 'node-test';
 
 function terminated(name: string) {
@@ -53,11 +55,22 @@ beforeAll(async () => {
     images,
   });
   nodeB = await startTestNode(cp.kubeConfig(), { name: 'node-b', images });
+  // Tainted, so it takes only the pods that ask for it.
+  nodeI = await startTestNode(cp.kubeConfig(), {
+    name: 'node-i',
+    labels: { pool: 'instant' },
+    taints: [{ key: 'instant', value: 'yes', effect: 'NoSchedule' }],
+    instant: (p) =>
+      p.metadata!.name === 'instant-fail'
+        ? { exitCode: 7 }
+        : { exitCode: 0, message: `report for ${p.metadata!.name}` },
+  });
 });
 
 afterAll(async () => {
   await nodeA?.stop();
   await nodeB?.stop();
+  await nodeI?.stop();
   await cp?.stop();
 });
 
@@ -182,6 +195,32 @@ describe('test node', () => {
     expect(stuck.spec!.nodeName).toBeUndefined();
     expect(stuck.status!.phase).toBe('Pending');
   }, 120_000);
+
+  it('instant mode: a bound pod terminates at once with the given outcome, nothing run', async () => {
+    const marker = `/tmp/strata-instant-${process.pid}`;
+    const onInstant = {
+      nodeSelector: { pool: 'instant' },
+      tolerations: [{ key: 'instant', operator: 'Equal', value: 'yes', effect: 'NoSchedule' }],
+    };
+    for (const name of ['instant-ok', 'instant-fail'])
+      await core.createNamespacedPod({ namespace: ns, body: pod(name, `touch ${marker}`, onInstant) });
+    const ok = await terminated('instant-ok');
+    expect(ok.spec!.nodeName).toBe('node-i');
+    expect(ok.status!.phase).toBe('Succeeded');
+    expect(ok.status!.containerStatuses![0]!.state!.terminated).toMatchObject({
+      exitCode: 0,
+      reason: 'Completed',
+      message: 'report for instant-ok',
+    });
+    const failed = await terminated('instant-fail');
+    expect(failed.status!.phase).toBe('Failed');
+    expect(failed.status!.containerStatuses![0]!.state!.terminated).toMatchObject({
+      exitCode: 7,
+      reason: 'Error',
+    });
+    expect(nodeI.ran().sort()).toEqual([`${ns}/instant-fail`, `${ns}/instant-ok`]);
+    expect(existsSync(marker)).toBe(false);
+  });
 
   it('waits for a missing Secret, then runs', async () => {
     await core.createNamespacedPod({

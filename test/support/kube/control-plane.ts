@@ -60,6 +60,8 @@ export interface ControlPlaneOptions {
   controllerManager?: boolean;
   /** Extra kube-apiserver flags (`--flag=value`). */
   apiServerFlags?: string[];
+  /** Extra kube-controller-manager flags (`--flag=value`; e.g. `--kube-api-qps` for a scale run). */
+  controllerManagerFlags?: string[];
 }
 
 const ADMIN_TOKEN = 'strata-envtest-admin-token';
@@ -267,6 +269,7 @@ export async function startControlPlane(options: ControlPlaneOptions = {}): Prom
         `--cluster-signing-cert-file=${pki.caCert}`,
         `--cluster-signing-key-file=${pki.caKey}`,
         `--flex-volume-plugin-dir=${flexDir}`,
+        ...(options.controllerManagerFlags ?? []),
       ]);
       await waitReady(procs.kcm, dir, `https://127.0.0.1:${kcmPort}/healthz`, (s) => s === 200, undefined);
     }

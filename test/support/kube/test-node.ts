@@ -66,6 +66,17 @@ export interface TestNodeOptions {
   readonly images?: Record<string, ImageRunner>;
   /** Longest grace a deleted pod's process gets before SIGKILL (default 10 s). */
   readonly maxGraceMs?: number;
+  /**
+   * Finish every bound pod at once, running nothing: its status goes straight to terminated with what this returns
+   * (scale runs with thousands of pods; `images` is then not consulted).
+   */
+  readonly instant?: (pod: V1Pod) => InstantOutcome;
+}
+
+/** How an instant pod ends: its container's exit code and termination message. */
+export interface InstantOutcome {
+  readonly exitCode: number;
+  readonly message?: string;
 }
 
 /** A running test node. */
@@ -202,47 +213,47 @@ export async function startTestNode(kc: KubeConfig, options: TestNodeOptions = {
     if (apiCode(err) !== 409) throw err;
   }
   const now = () => new Date();
-  const current = await core.readNode({ name });
-  current.status = {
-    capacity,
-    allocatable: capacity,
-    addresses: [
-      { type: 'InternalIP', address: HOST_IP },
-      { type: 'Hostname', address: name },
-    ],
-    conditions: [
-      {
-        type: 'Ready',
-        status: 'True',
-        reason: 'KubeletReady',
-        message: 'strata test node is posting ready status',
-        lastHeartbeatTime: now(),
-        lastTransitionTime: now(),
-      },
-    ],
-    nodeInfo: {
-      architecture: 'amd64',
-      bootID: name,
-      containerRuntimeVersion: 'strata-test://1',
-      kernelVersion: '',
-      kubeProxyVersion: 'v1.28.0',
-      kubeletVersion: 'v1.28.0',
-      machineID: name,
-      operatingSystem: 'linux',
-      osImage: 'strata test node',
-      systemUUID: name,
-    },
-  };
-  // The node lifecycle controller may change the new Node (taints) between the read and this write: retry with
-  // its fresh metadata (the status is the node's alone).
-  for (let attempt = 1; ; attempt++) {
+  // The node controllers may touch a new Node between our read and write: re-read on a conflict.
+  for (let attempt = 0; ; attempt++) {
     try {
-      await core.replaceNodeStatus({ name, body: current });
+      await core.replaceNodeStatus({ name, body: nodeStatus(await core.readNode({ name })) });
       break;
     } catch (err) {
-      if (apiCode(err) !== 409 || attempt === 10) throw err;
-      current.metadata = (await core.readNode({ name })).metadata;
+      if (apiCode(err) !== 409 || attempt >= 10) throw err;
     }
+  }
+  function nodeStatus(current: V1Node): V1Node {
+    current.status = {
+      capacity,
+      allocatable: capacity,
+      addresses: [
+        { type: 'InternalIP', address: HOST_IP },
+        { type: 'Hostname', address: name },
+      ],
+      conditions: [
+        {
+          type: 'Ready',
+          status: 'True',
+          reason: 'KubeletReady',
+          message: 'strata test node is posting ready status',
+          lastHeartbeatTime: now(),
+          lastTransitionTime: now(),
+        },
+      ],
+      nodeInfo: {
+        architecture: 'amd64',
+        bootID: name,
+        containerRuntimeVersion: 'strata-test://1',
+        kernelVersion: '',
+        kubeProxyVersion: 'v1.28.0',
+        kubeletVersion: 'v1.28.0',
+        machineID: name,
+        operatingSystem: 'linux',
+        osImage: 'strata test node',
+        systemUUID: name,
+      },
+    };
+    return current;
   }
   // Lease times are MicroTime (six fractional digits); client-node would write a Date with three, which the
   // apiserver refuses, so they go as strings, and the Lease is written whole (no read-back Dates).
@@ -269,17 +280,24 @@ export async function startTestNode(kc: KubeConfig, options: TestNodeOptions = {
   }, LEASE_RENEW_MS);
 
   // --- pod status --------------------------------------------------------------------------------------------
-  /** Read-modify-write of the status subresource (retried on conflicts), as the kubelet's status manager does. */
+  /**
+   * Read-modify-write of the status subresource (retried on conflicts), as the kubelet's status manager does. A
+   * `known` copy of the pod (fresh from the watch) saves the first read; a conflict reads it anew.
+   */
   const writeStatus = async (
     ns: string,
     podName: string,
     uid: string,
     edit: (p: V1Pod) => void,
+    known?: V1Pod,
   ): Promise<void> => {
     for (let attempt = 0; attempt < 10; attempt++) {
       let pod: V1Pod;
       try {
-        pod = await core.readNamespacedPod({ name: podName, namespace: ns });
+        pod =
+          attempt === 0 && known
+            ? structuredClone(known)
+            : await core.readNamespacedPod({ name: podName, namespace: ns });
       } catch (err) {
         if (apiCode(err) === 404) return;
         throw err;
@@ -335,6 +353,44 @@ export async function startTestNode(kc: KubeConfig, options: TestNodeOptions = {
     restartCount: 0,
     state,
   });
+
+  /** The status of a pod whose container ended: phase, conditions and the terminated state, as the kubelet writes. */
+  const terminatedStatus =
+    (
+      c: V1Container,
+      end: { exitCode: number; signal?: NodeJS.Signals | null; message?: string; pid?: number },
+      startedAt: Date,
+      finishedAt: Date,
+    ) =>
+    (p: V1Pod): void => {
+      p.status = {
+        ...p.status,
+        phase: end.exitCode === 0 ? 'Succeeded' : 'Failed',
+        hostIP: HOST_IP,
+        hostIPs: [{ ip: HOST_IP }],
+        startTime: p.status?.startTime ?? startedAt,
+      };
+      setConditions(p, false, finishedAt, 'PodCompleted');
+      const containerID = `strata-test://${end.pid ?? p.metadata?.uid ?? ''}`;
+      p.status.containerStatuses = [
+        containerStatus(
+          c,
+          {
+            terminated: {
+              exitCode: end.exitCode,
+              ...(end.signal ? { signal: end.signal === 'SIGKILL' ? 9 : 15 } : {}),
+              reason: end.exitCode === 0 ? 'Completed' : 'Error',
+              ...(end.message ? { message: end.message } : {}),
+              startedAt,
+              finishedAt,
+              containerID,
+            },
+          },
+          false,
+          end.pid,
+        ),
+      ];
+    };
 
   // --- running a pod -------------------------------------------------------------------------------------------
   const logFile = (ns: string, podName: string, uid: string) =>
@@ -439,28 +495,33 @@ export async function startTestNode(kc: KubeConfig, options: TestNodeOptions = {
       message = logTail(await readFile(log, 'utf8').catch(() => ''));
     await rm(podDir, { recursive: true, force: true }).catch(() => undefined);
     if (r.stopping && stopped) return;
-    await writeStatus(ns, podName, uid, (p) => {
-      p.status = { ...p.status, phase: exitCode === 0 ? 'Succeeded' : 'Failed' };
-      setConditions(p, false, finishedAt, 'PodCompleted');
-      p.status.containerStatuses = [
-        containerStatus(
-          c,
-          {
-            terminated: {
-              exitCode,
-              ...(signal ? { signal: signal === 'SIGKILL' ? 9 : 15 } : {}),
-              reason: exitCode === 0 ? 'Completed' : 'Error',
-              ...(message ? { message } : {}),
-              startedAt,
-              finishedAt,
-              containerID: `strata-test://${child.pid}`,
-            },
-          },
-          false,
-          child.pid,
-        ),
-      ];
-    }).catch((err: unknown) => errors.push(`pod ${ns}/${podName} final status: ${String(err)}`));
+    await writeStatus(
+      ns,
+      podName,
+      uid,
+      terminatedStatus(
+        c,
+        { exitCode, signal, message, ...(child.pid ? { pid: child.pid } : {}) },
+        startedAt,
+        finishedAt,
+      ),
+    ).catch((err: unknown) => errors.push(`pod ${ns}/${podName} final status: ${String(err)}`));
+  };
+
+  /** `instant`: the pod ends as soon as it is bound, nothing run (written from the watched copy: one request). */
+  const finishInstantly = async (pod: V1Pod, instant: NonNullable<TestNodeOptions['instant']>) => {
+    const ns = pod.metadata!.namespace!;
+    const podName = pod.metadata!.name!;
+    ranPods.push(`${ns}/${podName}`);
+    const at = now();
+    const end = instant(pod);
+    await writeStatus(
+      ns,
+      podName,
+      pod.metadata!.uid!,
+      terminatedStatus(pod.spec!.containers[0]!, end, at, at),
+      pod,
+    ).catch((err: unknown) => errors.push(`pod ${ns}/${podName} instant status: ${String(err)}`));
   };
 
   const kill = async (r: Running, graceMs: number): Promise<void> => {
@@ -533,6 +594,7 @@ export async function startTestNode(kc: KubeConfig, options: TestNodeOptions = {
     if (running.has(uid) || pod.status?.phase === 'Succeeded' || pod.status?.phase === 'Failed') return;
     const r: Running = { stopping: false };
     running.set(uid, r);
+    if (options.instant) return finishInstantly(pod, options.instant);
     // Not awaited here: a pod runs for long; its status writes are its own.
     run(pod, r).catch((err: unknown) => errors.push(`pod ${ns}/${podName}: ${String(err)}`));
   };
