@@ -60,10 +60,10 @@ describe('usage errors', () => {
     ]);
   });
 
-  it('--help describes the verbs that exist and says what is not there yet', async () => {
+  it('--help describes the verbs that exist, the operator among them', async () => {
     const r = await runCli(['--help'], env);
     expect(r.code).toBe(0);
-    expect(r.stdout).toMatch(/The\s+Kubernetes\s+operator\s+is\s+not\s+part\s+of\s+this\s+release/);
+    expect(r.stdout).toMatch(/run\s+the\s+Kubernetes\s+operator\s+\(controller\)/);
     const verbs = [...r.stdout.matchAll(/^ {2}([a-z]+)[| ]/gm)].map((m) => m[1]);
     expect(verbs).toEqual(
       expect.arrayContaining([
@@ -77,6 +77,7 @@ describe('usage errors', () => {
         'build',
         'run',
         'mirror',
+        'controller',
       ]),
     );
     expect(verbs).toContain('mirror');
