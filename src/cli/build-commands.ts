@@ -299,10 +299,11 @@ async function buildFromSpec(
   const [
     { loadImageBuildFile, parseImageBuild },
     { buildStatus, failureReason, rfc3339 },
-    { sourceDateEpoch },
+    { sourceDateEpoch, clusterContextIssues },
     { resolveBuildContext },
     { encodeBuildReport, BUILD_REPORT_VERSION },
     { stringify },
+    { readSpecEnv },
   ] = await Promise.all([
     import('../api/v1alpha1/load.js'),
     import('../api/v1alpha1/status.js'),
@@ -312,6 +313,7 @@ async function buildFromSpec(
     import('yaml').then((m) => ({
       stringify: m.stringify ?? (m as unknown as { default: typeof m }).default.stringify,
     })),
+    import('../api/v1alpha1/spec-env.js'),
   ]);
   const tail = pod.terminationMessagePath ? tapWrites(process.stderr) : undefined;
   const startedAt = new Date();
@@ -324,7 +326,13 @@ async function buildFromSpec(
     let resource;
     try {
       resource = file.startsWith(SPEC_ENV_PREFIX)
-        ? specFromEnv(file.slice(SPEC_ENV_PREFIX.length), fromEnv, parseImageBuild)
+        ? specFromEnv(
+            file.slice(SPEC_ENV_PREFIX.length),
+            fromEnv,
+            parseImageBuild,
+            readSpecEnv,
+            clusterContextIssues,
+          )
         : await loadImageBuildFile(file);
     } catch (err) {
       await report({
@@ -425,14 +433,29 @@ async function buildFromSpec(
   }
 }
 
-/** `--spec env:VAR`: the ImageBuild (YAML or JSON) held by an environment variable, as a build pod gets it. */
+/**
+ * `--spec env:VAR`: the ImageBuild (YAML or JSON) held by an environment variable (or its parts, see spec-env.ts),
+ * as a build pod gets it. Such a spec comes from a cluster: a context naming the pod's own disk is refused, so an
+ * ImageBuild cannot read the pod's token or credentials into an image.
+ */
 function specFromEnv(
   name: string,
   fromEnv: (k: string) => string | undefined,
   parse: (text: string, file: string) => ImageBuild,
+  readEnv: (name: string, get: (k: string) => string | undefined) => string | undefined,
+  clusterIssues: (context: ImageBuild['spec']['context']) => string[],
 ): ImageBuild {
-  const text = fromEnv(name);
-  if (!name || text === undefined)
+  let text: string | undefined;
+  try {
+    text = name ? readEnv(name, fromEnv) : undefined;
+  } catch (err) {
+    throw new TerminalError('INVALID_ARGUMENT', `--spec env:${name}: ${(err as Error).message}`);
+  }
+  if (text === undefined)
     throw new TerminalError('INVALID_ARGUMENT', `--spec env:${name}: the environment variable is not set`);
-  return parse(text, `$${name}`);
+  const resource = parse(text, `$${name}`);
+  const issues = clusterIssues(resource.spec.context);
+  if (issues.length > 0)
+    throw new TerminalError('INVALID_ARGUMENT', `--spec env:${name}: ${issues.join('; ')}`);
+  return resource;
 }

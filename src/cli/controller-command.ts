@@ -17,7 +17,7 @@ import { parsePositiveInt } from './registry-commands.js';
 
 interface ControllerFlags {
   kubeconfig?: string;
-  namespace: string[];
+  namespace?: string[];
   leaderElect?: boolean;
   leaderElectionNamespace?: string;
   leaderElectionId: string;
@@ -31,6 +31,10 @@ interface ControllerFlags {
   syncPeriod: string;
   buildImage: string;
   buildImagePullPolicy?: string;
+  buildNodeSelector?: string[];
+  buildToleration?: string[];
+  buildServiceAccount?: string[];
+  buildNetwork?: string[];
   logLevel: string;
 }
 
@@ -87,12 +91,7 @@ export function registerControllerCommand(program: Command, env: StrataEnvironme
       '--kubeconfig <file>',
       'kubeconfig to use (else in-cluster, else $KUBECONFIG, else ~/.kube/config)',
     )
-    .option(
-      '--namespace <ns>',
-      'watch only this namespace (repeatable; default: all namespaces)',
-      collect,
-      [],
-    )
+    .option('--namespace <ns>', 'watch only this namespace (repeatable; default: all namespaces)', collect)
     .option('--leader-elect', 'run controllers only while holding a Lease, so replicas can stand by', false)
     .option(
       '--leader-election-namespace <ns>',
@@ -121,6 +120,26 @@ export function registerControllerCommand(program: Command, env: StrataEnvironme
     )
     .option('--build-image <ref>', 'the Strata image that ImageBuild pods run', DEFAULT_BUILD_IMAGE)
     .option('--build-image-pull-policy <policy>', 'Always, IfNotPresent or Never (default: IfNotPresent)')
+    .option(
+      '--build-node-selector <key=value>',
+      'a node label every build pod requires, e.g. a dedicated build pool (repeatable; build pods are privileged)',
+      collect,
+    )
+    .option(
+      '--build-toleration <key[=value][:effect]>',
+      "a toleration every build pod gets, e.g. for the build pool's taint (repeatable)",
+      collect,
+    )
+    .option(
+      '--build-service-account <name>',
+      'a ServiceAccount an ImageBuild may name in spec.serviceAccountName (repeatable; default: none may be named)',
+      collect,
+    )
+    .option(
+      '--build-network <host|none>',
+      'a RUN network an ImageBuild may ask for (repeatable; default: host and none)',
+      collect,
+    )
     .action(async (flags: ControllerFlags, cmd: Command) => {
       // The global --log-level when given; else $STRATA_LOG_LEVEL (default info), as servers log.
       const given = cmd.parent?.getOptionValueSource('logLevel') === 'cli';
@@ -150,14 +169,32 @@ async function runController(flags: ControllerFlags, env: StrataEnvironment): Pr
       'INVALID_ARGUMENT',
       `invalid --build-image-pull-policy ${JSON.stringify(pullPolicy)}: want ${PULL_POLICIES.join(', ')}`,
     );
-  const [{ pino, destination }, kube, { OpsEndpoints, startOpsServer }, { controllers }, { readFile }] =
-    await Promise.all([
-      import('pino'),
-      import('../kube/index.js'),
-      import('../ops/endpoints.js'),
-      import('../controllers/index.js'),
-      import('node:fs/promises'),
-    ]);
+  const [
+    { pino, destination },
+    kube,
+    { OpsEndpoints, startOpsServer },
+    { controllers },
+    { readFile },
+    { buildPolicy },
+  ] = await Promise.all([
+    import('pino'),
+    import('../kube/index.js'),
+    import('../ops/endpoints.js'),
+    import('../controllers/index.js'),
+    import('node:fs/promises'),
+    import('../controllers/imagebuild/policy.js'),
+  ]);
+  let policy;
+  try {
+    policy = buildPolicy({
+      nodeSelector: flags.buildNodeSelector,
+      tolerations: flags.buildToleration,
+      serviceAccounts: flags.buildServiceAccount,
+      networks: flags.buildNetwork,
+    });
+  } catch (err) {
+    throw new TerminalError('INVALID_ARGUMENT', (err as Error).message);
+  }
   const logger = pino({ level: flags.logLevel, base: { name: 'strata-controller' } }, destination(2));
   const { kubeConfig, source } = kube.loadKubeConfig({
     ...(flags.kubeconfig ? { flag: flags.kubeconfig } : {}),
@@ -180,7 +217,7 @@ async function runController(flags: ControllerFlags, env: StrataEnvironment): Pr
   const manager = new kube.Manager({
     client,
     identity,
-    namespaces: flags.namespace,
+    namespaces: flags.namespace ?? [],
     concurrency,
     shutdownGraceMs: graceMs,
     resyncMs,
@@ -193,6 +230,7 @@ async function runController(flags: ControllerFlags, env: StrataEnvironment): Pr
   const settings = {
     buildImage: flags.buildImage,
     ...(pullPolicy ? { buildImagePullPolicy: pullPolicy } : {}),
+    buildPolicy: policy,
   };
   for (const c of controllers(settings)) manager.register(c);
 
@@ -206,7 +244,8 @@ async function runController(flags: ControllerFlags, env: StrataEnvironment): Pr
         kubeconfig: source,
         server: client.server,
         identity,
-        namespaces: flags.namespace.length ? flags.namespace : 'all',
+        namespaces: flags.namespace?.length ? flags.namespace : 'all',
+        buildPolicy: policy,
         controllers: manager.controllerNames,
         ...(flags.leaderElect ? { lease: `${leaseNamespace}/${flags.leaderElectionId}` } : {}),
         ...(metricsAt ? { metrics: servers[0]!.url } : {}),
@@ -214,6 +253,10 @@ async function runController(flags: ControllerFlags, env: StrataEnvironment): Pr
       },
       'controller starting',
     );
+    if (Object.keys(policy.nodeSelector).length === 0)
+      logger.warn(
+        'build pods are privileged and may run on any node: give them a dedicated pool with --build-node-selector',
+      );
     if (manager.controllerNames.length === 0)
       logger.warn(
         'no controllers are registered in this build: running leader election, metrics and probes only',

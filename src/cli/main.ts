@@ -83,8 +83,8 @@ function commandPath(cmd: Command): string {
 }
 
 /** Collects a repeatable option's values. */
-export function collect(value: string, previous: string[]): string[] {
-  return [...previous, value];
+export function collect(value: string, previous: string[] | undefined): string[] {
+  return [...(previous ?? []), value];
 }
 
 /** Parses repeated `--platform` values. */

@@ -4,6 +4,7 @@
  */
 import type { ControllerRegistration } from '../kube/manager.js';
 import { imageBuildController } from './imagebuild/controller.js';
+import type { BuildPolicy } from './imagebuild/policy.js';
 
 /** What the command line tells the controllers. */
 export interface ControllerSettings {
@@ -11,6 +12,8 @@ export interface ControllerSettings {
   readonly buildImage: string;
   /** Pull policy of build pods (`--build-image-pull-policy`). */
   readonly buildImagePullPolicy?: 'Always' | 'IfNotPresent' | 'Never';
+  /** The admin's limits on build pods (`--build-node-selector`, `--build-toleration`, …). */
+  readonly buildPolicy?: BuildPolicy;
 }
 
 /** The controllers of this build. */
@@ -19,6 +22,7 @@ export function controllers(settings: ControllerSettings): ControllerRegistratio
     imageBuildController({
       buildImage: settings.buildImage,
       ...(settings.buildImagePullPolicy ? { imagePullPolicy: settings.buildImagePullPolicy } : {}),
+      ...(settings.buildPolicy ? { policy: settings.buildPolicy } : {}),
     }),
   ];
 }

@@ -14,6 +14,7 @@ import {
   REGISTRYMIRROR,
   type KindDefinition,
 } from '../../src/api/v1alpha1/crd.js';
+import { clusterContextIssues, type BuildContextSpec } from '../../src/api/v1alpha1/imagebuild.js';
 
 /** The repository root, with a trailing slash. */
 export const ROOT = fileURLToPath(new URL('../..', import.meta.url));
@@ -23,6 +24,8 @@ export interface Example {
   readonly file: string;
   readonly def: KindDefinition;
   readonly object: { kind: string; metadata: { name: string; namespace?: string } };
+  /** An ImageBuild for `strata build --spec` only (a `dir` context): the apiserver refuses it. */
+  readonly localOnly: boolean;
 }
 
 /** Every `strata.dev` object in `examples/*.yaml` (other kinds in those files are left out). */
@@ -32,7 +35,11 @@ export async function strataExamples(): Promise<Example[]> {
     for (const doc of parseAllDocuments(await readFile(`${ROOT}examples/${file}`, 'utf8'))) {
       const object = doc.toJS() as Example['object'] & { apiVersion?: string };
       const def = KINDS.find((k) => k.kind === object?.kind);
-      if (def && object.apiVersion?.startsWith('strata.dev/')) out.push({ file, def, object });
+      if (def && object.apiVersion?.startsWith('strata.dev/')) {
+        const context = (object as { spec?: { context?: BuildContextSpec } }).spec?.context;
+        const localOnly = def === IMAGEBUILD && !!context && clusterContextIssues(context).length > 0;
+        out.push({ file, def, object, localOnly });
+      }
     }
   return out;
 }
@@ -124,6 +131,42 @@ export const BAD_CASES: readonly BadCase[] = [
     local: ['spec.context: exactly one of dir, tarball, git, configMap must be set'],
     apiserver: [
       'spec.context: Invalid value: "object": exactly one of dir, tarball, git, configMap must be set',
+    ],
+  },
+  {
+    name: 'contexts that would read the build pod’s own disk (CEL without a twin: allowed by strata build --spec)',
+    kind: IMAGEBUILD,
+    object: ib('pod-disk-dir', {
+      context: { dir: '/var/run/secrets/kubernetes.io/serviceaccount' },
+      output: { images: ['reg.example/a:1'] },
+    }),
+    local: [],
+    apiserver: [
+      'spec.context.dir: Invalid value: "string": a dir context is a directory of the machine running strata build',
+    ],
+  },
+  {
+    name: 'a tarball path (CEL without a twin)',
+    kind: IMAGEBUILD,
+    object: ib('pod-disk-tarball', {
+      context: { tarball: '/var/run/strata/docker/config.json' },
+      output: { images: ['reg.example/a:1'] },
+    }),
+    local: [],
+    apiserver: [
+      'spec.context.tarball: Invalid value: "string": in a cluster a tarball context must be an http(s) URL',
+    ],
+  },
+  {
+    name: 'a file:// repository (CEL without a twin)',
+    kind: IMAGEBUILD,
+    object: ib('pod-disk-git', {
+      context: { git: { url: 'file:///var/run/strata/docker' } },
+      output: { images: ['reg.example/a:1'] },
+    }),
+    local: [],
+    apiserver: [
+      'spec.context.git.url: Invalid value: "string": in a cluster a git context must be a remote repository',
     ],
   },
   {

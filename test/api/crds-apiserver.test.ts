@@ -1,10 +1,12 @@
 /**
  * The CRDs against a real kube-apiserver (envtest v1.28): `crds/` applied and Established, `kubectl explain`
- * reading the descriptions, every example accepted with the apiserver's defaults equal to the local
+ * reading the descriptions, every example accepted (a local-only one refused, saying why) with the apiserver's defaults equal to the local
  * validator's, every bad case refused with a message naming the field and rule (schema and CEL alike), transition
  * rules, and the printer columns after a status written by the status helpers.
  */
+import { readFile } from 'node:fs/promises';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { parse } from 'yaml';
 import type { JsonSchema } from '../../src/api/schema.js';
 import { formatPath } from '../../src/api/validate.js';
 import { crdName, KINDS, kindSchema, validateObject } from '../../src/api/v1alpha1/crd.js';
@@ -80,9 +82,25 @@ describe('crds/ on a real kube-apiserver', () => {
 
   it('accepts every example, and its defaults are the local validator’s', async () => {
     const kinds = new Set<string>();
-    const examples = await strataExamples();
+    const all = await strataExamples();
+    const examples = all.filter((e) => !e.localOnly);
+    // A local-only example (a dir context) is refused, saying why.
+    for (const e of all.filter((x) => x.localOnly)) {
+      const r = await cp.kubectl(['apply', '-f', `${ROOT}examples/${e.file}`]);
+      expect(r.code, e.file).not.toBe(0);
+      expect(r.stderr).toContain('a dir context is a directory of the machine running strata build');
+    }
+    expect(all.filter((e) => e.localOnly).map((e) => e.file)).toEqual(['imagebuild-hello.yaml']);
     for (const file of new Set(examples.map((e) => e.file)))
       await cp.kubectlOk(['apply', '-f', `${ROOT}examples/${file}`]);
+    // The local example with the context a cluster takes (a ConfigMap) stands in for it below.
+    const local = all.find((e) => e.localOnly)!;
+    const clusterCopy = (await readFile(`${ROOT}examples/${local.file}`, 'utf8')).replace(
+      /dir: hello\n/,
+      'configMap:\n      name: hello\n',
+    );
+    await cp.kubectlOk(['apply', '-f', '-'], { input: clusterCopy });
+    examples.push({ ...local, object: parse(clusterCopy) as typeof local.object, localOnly: false });
     for (const { file, def, object } of examples) {
       kinds.add(def.kind);
       const { name, namespace = 'default' } = object.metadata;

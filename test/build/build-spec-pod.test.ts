@@ -4,10 +4,14 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { decodeBuildReport } from '../../src/api/v1alpha1/build-result.js';
+import { specEnvVars } from '../../src/api/v1alpha1/spec-env.js';
 import { runCli } from '../support/cli.js';
 import { tempDir } from '../support/images.js';
 
 const HELLO = fileURLToPath(new URL('../../examples/hello', import.meta.url));
+/** The context as a pod gets it: a ConfigMap's keys as files in a mounted directory. */
+const CONTEXT = { configMap: { name: 'hello' } };
+const MOUNT = ['--context-mount', HELLO];
 let work: string;
 let env: Record<string, string>;
 
@@ -33,10 +37,10 @@ describe('build --spec in a pod', () => {
   it('reads the ImageBuild from the environment and writes the digest report', async () => {
     const report = join(work, 'ok.log');
     const run = await runCli(
-      ['build', '--spec', 'env:STRATA_IMAGEBUILD', '--termination-message-path', report],
+      ['build', '--spec', 'env:STRATA_IMAGEBUILD', '--termination-message-path', report, ...MOUNT],
       {
         ...env,
-        STRATA_IMAGEBUILD: imageBuild({ context: { dir: HELLO }, output: { images: ['r.example/pod:v1'] } }),
+        STRATA_IMAGEBUILD: imageBuild({ context: CONTEXT, output: { images: ['r.example/pod:v1'] } }),
       },
     );
     expect(run.stderr).toContain('#2 [stage-0 2/3] COPY hello.txt /hello.txt');
@@ -51,10 +55,10 @@ describe('build --spec in a pod', () => {
 
   it('a failed build exits non-zero with its reason and the log tail in the report', async () => {
     const report = join(work, 'fail.log');
-    const run = await runCli(['build', '--spec', 'env:IB', '--termination-message-path', report], {
+    const run = await runCli(['build', '--spec', 'env:IB', '--termination-message-path', report, ...MOUNT], {
       ...env,
       IB: imageBuild({
-        context: { dir: HELLO },
+        context: CONTEXT,
         dockerfile: { inline: 'FROM scratch\nCOPY nothere /\n' },
         output: { images: ['r.example/pod:v1'] },
       }),
@@ -69,7 +73,7 @@ describe('build --spec in a pod', () => {
     const report = join(work, 'bad.log');
     const bad = await runCli(['build', '--spec', 'env:IB', '--termination-message-path', report], {
       ...env,
-      IB: imageBuild({ context: { dir: HELLO }, output: { images: [] } }),
+      IB: imageBuild({ context: CONTEXT, output: { images: [] } }),
     });
     expect(bad.code).not.toBe(0);
     expect(decodeBuildReport(await readFile(report, 'utf8'))).toMatchObject({
@@ -83,5 +87,45 @@ describe('build --spec in a pod', () => {
     const flags = await runCli(['build', '--termination-message-path', report, HELLO], env);
     expect(flags.code).not.toBe(0);
     expect(flags.stderr).toMatch(/go with --spec/);
+  });
+
+  it.each([
+    ['a dir', { dir: '/var/run/secrets/kubernetes.io/serviceaccount' }, 'spec.context.dir'],
+    ['a tarball path', { tarball: '/var/run/strata/docker/config.json' }, 'spec.context.tarball'],
+    ['a file:// repository', { git: { url: 'file:///var/run/strata/docker' } }, 'spec.context.git.url'],
+  ])(
+    'refuses %s context: the pod’s own disk is not a build context (InvalidSpec)',
+    async (_what, context, field) => {
+      const report = join(work, 'disk.log');
+      const run = await runCli(['build', '--spec', 'env:IB', '--termination-message-path', report], {
+        ...env,
+        IB: imageBuild({ context, output: { images: ['r.example/pod:v1'] } }),
+      });
+      expect(run.code).not.toBe(0);
+      expect(run.stderr).toContain(`--spec env:IB: ${field}:`);
+      expect(decodeBuildReport(await readFile(report, 'utf8'))).toMatchObject({
+        ok: false,
+        reason: 'InvalidSpec',
+      });
+    },
+  );
+
+  it('joins a spec that came in parts (a long inline Dockerfile), as a real exec passes them', async () => {
+    const dockerfile = `FROM scratch\n${'# a long comment line to pad the Dockerfile\n'.repeat(8000)}COPY hello.txt /\n`;
+    const vars = specEnvVars(
+      'IB',
+      imageBuild({
+        context: CONTEXT,
+        dockerfile: { inline: dockerfile },
+        output: { images: ['r.example/pod:v2'] },
+      }),
+    );
+    expect(vars.length).toBeGreaterThan(3);
+    const run = await runCli(['build', '--spec', 'env:IB', ...MOUNT], {
+      ...env,
+      ...Object.fromEntries(vars.map((v) => [v.name, v.value])),
+    });
+    expect(run.stderr).toContain('COPY hello.txt /');
+    expect(run.code).toBe(0);
   });
 });

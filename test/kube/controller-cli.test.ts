@@ -126,6 +126,25 @@ describe('strata controller against a real kube-apiserver', () => {
     expect(b.stderr()).toContain('released the leader Lease');
   });
 
+  it.each([
+    [['--build-toleration', 'a=b:Never'], 'invalid --build-toleration: "a=b:Never" is not key[=value]'],
+    [['--build-node-selector', 'pool'], 'invalid --build-node-selector: "pool" is not key=value'],
+    [['--build-network', 'bridge'], 'invalid --build-network: "bridge" is not host or none'],
+  ])('refuses a malformed build policy flag %j before connecting (exit 2)', async (args, message) => {
+    const child = spawn(
+      process.execPath,
+      [CLI, 'controller', '--kubeconfig', '/nonexistent/kubeconfig', ...args],
+      {
+        stdio: ['ignore', 'ignore', 'pipe'],
+      },
+    );
+    let err = '';
+    child.stderr!.on('data', (d: Buffer) => (err += d.toString()));
+    const code = await new Promise<number | null>((r) => child.once('exit', r));
+    expect(code).toBe(2);
+    expect(err).toContain(`strata: ${message}`);
+  });
+
   it('fails clearly with a kubeconfig that does not exist', async () => {
     const child = spawn(process.execPath, [CLI, 'controller', '--kubeconfig', '/nonexistent/kubeconfig'], {
       stdio: ['ignore', 'ignore', 'pipe'],

@@ -7,61 +7,44 @@
  * with the log's tail; applying the same YAML again writes nothing; a controller killed mid-build and restarted
  * makes no second Job.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
-import { existsSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startDockerRegistry, type DockerRegistry } from '../support/docker-registry.js';
 import { startControlPlane, type ControlPlane } from '../support/kube/control-plane.js';
-import { startTestNode, STRATA_TEST_IMAGE, type TestNode } from '../support/kube/test-node.js';
+import { startTestNode, type TestNode } from '../support/kube/test-node.js';
 import { waitFor } from '../support/kube/wait.js';
-import { requireRoot } from './support.js';
+import {
+  buildJobs,
+  conditionStatus,
+  getImageBuild,
+  imageBuildYaml,
+  CONTROLLER_SA_GROUPS,
+  CONTROLLER_SA_USER,
+  requireRoot,
+  startControllerProcess,
+  type ControllerProcess,
+} from './support.js';
 
-const CLI = fileURLToPath(new URL('../../bin/strata.js', import.meta.url));
-const BUILT = fileURLToPath(new URL('../../dist/bundle/strata.js', import.meta.url));
 const CRDS = fileURLToPath(new URL('../../crds', import.meta.url));
 const RBAC = fileURLToPath(new URL('../../deploy/rbac/strata-controller.yaml', import.meta.url));
-/** The shipped RBAC binds the ServiceAccount: the controller authenticates as it (a client certificate). */
-const SA_USER = 'system:serviceaccount:strata-system:strata-controller';
-const SA_GROUPS = ['system:serviceaccounts', 'system:serviceaccounts:strata-system', 'system:authenticated'];
 const NS = 'builds';
 const USER = { username: 'pusher', password: 's3cret-push' };
 
 let cp: ControlPlane;
 let reg: DockerRegistry;
 let node: TestNode;
-let controller: { child: ChildProcess; stderr: () => string; exited: Promise<number | null> } | undefined;
+let controller: ControllerProcess | undefined;
 /** The controller's kubeconfig: exactly the shipped ClusterRole and leader-election Role, nothing more. */
 let controllerKubeconfig: string;
 
-function startController(kubeconfig = controllerKubeconfig): NonNullable<typeof controller> {
-  if (!existsSync(BUILT))
-    throw new Error(`${BUILT} is missing: run the tests with \`npm test\` (it builds first)`);
-  const child = spawn(
-    process.execPath,
-    [
-      CLI,
-      'controller',
-      '--kubeconfig',
-      kubeconfig,
-      '--leader-elect',
-      '--leader-election-namespace',
-      'strata-system',
-      '--build-image',
-      STRATA_TEST_IMAGE,
-      '--metrics-bind-address',
-      '0',
-      '--health-probe-bind-address',
-      '0',
-      '--max-concurrent-reconciles',
-      '2',
-    ],
-    { stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env, STRATA_LOG_LEVEL: 'debug' } },
-  );
-  let err = '';
-  child.stderr!.on('data', (d: Buffer) => (err = (err + d.toString()).slice(-50_000)));
-  const exited = new Promise<number | null>((r) => child.once('exit', (code) => r(code)));
-  return { child, stderr: () => err, exited };
+function startController(kubeconfig = controllerKubeconfig): ControllerProcess {
+  return startControllerProcess(kubeconfig, [
+    '--leader-elect',
+    '--leader-election-namespace',
+    'strata-system',
+    '--max-concurrent-reconciles',
+    '2',
+  ]);
 }
 
 async function stopController(signal: NodeJS.Signals = 'SIGTERM'): Promise<void> {
@@ -71,63 +54,19 @@ async function stopController(signal: NodeJS.Signals = 'SIGTERM'): Promise<void>
   controller = undefined;
 }
 
-interface Status {
-  phase?: string;
-  digest?: string;
-  image?: string;
-  observedGeneration?: number;
-  conditions?: Array<{ type: string; status: string; reason: string; message: string }>;
-}
-
-async function getBuild(
-  name: string,
-): Promise<{ metadata: { generation: number; resourceVersion: string }; status?: Status }> {
-  return JSON.parse(await cp.kubectlOk(['-n', NS, 'get', 'imagebuild', name, '-o', 'json'])) as {
-    metadata: { generation: number; resourceVersion: string };
-    status?: Status;
-  };
-}
+const getBuild = (name: string) => getImageBuild(cp, NS, name);
 
 /** Polls `check` until it yields a value (see waitFor). */
 const until = <T>(check: () => Promise<T | undefined>, o: { timeoutMs: number; what: string }): Promise<T> =>
   waitFor(o.what, check, o.timeoutMs);
 
-const cond = (s: Status | undefined, type: string): string | undefined =>
-  s?.conditions?.find((c) => c.type === type)?.status;
+const cond = conditionStatus;
 
-async function jobsOf(name: string): Promise<string[]> {
-  const out = await cp.kubectlOk([
-    '-n',
-    NS,
-    'get',
-    'jobs',
-    '-l',
-    `strata.dev/imagebuild=${name}`,
-    '-o',
-    'name',
-  ]);
-  return out.split('\n').filter(Boolean);
-}
+const jobsOf = (name: string): Promise<string[]> => buildJobs(cp, NS, name);
 
 function buildYaml(name: string, dockerfile: string, tag: string, extra = ''): string {
-  return `apiVersion: strata.dev/v1alpha1
-kind: ImageBuild
-metadata:
-  name: ${name}
-  namespace: ${NS}
-spec:
-  dockerfile:
-    inline: ${JSON.stringify(dockerfile)}
-  context:
-    configMap:
-      name: hello-context
-  output:
-    images: ["${reg.host}/e2e/${name}:${tag}"]
-    push: true
-    pushSecret:
-      name: push-creds
-  timestamp: 0
-${extra}`;
+  const image = `${reg.host}/e2e/${name}:${tag}`;
+  return imageBuildYaml({ name, namespace: NS, dockerfile, image, pushSecret: 'push-creds', extra });
 }
 
 beforeAll(async () => {
@@ -160,7 +99,7 @@ beforeAll(async () => {
   });
   await cp.kubectlOk(['create', 'namespace', 'strata-system']);
   await cp.kubectlOk(['apply', '-f', RBAC]);
-  controllerKubeconfig = await cp.userKubeconfig(SA_USER, SA_GROUPS);
+  controllerKubeconfig = await cp.userKubeconfig(CONTROLLER_SA_USER, CONTROLLER_SA_GROUPS);
   controller = startController();
 }, 240_000);
 

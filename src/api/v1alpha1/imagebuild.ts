@@ -17,6 +17,7 @@ import {
   string,
   type Field,
   type TypeOf,
+  type ValidationRule,
 } from '../schema.js';
 import {
   API_VERSION,
@@ -87,6 +88,34 @@ const dockerfile = object(
   },
 );
 
+/**
+ * Contexts that name the disk of whoever runs the build. Locally that is the user's own machine; in a cluster it is
+ * the build pod's, where a path reaches the pod's ServiceAccount token and mounted credentials — so the CRD refuses
+ * them (CEL rules without a local twin: `strata build --spec FILE` allows them) and a build pod refuses them again
+ * ({@link clusterContextIssues}) in case the CRD in the cluster predates the rules.
+ */
+const CLUSTER_ONLY = {
+  dir: {
+    cel: 'false',
+    message:
+      'a dir context is a directory of the machine running strata build: in a cluster use git, a tarball URL or a configMap',
+  },
+  tarball: {
+    cel: "self.startsWith('https://') || self.startsWith('http://')",
+    message: 'in a cluster a tarball context must be an http(s) URL: a path would be read from the build pod',
+  },
+  gitUrl: {
+    cel: "!self.startsWith('file://')",
+    message:
+      'in a cluster a git context must be a remote repository: file:// would be read from the build pod',
+  },
+} as const;
+
+/** The cluster-only rule of a context field (kept on the field itself: one fieldPath rule per node, see structural.ts). */
+function clusterOnly(rule: keyof typeof CLUSTER_ONLY): { rules: ValidationRule[] } {
+  return { rules: [celRule(CLUSTER_ONLY[rule].cel, CLUSTER_ONLY[rule].message)] };
+}
+
 const gitContext = object(
   {
     url: string({
@@ -94,6 +123,7 @@ const gitContext = object(
         'Repository URL: https://, http://, ssh://, git://, file:// or scp-like user@host:path. Credentials are never logged.',
       pattern: '^((https?|ssh|git|file)://[^\\s]+|[A-Za-z0-9._-]+@[A-Za-z0-9.-]+:[^\\s]+)$',
       maxLength: 2048,
+      ...clusterOnly('gitUrl'),
     }),
     ref: optional(
       string({
@@ -137,21 +167,39 @@ const configMapContext = object(
   },
 );
 
+/**
+ * What is wrong with `spec.context` for a build in a cluster (a build pod's `--spec env:`), as the CRD's CEL rules
+ * say it: `context.dir`, a local `tarball` path and a `file://` git URL are refused. Empty when it may run there.
+ */
+export function clusterContextIssues(context: BuildContextSpec): string[] {
+  const c = context as { dir?: string; tarball?: string; git?: { url: string } };
+  const issues: string[] = [];
+  if (c.dir !== undefined) issues.push(`spec.context.dir: ${CLUSTER_ONLY.dir.message}`);
+  if (c.tarball !== undefined && !/^https?:\/\//.test(c.tarball))
+    issues.push(`spec.context.tarball: ${CLUSTER_ONLY.tarball.message}`);
+  if (c.git !== undefined && c.git.url.startsWith('file://'))
+    issues.push(`spec.context.git.url: ${CLUSTER_ONLY.gitUrl.message}`);
+  return issues;
+}
+
 const buildContext = object(
   {
     dir: optional(
       string({
-        description: 'A local directory (for local runs); relative paths are relative to the YAML file.',
+        description:
+          'A local directory, for `strata build --spec` only (a cluster refuses it); relative paths are relative to the YAML file.',
         minLength: 1,
         maxLength: 4096,
+        ...clusterOnly('dir'),
       }),
     ),
     tarball: optional(
       string({
         description:
-          'A tar archive (plain, gzip or zstd): a local path (relative to the YAML file) or an http(s) URL.',
+          'A tar archive (plain, gzip or zstd): an http(s) URL, or for `strata build --spec` only a local path (relative to the YAML file).',
         minLength: 1,
         maxLength: 4096,
+        ...clusterOnly('tarball'),
       }),
     ),
     git: optional(gitContext),
@@ -336,13 +384,13 @@ export const imageBuildSpecField = object({
     description:
       'How many finished successful build Jobs (and their pods and logs) are kept, as in a CronJob.',
     minimum: 0,
-    maximum: 100,
+    maximum: 10,
     default: 3,
   }),
   failedJobsHistoryLimit: integer({
     description: 'How many finished failed build Jobs (and their pods and logs) are kept, as in a CronJob.',
     minimum: 0,
-    maximum: 100,
+    maximum: 10,
     default: 1,
   }),
 });

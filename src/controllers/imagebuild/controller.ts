@@ -20,13 +20,16 @@ import {
   jobName,
   LABEL_NAME,
   LABEL_UID,
+  SPEC_ENV,
   type ClusterImageBuild,
   type DesiredJobOptions,
 } from './desired-job.js';
+import { DEFAULT_BUILD_POLICY, refusalOf, type BuildPolicy } from './policy.js';
 import {
   CONDITION_FAILED,
   CONDITION_READY,
   jobsToDelete,
+  REASONS,
   RESULT_GRACE_MS,
   statusFromJob,
 } from './status-from-job.js';
@@ -43,8 +46,8 @@ export const JOBS: ResourceType = { apiVersion: 'batch/v1', kind: 'Job', plural:
 /** Pods (core/v1). */
 export const PODS: ResourceType = { apiVersion: 'v1', kind: 'Pod', plural: 'pods', namespaced: true };
 
-/** Options of the ImageBuild controller. */
-export type ImageBuildControllerOptions = DesiredJobOptions;
+/** Options of the ImageBuild controller: the build pods' image and the admin's limits on them. */
+export type ImageBuildControllerOptions = DesiredJobOptions & { readonly policy?: BuildPolicy };
 
 /** Only the Jobs and Pods of builds are cached (a label every build Job and pod carries), not the cluster's. */
 const BUILD_SELECTOR = { labelSelector: LABEL_UID };
@@ -114,27 +117,46 @@ export async function reconcileImageBuild(
   // 1. The current build's Job. Its name is fixed by uid, generation and rebuild token: a second create (a restarted
   // controller, a cache behind the server) is a 409, never a second build.
   const name = jobName(ib);
+  let refused: { reason: string; message: string } | undefined;
+  let retryAfterMs: number | undefined;
   if (!owned.some((j) => j.metadata?.name === name)) {
     const job = desiredJob(ib, d.options);
-    try {
-      const created = await d.client.request<V1Job>('create', 'POST', resourcePath(JOBS, namespace), {
-        body: job,
-        query: { fieldManager: 'strata' },
-        signal: rc.signal,
-      });
-      owned = [...owned, created];
-      rc.logger.info({ job: name, generation: ib.metadata.generation }, 'build job created');
-      d.events.record(ib, {
-        type: 'Normal',
-        reason: 'BuildStarted',
-        action: 'CreateJob',
-        note: `Job ${name} builds generation ${ib.metadata.generation}`,
-      });
-    } catch (err) {
-      if (!hasCode(err, 'CONFLICT')) throw err;
-      // AlreadyExists: our cache lags; the Job's watch event brings it and requeues this key.
-      owned = [...owned, job];
-    }
+    // A spec the admin's policy forbids, or no cluster can run, gets no Job (and so no privileged pod).
+    refused =
+      refusalOf(ib, d.options.policy ?? DEFAULT_BUILD_POLICY, podSpecBytes(job)) ?? rejectedBefore(ib, name);
+    if (!refused)
+      try {
+        const created = await d.client.request<V1Job>('create', 'POST', resourcePath(JOBS, namespace), {
+          body: job,
+          query: { fieldManager: 'strata' },
+          signal: rc.signal,
+        });
+        owned = [...owned, created];
+        rc.logger.info({ job: name, generation: ib.metadata.generation }, 'build job created');
+        d.events.record(ib, {
+          type: 'Normal',
+          reason: 'BuildStarted',
+          action: 'CreateJob',
+          note: `Job ${name} builds generation ${ib.metadata.generation}`,
+        });
+      } catch (err) {
+        if (hasCode(err, 'INVALID') || hasCode(err, 'FORBIDDEN')) {
+          // The apiserver refuses this Job (a bad affinity term, a quota, an admission policy): retrying at once
+          // cannot help, and saying nothing would leave the build Pending for ever. Failed with its words; a
+          // quota or policy may change, so a refusal for FORBIDDEN is tried again later.
+          const forbidden = hasCode(err, 'FORBIDDEN');
+          refused = {
+            reason: forbidden ? REASONS.jobForbidden : REASONS.jobRejected,
+            message: `the apiserver refused the build Job ${name}: ${(err as Error).message}`,
+          };
+          if (forbidden) retryAfterMs = FORBIDDEN_RETRY_MS;
+          rc.logger.warn({ job: name, err: (err as Error).message }, 'build job refused');
+        } else {
+          if (!hasCode(err, 'CONFLICT')) throw err;
+          // AlreadyExists: our cache lags; the Job's watch event brings it and requeues this key.
+          owned = [...owned, job];
+        }
+      }
   }
 
   // 2. Finished Jobs beyond the history limits, and running Jobs of superseded generations.
@@ -151,7 +173,12 @@ export async function reconcileImageBuild(
   }
 
   // 3. The status the world says, written only when it differs.
-  const world = { jobs: owned, pods: d.pods.store.byNamespace(namespace ?? ''), now: d.now() };
+  const world = {
+    jobs: owned,
+    pods: d.pods.store.byNamespace(namespace ?? ''),
+    now: d.now(),
+    ...(refused ? { refused } : {}),
+  };
   const status = statusFromJob(ib, world);
   const before = conditionState(ib.status?.conditions);
   const updated = await updateStatus(d.client, IMAGE_BUILDS, ib, status, rc.signal);
@@ -177,7 +204,34 @@ export async function reconcileImageBuild(
   }
   // Watches bring every change of the Job and its pod; the requeue covers a completed Job whose pod report is not
   // readable yet (statusFromJob waits that grace before calling it failed).
+  if (retryAfterMs !== undefined) return { requeueAfterMs: retryAfterMs };
   if (status.phase === 'Running') return { requeueAfterMs: RESULT_GRACE_MS };
+}
+
+/**
+ * The refusal the status already records for this very Job name (uid, generation and rebuild token): an invalid
+ * Job stays invalid, so it is not sent again on every event; a new generation or rebuild token tries again.
+ */
+function rejectedBefore(
+  ib: ClusterImageBuild,
+  name: string,
+): { reason: string; message: string } | undefined {
+  if (ib.status?.jobName !== name) return undefined;
+  const failed = ib.status.conditions?.find((c) => c.type === CONDITION_FAILED && c.status === 'True');
+  return failed?.reason === REASONS.jobRejected
+    ? { reason: failed.reason, message: failed.message }
+    : undefined;
+}
+
+/** How long a Job the apiserver refused with 403 (quota, admission) waits before it is tried again. */
+const FORBIDDEN_RETRY_MS = 60_000;
+
+/** UTF-8 bytes of the spec the build pod receives in its environment (all parts). */
+function podSpecBytes(job: V1Job): number {
+  const env = job.spec?.template.spec?.containers[0]?.env ?? [];
+  return env
+    .filter((e) => e.name === SPEC_ENV || e.name.startsWith(`${SPEC_ENV}_`))
+    .reduce((n, e) => n + Buffer.byteLength(e.value ?? ''), 0);
 }
 
 function conditionState(conditions: ReadonlyArray<{ type: string; status: string }> | undefined): string {

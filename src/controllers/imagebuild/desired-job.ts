@@ -6,6 +6,8 @@
 import { createHash } from 'node:crypto';
 import type { V1EnvVar, V1Job, V1Volume, V1VolumeMount } from '@kubernetes/client-node';
 import { API_VERSION, KIND, type ImageBuild } from '../../api/v1alpha1/imagebuild.js';
+import { specEnvVars } from '../../api/v1alpha1/spec-env.js';
+import type { BuildPolicy } from './policy.js';
 
 /** Annotation whose new value rebuilds the same generation. */
 export const REBUILD_ANNOTATION = 'strata.dev/rebuild';
@@ -19,7 +21,7 @@ export const LABEL_GENERATION = 'strata.dev/generation';
 export const ANNOTATION_REBUILD_TOKEN = 'strata.dev/rebuild-token';
 /** The build container's name. */
 export const CONTAINER_NAME = 'build';
-/** Env var carrying the ImageBuild (JSON) to `strata build --spec env:…`. */
+/** Env var carrying the ImageBuild (JSON) to `strata build --spec env:…` (in parts when long: see spec-env.ts). */
 export const SPEC_ENV = 'STRATA_IMAGEBUILD';
 /** Where the pod writes its report (the Kubernetes default path). */
 export const TERMINATION_MESSAGE_PATH = '/dev/termination-log';
@@ -41,6 +43,8 @@ export interface DesiredJobOptions {
   readonly buildImage: string;
   /** Default: `IfNotPresent`. */
   readonly imagePullPolicy?: 'Always' | 'IfNotPresent' | 'Never';
+  /** The admin's placement of build pods (node selector and tolerations added to every pod). */
+  readonly policy?: Pick<BuildPolicy, 'nodeSelector' | 'tolerations'>;
 }
 
 const LABEL_VALUE_MAX = 63;
@@ -85,6 +89,7 @@ const POD_ONLY_FIELDS = [
   'resources',
   'serviceAccountName',
   'activeDeadlineSeconds',
+  'backoffLimit',
   'successfulJobsHistoryLimit',
   'failedJobsHistoryLimit',
 ] as const;
@@ -105,15 +110,23 @@ export function podImageBuild(ib: ClusterImageBuild): string {
   });
 }
 
-/** The Job for the ImageBuild's current generation. Pure: the same object and options give the same Job. */
+/**
+ * The Job for the ImageBuild's current generation. Pure: the same object and options give the same Job. The
+ * admin's node selector and tolerations (`options.policy`) come first; the spec's own may only narrow the choice
+ * of node (a selector key the admin set is refused before this, see policy.ts).
+ */
 export function desiredJob(ib: ClusterImageBuild, options: DesiredJobOptions): V1Job {
   const spec = ib.spec;
   const labels = jobLabels(ib);
   const args = ['build', '--spec', `env:${SPEC_ENV}`, '--termination-message-path', TERMINATION_MESSAGE_PATH];
   const env: V1EnvVar[] = [
-    { name: SPEC_ENV, value: podImageBuild(ib) },
+    ...specEnvVars(SPEC_ENV, podImageBuild(ib)),
     { name: 'STRATA_STORE', value: `${WORK_DIR}/store` },
   ];
+  const nodeSelector = { ...spec.nodeSelector, ...options.policy?.nodeSelector };
+  const tolerations = [...(options.policy?.tolerations ?? []), ...(spec.tolerations ?? [])].map((t) => ({
+    ...t,
+  }));
   const volumes: V1Volume[] = [
     // The store and RUN steps' overlay mounts need a real filesystem: the container's root is itself an overlay.
     { name: 'work', emptyDir: {} },
@@ -163,8 +176,9 @@ export function desiredJob(ib: ClusterImageBuild, options: DesiredJobOptions): V
       ],
     },
     spec: {
-      // Retries are the controller's decision (a new generation or a rebuild token), not the Job's.
-      backoffLimit: 0,
+      // A failed build is reported at once unless the spec asks for retries; a new generation or rebuild token
+      // builds again either way.
+      backoffLimit: spec.backoffLimit ?? 0,
       completions: 1,
       parallelism: 1,
       ...(spec.activeDeadlineSeconds !== undefined
@@ -180,8 +194,8 @@ export function desiredJob(ib: ClusterImageBuild, options: DesiredJobOptions): V
           ...(spec.serviceAccountName
             ? { serviceAccountName: spec.serviceAccountName }
             : { automountServiceAccountToken: false }),
-          ...(spec.nodeSelector ? { nodeSelector: { ...spec.nodeSelector } } : {}),
-          ...(spec.tolerations ? { tolerations: spec.tolerations.map((t) => ({ ...t })) } : {}),
+          ...(Object.keys(nodeSelector).length ? { nodeSelector } : {}),
+          ...(tolerations.length ? { tolerations } : {}),
           ...(spec.affinity ? { affinity: spec.affinity } : {}),
           volumes,
           containers: [

@@ -24,6 +24,10 @@ export const REASONS = {
   building: 'Building',
   succeeded: 'BuildSucceeded',
   failed: 'BuildFailed',
+  /** The apiserver refused the Job as invalid (422): not tried again for the same Job name. */
+  jobRejected: 'JobRejected',
+  /** The apiserver refused the Job as forbidden (403: a quota, an admission policy): tried again later. */
+  jobForbidden: 'JobForbidden',
   /** The Job completed but its pod's report cannot be read (gone, or not a Strata report). */
   resultMissing: 'ResultMissing',
   /** `activeDeadlineSeconds` passed. */
@@ -47,6 +51,11 @@ export interface BuildWorld {
   readonly pods: readonly V1Pod[];
   /** Only for times that the world does not carry (a condition first set before any Job exists). */
   readonly now: Date;
+  /**
+   * Why no Job was made for the current generation: the admin's policy, a spec no cluster can run, or the
+   * apiserver refusing the Job. The build is then Failed with this reason and message.
+   */
+  readonly refused?: { readonly reason: string; readonly message: string };
 }
 
 type JobState = 'running' | 'succeeded' | 'failed';
@@ -136,6 +145,13 @@ function outcomeOf(ib: ClusterImageBuild, job: V1Job | undefined, world: BuildWo
     message: `building generation ${ib.metadata.generation} in Job ${name}`,
     at: time(job?.status?.startTime) ?? time(job?.metadata?.creationTimestamp) ?? rfc3339(world.now),
   };
+  if (!job && world.refused)
+    return {
+      state: 'failed',
+      reason: world.refused.reason,
+      message: world.refused.message,
+      at: rfc3339(world.now),
+    };
   if (!job) return progressing;
   const state = jobState(job);
   if (state === 'running') return progressing;
@@ -254,6 +270,8 @@ export function statusFromJob(ib: ClusterImageBuild, world: BuildWorld): ImageBu
   const status: ImageBuildStatus = {
     phase: o.state === 'progressing' ? 'Running' : o.state === 'succeeded' ? 'Succeeded' : 'Failed',
     conditions,
+    // The current generation's Job (`kubectl logs job/<jobName>`); named even when it was refused.
+    jobName: name,
     observedGeneration: generation,
   };
   // Absent fields stay absent (never `undefined`), so a deep comparison with the stored status holds.

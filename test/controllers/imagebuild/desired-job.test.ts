@@ -1,6 +1,7 @@
 /** desiredJob(): ImageBuild → batch/v1 Job, table-tested (pure). */
 import { describe, expect, it } from 'vitest';
 import { parseImageBuild } from '../../../src/api/v1alpha1/load.js';
+import { readSpecEnv } from '../../../src/api/v1alpha1/spec-env.js';
 import { clusterImageBuild } from './fixtures.js';
 import {
   CONTEXT_MOUNT,
@@ -154,6 +155,7 @@ describe('desiredJob', () => {
       { nodeSelectorTerms: [{ matchExpressions: [{ key: 'pool', operator: 'In', values: ['build'] }] }] },
     ],
     ['activeDeadlineSeconds', { activeDeadlineSeconds: 600 }, (j) => j.spec!.activeDeadlineSeconds, 600],
+    ['backoffLimit', { backoffLimit: 2 }, (j) => j.spec!.backoffLimit, 2],
   ];
   it.each(scheduling)('honours %s, and leaves it out of the pod’s spec copy', (_what, extra, pick, want) => {
     const ib = clusterImageBuild(GIT, {}, extra);
@@ -199,6 +201,43 @@ describe('desiredJob', () => {
       spec: { context: unknown };
     };
     expect(sent.spec.context).toEqual({ tarball: 'https://example.com/ctx.tar.gz' });
+  });
+
+  it('a failed build is not retried by default (backoffLimit 0)', () => {
+    expect(desiredJob(clusterImageBuild(GIT), OPTS).spec!.backoffLimit).toBe(0);
+  });
+
+  it('the admin’s node selector and tolerations come first; the spec only adds to them', () => {
+    const policy = {
+      nodeSelector: { 'strata.dev/pool': 'builds' },
+      tolerations: [{ key: 'strata.dev/builds', operator: 'Exists', effect: 'NoSchedule' }],
+    };
+    const bare = desiredJob(clusterImageBuild(GIT), { ...OPTS, policy }).spec!.template.spec!;
+    expect(bare.nodeSelector).toEqual({ 'strata.dev/pool': 'builds' });
+    expect(bare.tolerations).toEqual(policy.tolerations);
+    const own = clusterImageBuild(
+      GIT,
+      {},
+      {
+        nodeSelector: { zone: 'a', 'strata.dev/pool': 'elsewhere' },
+        tolerations: [{ key: 'gpu', operator: 'Exists' }],
+      },
+    );
+    const pod = desiredJob(own, { ...OPTS, policy }).spec!.template.spec!;
+    // A selector key the admin set keeps the admin's value (and policy.ts refuses such a spec before this).
+    expect(pod.nodeSelector).toEqual({ zone: 'a', 'strata.dev/pool': 'builds' });
+    expect(pod.tolerations).toEqual([...policy.tolerations, { key: 'gpu', operator: 'Exists' }]);
+  });
+
+  it('a spec too long for one environment string travels in parts the pod joins back', () => {
+    const inline = `FROM scratch\n${'# padding\n'.repeat(30_000)}LABEL a=b\n`;
+    const ib = clusterImageBuild(GIT, {}, { dockerfile: { inline } });
+    const env = desiredJob(ib, OPTS).spec!.template.spec!.containers[0]!.env!;
+    const parts = env.filter((e) => e.name.startsWith(SPEC_ENV));
+    expect(parts.length).toBeGreaterThan(3);
+    for (const p of parts) expect(Buffer.byteLength(p.value ?? '')).toBeLessThan(128 * 1024);
+    const byName = new Map(env.map((e) => [e.name, e.value]));
+    expect(readSpecEnv(SPEC_ENV, (k) => byName.get(k))).toBe(podImageBuild(ib));
   });
 
   it('a name longer than a label value keeps only the uid label', () => {

@@ -135,6 +135,31 @@ describe('statusFromJob', () => {
     expect(s2).toEqual(s1);
   });
 
+  it('a refused build (no Job made): Failed with the refusal’s reason, stable on the next pass', () => {
+    const ib = clusterImageBuild(SPEC, { generation: 2 });
+    const refused = {
+      reason: 'PolicyViolation',
+      message: 'spec.serviceAccountName: deployer is not allowed',
+    };
+    const s1 = statusFromJob(ib, { jobs: [], pods: [], now: NOW, refused });
+    expect(s1.phase).toBe('Failed');
+    expect(conds(s1)).toEqual({
+      Ready: ['False', 'PolicyViolation'],
+      Progressing: ['False', 'PolicyViolation'],
+      Failed: ['True', 'PolicyViolation'],
+    });
+    expect(s1.conditions!.find((c) => c.type === 'Failed')!.message).toBe(refused.message);
+    const later = statusFromJob(
+      { ...ib, status: s1 },
+      { jobs: [], pods: [], now: new Date(NOW.getTime() + 600_000), refused },
+    );
+    expect(later).toEqual(s1);
+    // A Job of the current generation (made before the policy changed) wins over a refusal.
+    expect(statusFromJob(ib, { jobs: [job(ib, 'running')], pods: [], now: NOW, refused }).phase).toBe(
+      'Running',
+    );
+  });
+
   it('success: digest and image from the report, Ready=True at the completion time; stable on the next pass', () => {
     const ib = clusterImageBuild(SPEC);
     const progressing = statusFromJob(ib, { jobs: [job(ib, 'running')], pods: [], now: NOW });
