@@ -29,6 +29,8 @@ export const IMAGEBUILD_CONTROLLER_RULES: readonly V1PolicyRule[] = [
   // Termination messages (the build's digest) are read from pod status.
   { apiGroups: [''], resources: ['pods'], verbs: ['get', 'list', 'watch'] },
   { apiGroups: ['events.k8s.io'], resources: ['events'], verbs: ['create', 'patch'] },
+  // The Job controller's FailedCreate Events (core/v1): a build pod that admission refuses.
+  { apiGroups: [''], resources: ['events'], verbs: ['list', 'watch'] },
 ];
 
 /** Leader election: one Lease in the controller's own namespace. */

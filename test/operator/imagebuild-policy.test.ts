@@ -3,7 +3,8 @@
  * `--build-toleration` and `--build-service-account` (as the shipped ServiceAccount, with the shipped RBAC) on a real
  * control plane. A build without placement lands on the tainted build pool, with a spec long enough to travel in
  * several environment variables; specs the policy forbids are Failed without a Job; a Job the apiserver refuses
- * (422) is Failed with the apiserver's words and an Event instead of a silent retry loop, and a fixed spec builds.
+ * (422) is Failed with the apiserver's words and an Event instead of a silent retry loop, and a fixed spec builds;
+ * a pod that Pod Security admission refuses makes the build Failed (PodCreateFailed) instead of Building for ever.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startControlPlane, type ControlPlane } from '../support/kube/control-plane.js';
@@ -179,5 +180,23 @@ describe('the admin’s build policy, against a real control plane', () => {
     const fixed = await finished('refused');
     expect(conditionStatus(fixed.status, 'Ready'), JSON.stringify(fixed.status)).toBe('True');
     expect(fixed.metadata.generation).toBe(2);
+  });
+
+  it('a build pod that Pod Security refuses: Failed (PodCreateFailed) with the admission’s words', async () => {
+    await cp.kubectlOk(['create', 'namespace', 'restricted']);
+    await cp.kubectlOk(['label', 'namespace', 'restricted', 'pod-security.kubernetes.io/enforce=restricted']);
+    await cp.kubectlOk(['apply', '-f', '-'], {
+      input: buildYaml('psa', '').replace(`namespace: ${NS}`, 'namespace: restricted'),
+    });
+    const done = await waitFor(
+      'the refused pod to be reported',
+      async () => {
+        const b = await getImageBuild(cp, 'restricted', 'psa');
+        return failure(b) ? b : undefined;
+      },
+      90_000,
+    );
+    expect(failure(done)?.reason).toBe('PodCreateFailed');
+    expect(failure(done)?.message).toMatch(/cannot create the build pod: .*violates PodSecurity "restricted/);
   });
 });

@@ -5,7 +5,7 @@
  * no API call at all. It never writes `spec`. Jobs are deleted with the ImageBuild by the garbage collector
  * (ownerReferences); no finalizer, since nothing outside the cluster needs cleaning.
  */
-import type { V1Job, V1Pod } from '@kubernetes/client-node';
+import type { CoreV1Event, V1Job, V1Pod } from '@kubernetes/client-node';
 import { API_VERSION, KIND } from '../../api/v1alpha1/imagebuild.js';
 import type { KubeClient } from '../../kube/client.js';
 import { ownerKeys, type ReconcileContext, type ReconcileOutcome } from '../../kube/controller.js';
@@ -46,6 +46,9 @@ export const JOBS: ResourceType = { apiVersion: 'batch/v1', kind: 'Job', plural:
 /** Pods (core/v1). */
 export const PODS: ResourceType = { apiVersion: 'v1', kind: 'Pod', plural: 'pods', namespaced: true };
 
+/** Events (core/v1): only the Job controller's `FailedCreate` ones are watched. */
+export const EVENTS: ResourceType = { apiVersion: 'v1', kind: 'Event', plural: 'events', namespaced: true };
+
 /** Options of the ImageBuild controller: the build pods' image and the admin's limits on them. */
 export type ImageBuildControllerOptions = DesiredJobOptions & { readonly policy?: BuildPolicy };
 
@@ -60,6 +63,8 @@ export function imageBuildController(options: ImageBuildControllerOptions): Cont
       const builds = ctx.informer<ClusterImageBuild>(IMAGE_BUILDS);
       const jobs = ctx.informer<V1Job>(JOBS, BUILD_SELECTOR);
       const pods = ctx.informer<V1Pod>(PODS, BUILD_SELECTOR);
+      // A Job whose pod is refused (Pod Security, a quota, a webhook) says so only in an Event.
+      const createFailures = ctx.informer<CoreV1Event>(EVENTS, { fieldSelector: CREATE_FAILURE_SELECTOR });
       const events = ctx.events();
       const reconcile = (key: string, rc: ReconcileContext): Promise<ReconcileOutcome | void> =>
         reconcileImageBuild(key, rc, {
@@ -67,6 +72,7 @@ export function imageBuildController(options: ImageBuildControllerOptions): Cont
           builds,
           jobs,
           pods,
+          createFailures,
           events,
           options,
           now: () => new Date(ctx.clock.now()),
@@ -75,7 +81,8 @@ export function imageBuildController(options: ImageBuildControllerOptions): Cont
         .controller({ reconcile })
         .watch(builds)
         .watch(jobs, ownerKeys<V1Job>(API_VERSION, KIND))
-        .watch(pods, (pod) => podOwnerKeys(pod, builds));
+        .watch(pods, (pod) => podOwnerKeys(pod, builds))
+        .watch(createFailures, (e) => jobEventOwnerKeys(e, jobs));
     },
   };
 }
@@ -91,11 +98,23 @@ function podOwnerKeys(pod: V1Pod, builds: Informer<ClusterImageBuild>): string[]
   return owner ? [`${ns}/${owner.metadata.name}`] : [];
 }
 
+const CREATE_FAILURE_SELECTOR = 'involvedObject.kind=Job,reason=FailedCreate';
+
+/** A Job's Event → its ImageBuild's key, through the build Jobs' cache (other Jobs' Events map to nothing). */
+function jobEventOwnerKeys(e: CoreV1Event, jobs: Informer<V1Job>): string[] {
+  const ns = e.involvedObject.namespace;
+  const job = ns
+    ? jobs.store.byNamespace(ns).find((j) => j.metadata?.uid === e.involvedObject.uid)
+    : undefined;
+  return job ? ownerKeys<V1Job>(API_VERSION, KIND)(job) : [];
+}
+
 interface Deps {
   readonly client: KubeClient;
   readonly builds: Informer<ClusterImageBuild>;
   readonly jobs: Informer<V1Job>;
   readonly pods: Informer<V1Pod>;
+  readonly createFailures: Informer<CoreV1Event>;
   readonly events: EventRecorder;
   readonly options: ImageBuildControllerOptions;
   readonly now: () => Date;
@@ -176,6 +195,7 @@ export async function reconcileImageBuild(
   const world = {
     jobs: owned,
     pods: d.pods.store.byNamespace(namespace ?? ''),
+    createFailures: d.createFailures.store.byNamespace(namespace ?? ''),
     now: d.now(),
     ...(refused ? { refused } : {}),
   };

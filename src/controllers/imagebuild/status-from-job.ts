@@ -5,7 +5,7 @@
  * compares it with the stored status writes nothing when nothing happened. Also: which finished Jobs the history
  * limits let go.
  */
-import type { V1Job, V1Pod } from '@kubernetes/client-node';
+import type { CoreV1Event, V1Job, V1Pod } from '@kubernetes/client-node';
 import { decodeBuildReport, type BuildReport } from '../../api/v1alpha1/build-result.js';
 import type { Condition, ImageBuildStatus } from '../../api/v1alpha1/imagebuild.js';
 import {
@@ -28,6 +28,8 @@ export const REASONS = {
   jobRejected: 'JobRejected',
   /** The apiserver refused the Job as forbidden (403: a quota, an admission policy): tried again later. */
   jobForbidden: 'JobForbidden',
+  /** The Job exists but cannot create its pod (its FailedCreate Event says why); it keeps trying. */
+  podCreateFailed: 'PodCreateFailed',
   /** The Job completed but its pod's report cannot be read (gone, or not a Strata report). */
   resultMissing: 'ResultMissing',
   /** `activeDeadlineSeconds` passed. */
@@ -56,6 +58,11 @@ export interface BuildWorld {
    * apiserver refusing the Job. The build is then Failed with this reason and message.
    */
   readonly refused?: { readonly reason: string; readonly message: string };
+  /**
+   * `FailedCreate` Events of Jobs (core/v1, written by the Job controller): how a build learns that its pod is
+   * refused (Pod Security admission, a quota, a webhook), which the Job's status does not say.
+   */
+  readonly createFailures?: readonly CoreV1Event[];
 }
 
 type JobState = 'running' | 'succeeded' | 'failed';
@@ -137,6 +144,27 @@ function jobFailedReason(job: V1Job): string | undefined {
   return (job.status?.conditions ?? []).find((c) => c.type === 'Failed' && c.status === 'True')?.reason;
 }
 
+/**
+ * A running Job with no pod and a `FailedCreate` Event: Failed with the Event's message (the Job controller keeps
+ * trying; once a pod exists the build is Progressing again).
+ */
+function createFailure(job: V1Job, world: BuildWorld): Outcome | undefined {
+  const uid = job.metadata?.uid;
+  if (!uid || world.pods.some((p) => isControlledBy(p.metadata, uid))) return undefined;
+  const latest = (world.createFailures ?? [])
+    .filter((e) => e.involvedObject.uid === uid && e.reason === 'FailedCreate')
+    .sort((a, b) =>
+      String(time(b.lastTimestamp) ?? '').localeCompare(String(time(a.lastTimestamp) ?? '')),
+    )[0];
+  if (!latest) return undefined;
+  return {
+    state: 'failed',
+    reason: REASONS.podCreateFailed,
+    message: `Job ${job.metadata!.name} cannot create the build pod: ${latest.message ?? 'no reason given'}`,
+    at: time(latest.firstTimestamp) ?? time(latest.eventTime) ?? rfc3339(world.now),
+  };
+}
+
 function outcomeOf(ib: ClusterImageBuild, job: V1Job | undefined, world: BuildWorld): Outcome {
   const name = jobName(ib);
   const progressing: Outcome = {
@@ -154,7 +182,7 @@ function outcomeOf(ib: ClusterImageBuild, job: V1Job | undefined, world: BuildWo
     };
   if (!job) return progressing;
   const state = jobState(job);
-  if (state === 'running') return progressing;
+  if (state === 'running') return createFailure(job, world) ?? progressing;
   const at = finishedTime(job) ?? progressing.at;
   const terminated = terminatedState(job, world.pods);
   const report = decodeBuildReport(terminated?.message);

@@ -1,5 +1,5 @@
 /** statusFromJob() and jobsToDelete(): the world → the ImageBuild's status, table-tested (pure). */
-import type { V1Job, V1Pod } from '@kubernetes/client-node';
+import type { CoreV1Event, V1Job, V1Pod } from '@kubernetes/client-node';
 import { describe, expect, it } from 'vitest';
 import { encodeBuildReport } from '../../../src/api/v1alpha1/build-result.js';
 import { jobName, type ClusterImageBuild } from '../../../src/controllers/imagebuild/desired-job.js';
@@ -158,6 +158,40 @@ describe('statusFromJob', () => {
     expect(statusFromJob(ib, { jobs: [job(ib, 'running')], pods: [], now: NOW, refused }).phase).toBe(
       'Running',
     );
+  });
+
+  it('a running Job whose pod admission refuses: Failed (PodCreateFailed) with the Event’s words, until a pod exists', () => {
+    const ib = clusterImageBuild(SPEC);
+    const j = job(ib, 'running');
+    const refusal = 'pods "x" is forbidden: violates PodSecurity "restricted:latest": privileged';
+    const event = (uid: string): CoreV1Event => ({
+      metadata: { name: `e-${uid}`, namespace: 'builds' },
+      involvedObject: { kind: 'Job', uid, name: j.metadata!.name!, namespace: 'builds' },
+      reason: 'FailedCreate',
+      message: `Error creating: ${refusal}`,
+      firstTimestamp: new Date(T1),
+      lastTimestamp: new Date(T2),
+    });
+    const failed = statusFromJob(ib, {
+      jobs: [j],
+      pods: [],
+      now: NOW,
+      createFailures: [event(j.metadata!.uid!)],
+    });
+    expect(failed.phase).toBe('Failed');
+    const cond = failed.conditions!.find((c) => c.type === 'Failed')!;
+    expect([cond.status, cond.reason, cond.lastTransitionTime]).toEqual(['True', 'PodCreateFailed', T1]);
+    expect(cond.message).toContain(refusal);
+    // Another Job's Event says nothing about this one.
+    expect(statusFromJob(ib, { jobs: [j], pods: [], now: NOW, createFailures: [event('other')] }).phase).toBe(
+      'Running',
+    );
+    // Once a pod exists (the namespace was relabelled), the build is Progressing again.
+    const running: V1Pod = { metadata: pod(j, { exitCode: 0 }).metadata }; // no status yet
+    expect(
+      statusFromJob(ib, { jobs: [j], pods: [running], now: NOW, createFailures: [event(j.metadata!.uid!)] })
+        .phase,
+    ).toBe('Running');
   });
 
   it('success: digest and image from the report, Ready=True at the completion time; stable on the next pass', () => {
