@@ -151,13 +151,8 @@ export async function reconcileImageBuild(
           signal: rc.signal,
         });
         owned = [...owned, created];
+        // No Event here: Progressing=True says it, and Events are kept for outcomes (one per build at scale).
         rc.logger.info({ job: name, generation: ib.metadata.generation }, 'build job created');
-        d.events.record(ib, {
-          type: 'Normal',
-          reason: 'BuildStarted',
-          action: 'CreateJob',
-          note: `Job ${name} builds generation ${ib.metadata.generation}`,
-        });
       } catch (err) {
         if (hasCode(err, 'INVALID') || hasCode(err, 'FORBIDDEN')) {
           // The apiserver refuses this Job (a bad affinity term, a quota, an admission policy): retrying at once
