@@ -306,7 +306,7 @@ async function buildFromSpec(
     { readSpecEnv },
   ] = await Promise.all([
     import('../api/v1alpha1/load.js'),
-    import('../api/v1alpha1/status.js'),
+    import('../controllers/imagebuild/build-status.js'),
     import('../api/v1alpha1/imagebuild.js'),
     import('./build-context/index.js'),
     import('../api/v1alpha1/build-result.js'),

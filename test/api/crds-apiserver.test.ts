@@ -10,7 +10,7 @@ import { parse } from 'yaml';
 import type { JsonSchema } from '../../src/api/schema.js';
 import { formatPath } from '../../src/api/validate.js';
 import { crdName, KINDS, kindSchema, validateObject } from '../../src/api/v1alpha1/crd.js';
-import { buildStatus } from '../../src/api/v1alpha1/status.js';
+import { buildStatus } from '../../src/controllers/imagebuild/build-status.js';
 import { startControlPlane, type ControlPlane } from '../support/kube/control-plane.js';
 import { BAD_CASES, ROOT, strataExamples } from './crd-cases.js';
 

@@ -14,18 +14,10 @@ import { digestOf, type Digest } from '../../src/engine/oci/digest.js';
 import { MediaType } from '../../src/engine/oci/media-types.js';
 import { parseManifest } from '../../src/engine/oci/types.js';
 import { formatReference } from '../../src/engine/oci/reference.js';
+import { codeOf } from '../support/outcomes.js';
 
 const key = (n: number): string => digestOf(Buffer.from(`key ${n}`));
 const dig = (s: string): Digest => digestOf(Buffer.from(s));
-
-function codeOf(fn: () => unknown): string | undefined {
-  try {
-    fn();
-  } catch (err) {
-    return (err as { code?: string }).code;
-  }
-  return undefined;
-}
 
 describe('--cache-to / --cache-from values', () => {
   it.each([

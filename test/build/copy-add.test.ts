@@ -5,27 +5,14 @@ import type { AddressInfo, Socket } from 'node:net';
 import { mkdir, readFile, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { copyIntoRoot } from '../../src/engine/build/copy/copy.js';
-import type { CopyRequest } from '../../src/engine/build/copy/types.js';
 import type { Digest } from '../../src/engine/oci/digest.js';
 import { tempDir } from '../support/images.js';
 import { requirePeer } from '../support/peers.js';
 import { requireRoot } from '../support/root.js';
 import { exists, failure } from '../support/outcomes.js';
+import { fromContext } from './copy-support.js';
 
-function add(
-  ctx: string,
-  root: string,
-  more: Partial<CopyRequest> & { sources: string[]; destination: string },
-) {
-  return copyIntoRoot({
-    instruction: 'ADD',
-    from: { dir: ctx, isContext: true },
-    workdir: '/',
-    destRoot: root,
-    ...more,
-  });
-}
+const add = fromContext('ADD');
 
 describe('ADD: local archives', () => {
   let ctx: string;

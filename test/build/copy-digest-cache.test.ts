@@ -3,27 +3,11 @@ import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { FileDigestCache, RACY_MS } from '../../src/engine/build/copy/digest-cache.js';
 import { hashSources } from '../../src/engine/build/copy/hash.js';
-import type { SourceEntry } from '../../src/engine/build/copy/sources.js';
+import { entryOfStats, type SourceEntry } from '../../src/engine/build/copy/sources.js';
 import { tempDir } from '../support/images.js';
 
 async function entryOf(host: string): Promise<SourceEntry> {
-  const st = await lstat(host);
-  return {
-    rel: 'f',
-    host,
-    kind: 'file',
-    mode: st.mode & 0o7777,
-    uid: st.uid,
-    gid: st.gid,
-    size: st.size,
-    atimeMs: st.atimeMs,
-    mtimeMs: st.mtimeMs,
-    ctimeMs: st.ctimeMs,
-    rdev: st.rdev,
-    dev: st.dev,
-    ino: st.ino,
-    nlink: st.nlink,
-  };
+  return entryOfStats('f', host, await lstat(host))!;
 }
 
 const later = () => Date.now() + RACY_MS + 1_000;

@@ -15,12 +15,12 @@ import {
 import { join } from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { copyIntoRoot } from '../../src/engine/build/copy/copy.js';
-import type { CopyRequest } from '../../src/engine/build/copy/types.js';
 import { hasCode } from '../../src/engine/errors.js';
 import { tempDir } from '../support/images.js';
 import { requirePeer } from '../support/peers.js';
 import { requireRoot } from '../support/root.js';
 import { exists, failure } from '../support/outcomes.js';
+import { fromContext } from './copy-support.js';
 
 async function tree(files: Record<string, string>): Promise<string> {
   const dir = await tempDir('strata-copy-ctx-');
@@ -32,19 +32,7 @@ async function tree(files: Record<string, string>): Promise<string> {
   return dir;
 }
 
-async function copy(
-  ctx: string,
-  dest: string,
-  more: Partial<CopyRequest> & { sources: string[]; destination: string },
-) {
-  return copyIntoRoot({
-    instruction: 'COPY',
-    from: { dir: ctx, isContext: true },
-    workdir: '/',
-    destRoot: dest,
-    ...more,
-  });
-}
+const copy = fromContext('COPY');
 
 describe('copyIntoRoot: docker rules', () => {
   beforeAll(() => {

@@ -1,11 +1,13 @@
 import { lstat, mkdir, readFile, symlink, utimes, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { copyIntoRoot } from '../../src/engine/build/copy/copy.js';
 import { hashSources } from '../../src/engine/build/copy/hash.js';
 import { hasCode } from '../../src/engine/errors.js';
 import { openNoFollow, readBufferSize } from '../../src/engine/build/copy/paths.js';
 import { tempDir } from '../support/images.js';
+import { fromContext } from './copy-support.js';
+
+const copy = fromContext('COPY');
 
 async function readAll(host: string, hint?: number): Promise<{ data: Buffer; hwm: number }> {
   const stream = await openNoFollow(host, hint);
@@ -88,14 +90,7 @@ describe('COPY throughput: read buffers, concurrent hashing and writing', () => 
       want.set(rel, data);
     }
     const dst = await tempDir('strata-readbuf-dst-');
-    const res = await copyIntoRoot({
-      instruction: 'COPY',
-      from: { dir: src, isContext: true, ignorePatterns: [] },
-      sources: ['.'],
-      destination: '/app/',
-      workdir: '/',
-      destRoot: dst,
-    });
+    const res = await copy(src, dst, { sources: ['.'], destination: '/app/' });
     expect(res.bytes).toBe([...want.values()].reduce((n, b) => n + b.length, 0));
     for (const [rel, data] of want) {
       const host = join(dst, 'app', rel);
@@ -113,14 +108,7 @@ describe('COPY throughput: read buffers, concurrent hashing and writing', () => 
     for (let i = 0; i < 50; i++) await writeFile(join(src, 'd', `f${String(i).padStart(2, '0')}`), `x${i}`);
     const dst = await tempDir('strata-readbuf-dst-');
     await mkdir(join(dst, 'app', 'd', 'f20'), { recursive: true }); // a directory where a file must go
-    const err = await copyIntoRoot({
-      instruction: 'COPY',
-      from: { dir: src, isContext: true, ignorePatterns: [] },
-      sources: ['.'],
-      destination: '/app/',
-      workdir: '/',
-      destRoot: dst,
-    }).catch((e: unknown) => e);
+    const err = await copy(src, dst, { sources: ['.'], destination: '/app/' }).catch((e: unknown) => e);
     expect(hasCode(err, 'CONFLICT')).toBe(true);
     expect(String((err as Error).message)).toContain('/app/d/f20');
   });

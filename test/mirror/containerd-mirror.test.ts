@@ -10,12 +10,12 @@ import { mkdir, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { FsStore } from '../../src/engine/store/fs-store.js';
-import { runCli, startCliServer } from '../support/cli.js';
+import { startCliServer } from '../support/cli.js';
 import { startDockerRegistry, type DockerRegistry } from '../support/docker-registry.js';
 import { startFaultProxy, type FaultProxy } from '../support/fault-proxy.js';
 import { makeLayer, makeLayeredImage, tempDir } from '../support/images.js';
 import { unmountAllUnder } from '../support/root.js';
-import { startContainerd, type Containerd } from './containerd-support.js';
+import { configureMirror, startContainerd, type Containerd } from './containerd-support.js';
 import { skopeo } from './mirror-support.js';
 
 const IMAGE = 'docker.io/library/app:v1';
@@ -98,21 +98,7 @@ beforeAll(async () => {
     '1s',
   ]);
   certs = join(work, 'certs.d');
-  await mkdir(certs); // `mirror config` writes into an existing directory
-  const cli = await runCli([
-    'mirror',
-    'config',
-    '--containerd',
-    certs,
-    '--mirror',
-    mirror.url,
-    '--registry',
-    'docker.io',
-    '--dial-timeout',
-    '2s',
-  ]);
-  expect(cli.stderr).toBe('');
-  expect(cli.code).toBe(0);
+  await configureMirror(certs, mirror.url);
 }, 60_000);
 
 afterAll(async () => {

@@ -7,6 +7,8 @@ import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import { mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
+import { expect } from 'vitest';
+import { runCli } from '../support/cli.js';
 import { requirePeer } from '../support/peers.js';
 import { requireRoot } from '../support/root.js';
 
@@ -85,4 +87,26 @@ export async function startContainerd(dir: string): Promise<Containerd> {
     }
   }
   return { address, ctr, stop };
+}
+
+/**
+ * Makes the directory `certs` and has `strata mirror config --containerd` write into it the `hosts.toml` that sends
+ * containerd's docker.io pulls to the mirror at `mirrorUrl` (dial timeout 2 s); the command must succeed quietly.
+ */
+export async function configureMirror(certs: string, mirrorUrl: string): Promise<void> {
+  await mkdir(certs); // `mirror config` writes into an existing directory
+  const cli = await runCli([
+    'mirror',
+    'config',
+    '--containerd',
+    certs,
+    '--mirror',
+    mirrorUrl,
+    '--registry',
+    'docker.io',
+    '--dial-timeout',
+    '2s',
+  ]);
+  expect(cli.stderr).toBe('');
+  expect(cli.code).toBe(0);
 }

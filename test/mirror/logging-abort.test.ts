@@ -1,18 +1,10 @@
 import { request } from 'node:http';
-import { Writable } from 'node:stream';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { pino } from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { sha, startHarness, type Harness } from './support.js';
+import { logLines, sha, startHarness, type Harness } from './support.js';
 
-const lines: Array<Record<string, unknown>> = [];
-const sink = new Writable({
-  write(chunk: Buffer, _enc, cb) {
-    for (const line of chunk.toString().split('\n'))
-      if (line.trim()) lines.push(JSON.parse(line) as Record<string, unknown>);
-    cb();
-  },
-});
+const { lines, sink } = logLines();
 
 let h: Harness;
 beforeAll(async () => {

@@ -14,19 +14,11 @@ import { createServer } from 'node:net';
 import { FsStore } from '../../src/engine/store/fs-store.js';
 import { startMirrorServer } from '../../src/mirror/index.js';
 import { tempDir } from '../support/images.js';
+import { codeOf } from '../support/outcomes.js';
 
 const hub = { name: 'docker.io', url: 'https://registry-1.docker.io' };
 const quay = { name: 'quay.io', url: 'https://quay.io' };
 const local = { name: 'localhost:5000', url: 'http://127.0.0.1:5000' };
-
-function codeOf(fn: () => unknown): string | undefined {
-  try {
-    fn();
-  } catch (err) {
-    return (err as { code?: string }).code;
-  }
-  return undefined;
-}
 
 describe('mirror routing', () => {
   const router = new Router([hub, quay, local], 'docker.io', ['team']);

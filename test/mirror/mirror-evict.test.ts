@@ -3,43 +3,31 @@
  * what a ref of the shared store reaches; evicted content is fetched again on demand.
  */
 import { createHash } from 'node:crypto';
-import { rm } from 'node:fs/promises';
-import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { FsStore } from '../../src/engine/store/fs-store.js';
-import { startMirrorServer, type MirrorServer } from '../../src/mirror/index.js';
-import { startDockerRegistry, type DockerRegistry } from '../support/docker-registry.js';
-import { tempDir } from '../support/images.js';
-import { pushRandomImage, type PushedImage } from './mirror-support.js';
+import type { FsStore } from '../../src/engine/store/fs-store.js';
+import type { MirrorServer } from '../../src/mirror/index.js';
+import { pushRandomImage, startHub, type Hub, type PushedImage } from './mirror-support.js';
 
 const MiB = 1024 * 1024;
-let upstream: DockerRegistry;
+let hub: Hub;
 let mirror: MirrorServer;
 let store: FsStore;
-let work: string;
 let clock = Date.now();
 const images: PushedImage[] = [];
 
 beforeAll(async () => {
-  work = await tempDir('strata-mirror-evict-');
-  upstream = await startDockerRegistry();
-  for (let i = 0; i < 5; i++) images.push(await pushRandomImage(upstream.host, `team/img${i}`, 'v1', MiB));
-  store = await FsStore.open(join(work, 'store'));
-  mirror = await startMirrorServer({
-    store,
-    upstreams: [{ name: 'docker.io', url: upstream.url }],
-    defaultUpstream: 'docker.io',
+  hub = await startHub('strata-mirror-evict-', async (upstream) => {
+    for (let i = 0; i < 5; i++) images.push(await pushRandomImage(upstream.host, `team/img${i}`, 'v1', MiB));
+  });
+  store = hub.store;
+  mirror = await hub.startMirror({
     maxBytes: Math.floor(2.5 * MiB),
     evictIntervalMs: 3_600_000,
     now: () => clock,
   });
 }, 60_000);
 
-afterAll(async () => {
-  await mirror?.close();
-  await upstream?.stop();
-  await rm(work, { recursive: true, force: true });
-});
+afterAll(() => hub?.stop(mirror));
 
 async function pull(i: number): Promise<string> {
   clock += 120_000; // each pull a couple of minutes after the last: a clear LRU order

@@ -4,44 +4,31 @@
  * (`strata/mirror/lru/`) become roots at start.
  */
 import { createHash } from 'node:crypto';
-import { mkdir, readdir, rm, utimes, writeFile } from 'node:fs/promises';
+import { mkdir, readdir, utimes, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { digestHex, type Digest } from '../../src/engine/oci/digest.js';
 import { FsStore } from '../../src/engine/store/fs-store.js';
 import { RootSet } from '../../src/engine/store/roots.js';
-import { startMirrorServer, type MirrorServer } from '../../src/mirror/index.js';
+import type { MirrorServer } from '../../src/mirror/index.js';
 import { runCli } from '../support/cli.js';
-import { startDockerRegistry, type DockerRegistry } from '../support/docker-registry.js';
-import { tempDir } from '../support/images.js';
-import { pushRandomImage, type PushedImage } from './mirror-support.js';
+import type { DockerRegistry } from '../support/docker-registry.js';
+import { pushRandomImage, startHub, type Hub, type PushedImage } from './mirror-support.js';
 
+let hub: Hub;
 let upstream: DockerRegistry;
 let mirror: MirrorServer | undefined;
 let store: FsStore;
-let work: string;
 let img: PushedImage;
 
 beforeAll(async () => {
-  work = await tempDir('strata-mirror-gc-');
-  upstream = await startDockerRegistry();
-  img = await pushRandomImage(upstream.host, 'team/kept', 'v1', 512 * 1024);
-  store = await FsStore.open(join(work, 'store'));
+  hub = await startHub('strata-mirror-gc-', async (upstream) => {
+    img = await pushRandomImage(upstream.host, 'team/kept', 'v1', 512 * 1024);
+  });
+  ({ upstream, store } = hub);
 }, 60_000);
 
-afterAll(async () => {
-  await mirror?.close();
-  await upstream?.stop();
-  await rm(work, { recursive: true, force: true });
-});
-
-function start(): Promise<MirrorServer> {
-  return startMirrorServer({
-    store,
-    upstreams: [{ name: 'docker.io', url: upstream.url }],
-    defaultUpstream: 'docker.io',
-  });
-}
+afterAll(() => hub?.stop(mirror));
 
 /** Pulls the image through the mirror: manifest by tag, then config and layer; returns the blob digests seen. */
 async function pull(m: MirrorServer): Promise<{ manifest: string; blobs: string[] }> {
@@ -84,7 +71,7 @@ describe('mirror: the cache survives gc', () => {
     await writeFile(join(legacyDir, digestHex(legacy)), '');
     const loose = (await store.putBytes(Buffer.from('an unreferenced blob nobody keeps'))).digest;
 
-    mirror = await start();
+    mirror = await hub.startMirror();
     const cold = await pull(mirror);
     expect(cold.manifest).toBe(img.manifest.digest);
     expect(cold.blobs).toContain(img.layer.digest);
@@ -102,7 +89,7 @@ describe('mirror: the cache survives gc', () => {
       expect(await store.has(d as Digest), d).toBe(true);
 
     await upstream.stop();
-    mirror = await start();
+    mirror = await hub.startMirror();
     const warm = await pull(mirror); // the tag is revalidated after a restart: served stale, then by digest
     expect(warm).toEqual(cold);
     const byDigest = await fetch(`${mirror.url}/v2/team/kept/manifests/${img.manifest.digest}`);

@@ -14,7 +14,7 @@ import { startCliServer } from '../support/cli.js';
 import { startDockerRegistry, type DockerRegistry } from '../support/docker-registry.js';
 import { tempDir } from '../support/images.js';
 import { makeTestPki } from '../support/test-pki.js';
-import { pushRandomImage, skopeo, type PushedImage } from './mirror-support.js';
+import { hubUpstream, pushRandomImage, skopeo, type PushedImage } from './mirror-support.js';
 
 let work: string;
 let upstream: DockerRegistry;
@@ -109,8 +109,7 @@ describe('mirror: TLS on the listener', () => {
     await copyFile(join(work, 'pki', 'server.key'), join(live, 'tls.key'));
     const mirror = await startMirrorServer({
       store: await FsStore.open(join(work, 'store2')),
-      upstreams: [{ name: 'docker.io', url: upstream.url }],
-      defaultUpstream: 'docker.io',
+      ...hubUpstream(upstream.url),
       tls: { certFile: join(live, 'tls.crt'), keyFile: join(live, 'tls.key') },
       tlsRecheckMs: 100,
     });

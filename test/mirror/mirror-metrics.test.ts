@@ -3,26 +3,19 @@
  * (upstream: Debian's docker-registry), `/healthz` and `/readyz` (an unusable store makes it unready, a stopped
  * upstream does not), request ids in responses and access logs, `metricsListen`, stale serves and evictions.
  */
-import { rename, rm } from 'node:fs/promises';
+import { rename } from 'node:fs/promises';
 import { join } from 'node:path';
-import { Writable } from 'node:stream';
 import { pino } from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { FsStore } from '../../src/engine/store/fs-store.js';
 import { MirrorMetrics, startMirrorServer, type MirrorServer } from '../../src/mirror/index.js';
-import { startDockerRegistry, type DockerRegistry } from '../support/docker-registry.js';
-import { tempDir } from '../support/images.js';
-import { pushRandomImage, type PushedImage } from './mirror-support.js';
+import type { DockerRegistry } from '../support/docker-registry.js';
+import { hubUpstream, pushRandomImage, startHub, type Hub, type PushedImage } from './mirror-support.js';
+import { logLines } from './support.js';
 
-const lines: Array<Record<string, unknown>> = [];
-const sink = new Writable({
-  write(chunk: Buffer, _enc, cb) {
-    for (const line of chunk.toString().split('\n'))
-      if (line.trim()) lines.push(JSON.parse(line) as Record<string, unknown>);
-    cb();
-  },
-});
+const { lines, sink } = logLines();
 
+let hub: Hub;
 let upstream: DockerRegistry;
 let mirror: MirrorServer;
 let work: string;
@@ -32,14 +25,11 @@ let clock = Date.now();
 const LAYER = 256 * 1024;
 
 beforeAll(async () => {
-  work = await tempDir('strata-mirror-metrics-');
-  upstream = await startDockerRegistry();
-  image = await pushRandomImage(upstream.host, 'library/app', 'v1', LAYER);
-  store = await FsStore.open(join(work, 'store'));
-  mirror = await startMirrorServer({
-    store,
-    upstreams: [{ name: 'docker.io', url: upstream.url }],
-    defaultUpstream: 'docker.io',
+  hub = await startHub('strata-mirror-metrics-', async (upstream) => {
+    image = await pushRandomImage(upstream.host, 'library/app', 'v1', LAYER);
+  });
+  ({ upstream, work, store } = hub);
+  mirror = await hub.startMirror({
     tagTtlMs: 60_000,
     now: () => clock,
     logger: pino({ level: 'info' }, sink),
@@ -47,11 +37,7 @@ beforeAll(async () => {
   });
 }, 60_000);
 
-afterAll(async () => {
-  await mirror?.close();
-  await upstream?.stop();
-  await rm(work, { recursive: true, force: true });
-});
+afterAll(() => hub?.stop(mirror));
 
 /** Parses Prometheus text into `name{labels}` → value (labels as written, sorted by prom-client). */
 function parseMetrics(text: string): Map<string, number> {
@@ -199,8 +185,7 @@ describe('mirror observability', () => {
   it('counts evictions when the cache is over its size limit', async () => {
     const small = await startMirrorServer({
       store: await FsStore.open(join(work, 'small-store')),
-      upstreams: [{ name: 'docker.io', url: upstream.url }],
-      defaultUpstream: 'docker.io',
+      ...hubUpstream(upstream.url),
       maxBytes: LAYER / 2,
       evictIntervalMs: 50,
     });

@@ -4,17 +4,25 @@
  * upstream, `library/`), the hosted registry beside the mirror, stale tags when the upstream is gone, hostile names.
  */
 import { createHash } from 'node:crypto';
-import { readdir, rm } from 'node:fs/promises';
+import { readdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { FsStore } from '../../src/engine/store/fs-store.js';
 import { startMirrorServer, type MirrorServer } from '../../src/mirror/index.js';
 import { runCli } from '../support/cli.js';
-import { startDockerRegistry, type DockerRegistry } from '../support/docker-registry.js';
-import { makeImage, tempDir } from '../support/images.js';
-import { pushRandomImage, skopeo, type PushedImage } from './mirror-support.js';
+import type { DockerRegistry } from '../support/docker-registry.js';
+import { makeImage } from '../support/images.js';
+import {
+  hubUpstream,
+  pushRandomImage,
+  skopeo,
+  startHub,
+  type Hub,
+  type PushedImage,
+} from './mirror-support.js';
 import { rawErrorCode, rawRequest } from './support.js';
 
+let hub: Hub;
 let upstream: DockerRegistry;
 let mirror: MirrorServer;
 let work: string;
@@ -24,41 +32,30 @@ let big: PushedImage;
 let clock = Date.now();
 
 beforeAll(async () => {
-  work = await tempDir('strata-mirror-pull-');
-  upstream = await startDockerRegistry();
-  // A real image (a tar layer `strata pull` can verify), pushed by skopeo to `library/app:v1` on the "hub".
-  const src = await FsStore.open(join(work, 'src'));
-  await makeImage(src, 'app:v1', { 'etc/hello': 'hello mirror\n', 'bin/tool': 4096 });
-  await skopeo([
-    'copy',
-    '--dest-tls-verify=false',
-    `oci:${src.root}:app:v1`,
-    `docker://${upstream.host}/library/app:v1`,
-  ]);
-  appDigest = (
-    JSON.parse(
-      await skopeo(['inspect', '--tls-verify=false', `docker://${upstream.host}/library/app:v1`]),
-    ) as {
-      Digest: string;
-    }
-  ).Digest;
-  big = await pushRandomImage(upstream.host, 'team/big', 'v1', 3 * 1024 * 1024);
-  store = await FsStore.open(join(work, 'mirror-store'));
-  mirror = await startMirrorServer({
-    store,
-    upstreams: [{ name: 'docker.io', url: upstream.url }],
-    defaultUpstream: 'docker.io',
-    hosted: ['local'],
-    tagTtlMs: 60_000,
-    now: () => clock,
+  hub = await startHub('strata-mirror-pull-', async (upstream, work) => {
+    // A real image (a tar layer `strata pull` can verify), pushed by skopeo to `library/app:v1` on the "hub".
+    const src = await FsStore.open(join(work, 'src'));
+    await makeImage(src, 'app:v1', { 'etc/hello': 'hello mirror\n', 'bin/tool': 4096 });
+    await skopeo([
+      'copy',
+      '--dest-tls-verify=false',
+      `oci:${src.root}:app:v1`,
+      `docker://${upstream.host}/library/app:v1`,
+    ]);
+    appDigest = (
+      JSON.parse(
+        await skopeo(['inspect', '--tls-verify=false', `docker://${upstream.host}/library/app:v1`]),
+      ) as {
+        Digest: string;
+      }
+    ).Digest;
+    big = await pushRandomImage(upstream.host, 'team/big', 'v1', 3 * 1024 * 1024);
   });
+  ({ upstream, work, store } = hub);
+  mirror = await hub.startMirror({ hosted: ['local'], tagTtlMs: 60_000, now: () => clock });
 }, 60_000);
 
-afterAll(async () => {
-  await mirror?.close();
-  await upstream?.stop();
-  await rm(work, { recursive: true, force: true });
-});
+afterAll(() => hub?.stop(mirror));
 
 const get = (path: string, init?: RequestInit): Promise<Response> => fetch(new URL(path, mirror.url), init);
 
@@ -207,8 +204,7 @@ describe('mirror: pulls through the cache', () => {
     ).layers[0]!.digest;
     const again = await startMirrorServer({
       store: await FsStore.open(store.root),
-      upstreams: [{ name: 'docker.io', url: upstream.url }],
-      defaultUpstream: 'docker.io',
+      ...hubUpstream(upstream.url),
     });
     try {
       const res = await fetch(`${again.url}/v2/app/blobs/${layer}`);

@@ -1,11 +1,17 @@
 import { execFile } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
+import { rm } from 'node:fs/promises';
+import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import { promisify } from 'node:util';
 import { digestOf, type Digest } from '../../src/engine/oci/digest.js';
 import { MediaType } from '../../src/engine/oci/media-types.js';
 import { RegistryClient } from '../../src/engine/registry/index.js';
 import type { Descriptor } from '../../src/engine/oci/types.js';
+import { FsStore } from '../../src/engine/store/fs-store.js';
+import { startMirrorServer, type MirrorServer, type MirrorServerOptions } from '../../src/mirror/index.js';
+import { startDockerRegistry, type DockerRegistry } from '../support/docker-registry.js';
+import { tempDir } from '../support/images.js';
 import { requirePeer } from '../support/peers.js';
 
 const run = promisify(execFile);
@@ -86,5 +92,54 @@ export async function pushRandomImage(
     };
   } finally {
     if (!via) await client.close();
+  }
+}
+
+/** Mirror options that put the registry at `url` where Docker Hub would be: the upstream `docker.io`, the default. */
+export function hubUpstream(url: string): Pick<MirrorServerOptions, 'upstreams' | 'defaultUpstream'> {
+  return { upstreams: [{ name: 'docker.io', url }], defaultUpstream: 'docker.io' };
+}
+
+/** A test file's world: a work directory, Debian's docker-registry as the upstream, the mirror's store in `work`. */
+export interface Hub {
+  readonly work: string;
+  readonly upstream: DockerRegistry;
+  readonly store: FsStore;
+  /** A mirror on the store, the upstream as `docker.io` (see {@link hubUpstream}), with `options` besides. */
+  startMirror(options?: Omit<MirrorServerOptions, 'store' | 'upstreams'>): Promise<MirrorServer>;
+  /** Closes `mirror` (when given), stops the upstream and removes the work directory. */
+  stop(mirror?: MirrorServer): Promise<void>;
+}
+
+/**
+ * Makes a {@link Hub} in a new temp directory named `prefix…`: `seed(upstream, work)` pushes the file's images before
+ * the store (`work/store`) is opened. A failing step stops what was started before it.
+ */
+export async function startHub(
+  prefix: string,
+  seed?: (upstream: DockerRegistry, work: string) => Promise<void>,
+): Promise<Hub> {
+  const work = await tempDir(prefix);
+  let upstream: DockerRegistry | undefined;
+  const stop = async (mirror?: MirrorServer): Promise<void> => {
+    await mirror?.close();
+    await upstream?.stop();
+    await rm(work, { recursive: true, force: true });
+  };
+  try {
+    upstream = await startDockerRegistry();
+    await seed?.(upstream, work);
+    const store = await FsStore.open(join(work, 'store'));
+    const url = upstream.url;
+    return {
+      work,
+      upstream,
+      store,
+      startMirror: (options = {}) => startMirrorServer({ store, ...hubUpstream(url), ...options }),
+      stop,
+    };
+  } catch (err) {
+    await stop();
+    throw err;
   }
 }

@@ -4,13 +4,12 @@
  * reachable here, so the pull succeeding with the right digest, and the mirror's access log showing `?ns=docker.io`,
  * prove that containerd read our file.
  */
-import { mkdir, rm } from 'node:fs/promises';
+import { rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Writable } from 'node:stream';
 import { pino } from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { runCli } from '../support/cli.js';
-import { startContainerd, type Containerd } from './containerd-support.js';
+import { configureMirror, startContainerd, type Containerd } from './containerd-support.js';
 import { prepareImage, putManifest, startHarness, tempDir, type Harness } from './support.js';
 
 describe('containerd pulls through the rendered hosts.toml', () => {
@@ -45,21 +44,7 @@ describe('containerd pulls through the rendered hosts.toml', () => {
     expect((await putManifest(mirror, 'library/demo', '1', image.bytes, image.mediaType)).status).toBe(201);
 
     const certs = join(dir, 'certs.d');
-    await mkdir(certs);
-    const cli = await runCli([
-      'mirror',
-      'config',
-      '--containerd',
-      certs,
-      '--mirror',
-      mirror.server.url,
-      '--registry',
-      'docker.io',
-      '--dial-timeout',
-      '2s',
-    ]);
-    expect(cli.stderr).toBe('');
-    expect(cli.code).toBe(0);
+    await configureMirror(certs, mirror.server.url);
 
     const stdout = await containerd!.ctr(
       ['content', 'fetch', '--hosts-dir', certs, 'docker.io/library/demo:1'],

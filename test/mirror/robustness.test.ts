@@ -1,9 +1,9 @@
 import { request } from 'node:http';
-import { Writable } from 'node:stream';
 import { pino } from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { RegistryBackend } from '../../src/mirror/index.js';
 import {
+  logLines,
   ociError,
   prepareImage,
   putManifest,
@@ -83,14 +83,7 @@ describe('registry server: requests that must not crash it', () => {
   });
 
   it('turns an error escaping the handlers into a 500 JSON answer and an error log line', async () => {
-    const lines: Array<Record<string, unknown>> = [];
-    const sink = new Writable({
-      write(chunk: Buffer, _enc, cb) {
-        for (const l of chunk.toString().split('\n'))
-          if (l) lines.push(JSON.parse(l) as Record<string, unknown>);
-        cb();
-      },
-    });
+    const { lines, sink } = logLines();
     const logger = pino({ level: 'debug' }, sink);
     // A logger whose debug level throws breaks the server's own error path: the last resort must still answer.
     const child = logger.child({});

@@ -3,6 +3,7 @@ import { request } from 'node:http';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { Writable } from 'node:stream';
 import { expect } from 'vitest';
 import type { Digest } from '../../src/engine/oci/digest.js';
 import { FsStore } from '../../src/engine/store/fs-store.js';
@@ -20,6 +21,19 @@ export function sha(data: Uint8Array | string): Digest {
 /** A temp directory removed by the returned cleanup. */
 export async function tempDir(prefix = 'strata-mirror-'): Promise<string> {
   return mkdtemp(join(tmpdir(), prefix));
+}
+
+/** A log destination for pino that parses each JSON line it is given into `lines`, for tests to read. */
+export function logLines(): { readonly lines: Array<Record<string, unknown>>; readonly sink: Writable } {
+  const lines: Array<Record<string, unknown>> = [];
+  const sink = new Writable({
+    write(chunk: Buffer, _enc, cb) {
+      for (const line of chunk.toString().split('\n'))
+        if (line.trim()) lines.push(JSON.parse(line) as Record<string, unknown>);
+      cb();
+    },
+  });
+  return { lines, sink };
 }
 
 /** A registry on 127.0.0.1 over a fresh FsStore in `root` (a new temp dir when absent). */

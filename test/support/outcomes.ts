@@ -12,6 +12,16 @@ export async function failure(p: Promise<unknown>): Promise<StrataError> {
   throw new Error('expected a failure');
 }
 
+/** The `code` of what `fn` throws; undefined when it returns, or throws something without one. */
+export function codeOf(fn: () => unknown): string | undefined {
+  try {
+    fn();
+  } catch (err) {
+    return (err as { code?: string }).code;
+  }
+  return undefined;
+}
+
 /** True when something (even a dangling symlink) is at `p`. */
 export const exists = (p: string): Promise<boolean> =>
   lstat(p).then(

@@ -25,6 +25,26 @@ export const API_VERSION = `${GROUP}/${VERSION}`;
 /** The kubectl category of every Strata kind (`kubectl get strata`). */
 export const CATEGORY = 'strata';
 
+/**
+ * A kind's names: `kind`, the resource's `plural` (its URL path segment and part of the CRD name) and `singular`,
+ * and kubectl's `shortNames`.
+ */
+export interface KindNames<K extends string = string, S extends readonly string[] = readonly string[]> {
+  readonly kind: K;
+  readonly plural: `${Lowercase<K>}s`;
+  readonly singular: Lowercase<K>;
+  readonly shortNames: S;
+}
+
+/** The names of `kind`: the singular is its lower case, the plural that and an `s` (true of every Strata kind). */
+export function kindNames<const K extends string, const S extends readonly string[]>(
+  kind: K,
+  shortNames: S,
+): KindNames<K, S> {
+  const singular = kind.toLowerCase() as Lowercase<K>;
+  return { kind, plural: `${singular}s`, singular, shortNames };
+}
+
 // --- patterns (anchored; the validator and the apiserver both use them as written) -----------------------------
 
 const DOMAIN_PART = '(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9])';

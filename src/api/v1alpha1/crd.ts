@@ -6,28 +6,20 @@
 import { stringify } from 'yaml';
 import type { Field, JsonSchema } from '../schema.js';
 import { validate, type Issue } from '../validate.js';
-import { AGE_COLUMN, API_VERSION, CATEGORY, GROUP, READY_COLUMN, REASON_COLUMN, VERSION } from './common.js';
 import {
-  imageBuildSpecField,
-  imageBuildStatusField,
-  KIND,
-  PLURAL,
-  SHORT_NAMES,
-  SINGULAR,
-} from './imagebuild.js';
+  AGE_COLUMN,
+  API_VERSION,
+  CATEGORY,
+  GROUP,
+  READY_COLUMN,
+  REASON_COLUMN,
+  VERSION,
+  type KindNames,
+} from './common.js';
+import { IMAGEBUILD_NAMES, imageBuildSpecField, imageBuildStatusField } from './imagebuild.js';
+import { LAYERCACHE_NAMES, layerCacheSpecField, layerCacheStatusField } from './layercache.js';
 import {
-  LAYERCACHE_KIND,
-  LAYERCACHE_PLURAL,
-  LAYERCACHE_SHORT_NAMES,
-  LAYERCACHE_SINGULAR,
-  layerCacheSpecField,
-  layerCacheStatusField,
-} from './layercache.js';
-import {
-  REGISTRYMIRROR_KIND,
-  REGISTRYMIRROR_PLURAL,
-  REGISTRYMIRROR_SHORT_NAMES,
-  REGISTRYMIRROR_SINGULAR,
+  REGISTRYMIRROR_NAMES,
   registryMirrorSpecField,
   registryMirrorStatusField,
 } from './registrymirror.js';
@@ -42,11 +34,7 @@ export interface PrinterColumn {
 }
 
 /** Everything a kind's CRD is made of. */
-export interface KindDefinition {
-  readonly kind: string;
-  readonly plural: string;
-  readonly singular: string;
-  readonly shortNames: readonly string[];
+export interface KindDefinition extends KindNames {
   /** The object's description (`kubectl explain KIND`). */
   readonly description: string;
   readonly spec: { readonly field: Field<unknown>; readonly description: string };
@@ -56,10 +44,7 @@ export interface KindDefinition {
 
 /** The ImageBuild kind. */
 export const IMAGEBUILD: KindDefinition = {
-  kind: KIND,
-  plural: PLURAL,
-  singular: SINGULAR,
-  shortNames: SHORT_NAMES,
+  ...IMAGEBUILD_NAMES,
   description:
     'ImageBuild builds a container image from a Dockerfile and a build context in a Job on a node, and may ' +
     'push it. Its status carries the digest and Ready, Progressing and Failed conditions.',
@@ -80,10 +65,7 @@ export const IMAGEBUILD: KindDefinition = {
 
 /** The RegistryMirror kind. */
 export const REGISTRYMIRROR: KindDefinition = {
-  kind: REGISTRYMIRROR_KIND,
-  plural: REGISTRYMIRROR_PLURAL,
-  singular: REGISTRYMIRROR_SINGULAR,
-  shortNames: REGISTRYMIRROR_SHORT_NAMES,
+  ...REGISTRYMIRROR_NAMES,
   description:
     'RegistryMirror runs a pull-through registry mirror in the cluster (a Deployment and a Service) and points ' +
     "the selected nodes' container runtimes at it; deleting it restores every node's configuration.",
@@ -105,10 +87,7 @@ export const REGISTRYMIRROR: KindDefinition = {
 
 /** The LayerCache kind. */
 export const LAYERCACHE: KindDefinition = {
-  kind: LAYERCACHE_KIND,
-  plural: LAYERCACHE_PLURAL,
-  singular: LAYERCACHE_SINGULAR,
-  shortNames: LAYERCACHE_SHORT_NAMES,
+  ...LAYERCACHE_NAMES,
   description:
     "LayerCache keeps chosen images' layers in the selected nodes' stores ahead of need, within a size budget, " +
     'served to the node runtime as its first mirror.',

@@ -36,6 +36,7 @@ import {
   tolerations,
   type ObjectMeta,
 } from './common.js';
+import { kindNames } from './common.js';
 
 export {
   API_VERSION,
@@ -52,14 +53,10 @@ export {
   type ObjectMeta,
 } from './common.js';
 
-/** `kind` of an ImageBuild. */
-export const KIND = 'ImageBuild';
-/** The resource's plural name (its URL path segment and part of the CRD name). */
-export const PLURAL = 'imagebuilds';
-/** The resource's singular name. */
-export const SINGULAR = 'imagebuild';
-/** Short names for kubectl. */
-export const SHORT_NAMES = ['ib'] as const;
+/** An ImageBuild's names (see {@link kindNames}); kubectl's short name is `ib`. */
+export const IMAGEBUILD_NAMES = kindNames('ImageBuild', ['ib']);
+/** `kind` of an ImageBuild, its plural and singular resource names, and kubectl's short names. */
+export const { kind: KIND, plural: PLURAL, singular: SINGULAR, shortNames: SHORT_NAMES } = IMAGEBUILD_NAMES;
 /** The annotation whose every new value rebuilds the same generation. */
 export const REBUILD_ANNOTATION = 'strata.dev/rebuild';
 

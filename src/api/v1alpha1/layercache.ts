@@ -30,16 +30,17 @@ import {
   tolerations,
   type ObjectMeta,
 } from './common.js';
-import type { API_VERSION } from './common.js';
+import { kindNames, type API_VERSION } from './common.js';
 
-/** `kind` of a LayerCache. */
-export const LAYERCACHE_KIND = 'LayerCache';
-/** The resource's plural name. */
-export const LAYERCACHE_PLURAL = 'layercaches';
-/** The resource's singular name. */
-export const LAYERCACHE_SINGULAR = 'layercache';
-/** Short names for kubectl. */
-export const LAYERCACHE_SHORT_NAMES = ['lc'] as const;
+/** A LayerCache's names (see {@link kindNames}); kubectl's short name is `lc`. */
+export const LAYERCACHE_NAMES = kindNames('LayerCache', ['lc']);
+/** `kind` of a LayerCache, its plural and singular resource names, and kubectl's short names. */
+export const {
+  kind: LAYERCACHE_KIND,
+  plural: LAYERCACHE_PLURAL,
+  singular: LAYERCACHE_SINGULAR,
+  shortNames: LAYERCACHE_SHORT_NAMES,
+} = LAYERCACHE_NAMES;
 
 /** Workload kinds whose pod templates can be warmed. */
 export const WORKLOAD_KINDS = ['Deployment', 'StatefulSet', 'DaemonSet'] as const;

@@ -28,16 +28,17 @@ import {
   secretKeyRef,
   type ObjectMeta,
 } from './common.js';
-import type { API_VERSION } from './common.js';
+import { kindNames, type API_VERSION } from './common.js';
 
-/** `kind` of a RegistryMirror. */
-export const REGISTRYMIRROR_KIND = 'RegistryMirror';
-/** The resource's plural name. */
-export const REGISTRYMIRROR_PLURAL = 'registrymirrors';
-/** The resource's singular name. */
-export const REGISTRYMIRROR_SINGULAR = 'registrymirror';
-/** Short names for kubectl (`rm` would read like "remove"). */
-export const REGISTRYMIRROR_SHORT_NAMES = ['rmirror'] as const;
+/** A RegistryMirror's names (see {@link kindNames}); kubectl's short name is `rmirror` (`rm` reads "remove"). */
+export const REGISTRYMIRROR_NAMES = kindNames('RegistryMirror', ['rmirror']);
+/** `kind` of a RegistryMirror, its plural and singular resource names, and kubectl's short names. */
+export const {
+  kind: REGISTRYMIRROR_KIND,
+  plural: REGISTRYMIRROR_PLURAL,
+  singular: REGISTRYMIRROR_SINGULAR,
+  shortNames: REGISTRYMIRROR_SHORT_NAMES,
+} = REGISTRYMIRROR_NAMES;
 
 /** An upstream's name: the registry host clients name (docker.io, quay.io, registry.example.com:5000). */
 export const UPSTREAM_NAME_PATTERN = '^[a-z0-9]([a-z0-9.-]*[a-z0-9])?(:[0-9]{1,5})?$';

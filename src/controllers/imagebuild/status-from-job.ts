@@ -7,14 +7,9 @@
  */
 import type { CoreV1Event, V1Job, V1Pod } from '@kubernetes/client-node';
 import { decodeBuildReport, type BuildReport } from '../../api/v1alpha1/build-result.js';
-import type { Condition, ImageBuildStatus } from '../../api/v1alpha1/imagebuild.js';
-import {
-  CONDITION_FAILED,
-  CONDITION_PROGRESSING,
-  CONDITION_READY,
-  rfc3339,
-  setCondition,
-} from '../../api/v1alpha1/status.js';
+import type { ImageBuildStatus } from '../../api/v1alpha1/imagebuild.js';
+import { setPhaseConditions, type Phase } from '../../kube/conditions.js';
+import { CONDITION_FAILED, CONDITION_PROGRESSING, CONDITION_READY, rfc3339 } from './build-status.js';
 
 export { CONDITION_FAILED, CONDITION_PROGRESSING, CONDITION_READY };
 import { CONTAINER_NAME, jobName, type ClusterImageBuild } from './desired-job.js';
@@ -114,8 +109,15 @@ function terminatedState(job: V1Job, pods: readonly V1Pod[]) {
   return mine[0]?.terminated;
 }
 
+/** The condition that is True in each state of a build. */
+const PHASE_OF: Readonly<Record<'progressing' | 'succeeded' | 'failed', Phase>> = {
+  progressing: 'Progressing',
+  succeeded: 'Ready',
+  failed: 'Failed',
+};
+
 interface Outcome {
-  readonly state: 'progressing' | 'succeeded' | 'failed';
+  readonly state: keyof typeof PHASE_OF;
   readonly reason: string;
   readonly message: string;
   /** When the state was entered (condition transitions). */
@@ -237,7 +239,7 @@ function clip(message: string): string {
  * or running; `Ready` with `digest`/`image` from the pod's report when it completed; `Failed` with the report's
  * reason and log tail (or the pod's exit and log tail, or the Job's own reason) when it failed. `digest`, `image`,
  * `startedAt`, `finishedAt`, `steps` and `cacheHits` describe the last finished build and are kept while a new one
- * runs. `lastTransitionTime` moves only on a flip (see `setCondition`).
+ * runs. `lastTransitionTime` moves only on a flip (see `setPhaseConditions` in `src/kube/conditions.ts`).
  */
 export function statusFromJob(ib: ClusterImageBuild, world: BuildWorld): ImageBuildStatus {
   const generation = ib.metadata.generation;
@@ -248,25 +250,16 @@ export function statusFromJob(ib: ClusterImageBuild, world: BuildWorld): ImageBu
   const o = outcomeOf(ib, job, world);
   const previous = ib.status;
   const message = clip(o.message);
-  const cond = (type: string, status: Condition['status']): Omit<Condition, 'lastTransitionTime'> => ({
-    type,
-    status,
-    reason: o.reason,
-    message,
-    observedGeneration: generation,
-  });
   // Only the three conditions this controller owns, in a fixed order (a stable list: no diffs for GitOps tools).
   const prev = (previous?.conditions ?? []).filter((c) =>
     [CONDITION_READY, CONDITION_PROGRESSING, CONDITION_FAILED].includes(c.type),
   );
-  const at = new Date(o.at);
-  let conditions = setCondition(prev, cond(CONDITION_READY, o.state === 'succeeded' ? 'True' : 'False'), at);
-  conditions = setCondition(
-    conditions,
-    cond(CONDITION_PROGRESSING, o.state === 'progressing' ? 'True' : 'False'),
-    at,
+  const conditions = setPhaseConditions(
+    prev,
+    PHASE_OF[o.state],
+    { reason: o.reason, message, observedGeneration: generation },
+    Date.parse(o.at),
   );
-  conditions = setCondition(conditions, cond(CONDITION_FAILED, o.state === 'failed' ? 'True' : 'False'), at);
   const order = [CONDITION_READY, CONDITION_PROGRESSING, CONDITION_FAILED];
   conditions.sort((a, b) => order.indexOf(a.type) - order.indexOf(b.type));
 

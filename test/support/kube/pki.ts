@@ -3,13 +3,8 @@
  * certificate for 127.0.0.1/localhost, the service-account RSA key pair, and client certificates on demand (the
  * identity of an RBAC test: CN is the user, O the groups).
  */
-import { execFile } from 'node:child_process';
-import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { promisify } from 'node:util';
-import { requirePeer } from '../peers.js';
-
-const run = promisify(execFile);
+import { makeCa, openssl, signCert } from '../openssl.js';
 
 const CNF = `
 [req]
@@ -42,59 +37,17 @@ export interface ControlPlanePki {
 
 let serial = 100;
 
-async function openssl(dir: string, args: string[]): Promise<void> {
-  await run(requirePeer('openssl'), args, { cwd: dir });
-}
-
-async function signed(dir: string, name: string, subject: string, ext: 'server' | 'client'): Promise<void> {
-  const f = (n: string): string => join(dir, n);
-  await openssl(
-    dir,
-    ['req', '-new', '-config', f('openssl.cnf'), '-newkey', 'rsa:2048', '-nodes'].concat([
-      '-keyout',
-      f(`${name}.key`),
-      '-out',
-      f(`${name}.csr`),
-      '-subj',
-      subject,
-    ]),
-  );
-  await openssl(
-    dir,
-    ['x509', '-req', '-in', f(`${name}.csr`), '-CA', f('ca.crt'), '-CAkey', f('ca.key')]
-      .concat([
-        '-set_serial',
-        String(serial++),
-        '-days',
-        '2',
-        '-extfile',
-        f('openssl.cnf'),
-        '-extensions',
-        ext,
-      ])
-      .concat(['-out', f(`${name}.crt`)]),
-  );
-}
-
 /** Writes the CA, the serving certificate and the service-account keys into `dir`. */
 export async function makeControlPlanePki(dir: string): Promise<ControlPlanePki> {
   const f = (n: string): string => join(dir, n);
-  await writeFile(f('openssl.cnf'), CNF);
-  await openssl(
-    dir,
-    ['req', '-x509', '-config', f('openssl.cnf'), '-extensions', 'ca', '-newkey', 'rsa:2048'].concat([
-      '-nodes',
-      '-keyout',
-      f('ca.key'),
-      '-out',
-      f('ca.crt'),
-      '-days',
-      '2',
-      '-subj',
-      '/CN=strata-envtest-ca',
-    ]),
-  );
-  await signed(dir, 'serving', '/CN=127.0.0.1', 'server');
+  await makeCa(dir, CNF, '/CN=strata-envtest-ca', 'rsa');
+  await signCert(dir, {
+    name: 'serving',
+    subject: '/CN=127.0.0.1',
+    ext: 'server',
+    serial: serial++,
+    key: 'rsa',
+  });
   await openssl(dir, ['genrsa', '-out', f('sa.key'), '2048']);
   await openssl(dir, ['rsa', '-in', f('sa.key'), '-pubout', '-out', f('sa.pub')]);
   return {
@@ -115,6 +68,6 @@ export async function makeClientCert(
 ): Promise<{ cert: string; key: string }> {
   const name = `client-${serial}`;
   const subject = `/CN=${user}${groups.map((g) => `/O=${g}`).join('')}`;
-  await signed(dir, name, subject, 'client');
+  await signCert(dir, { name, subject, ext: 'client', serial: serial++, key: 'rsa' });
   return { cert: join(dir, `${name}.crt`), key: join(dir, `${name}.key`) };
 }

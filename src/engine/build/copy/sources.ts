@@ -87,6 +87,32 @@ function kindOf(st: Stats): EntryKind | undefined {
   return undefined;
 }
 
+/**
+ * The entry for host path `host`, shown as `rel`, from its lstat `st`: undefined for what a layer cannot hold (a
+ * socket); a symlink's target is read from `host`.
+ */
+export function entryOfStats(rel: string, host: string, st: Stats): SourceEntry | undefined {
+  const kind = kindOf(st);
+  if (!kind) return undefined;
+  return {
+    rel,
+    host,
+    kind,
+    mode: st.mode & 0o7777,
+    uid: st.uid,
+    gid: st.gid,
+    size: kind === 'file' ? st.size : 0,
+    atimeMs: st.atimeMs,
+    mtimeMs: st.mtimeMs,
+    ctimeMs: st.ctimeMs,
+    rdev: st.rdev,
+    dev: st.dev,
+    ino: st.ino,
+    nlink: st.nlink,
+    ...(kind === 'symlink' ? { linkTarget: readlinkSync(host) } : {}),
+  };
+}
+
 async function lstatOrUndefined(p: string): Promise<Stats | undefined> {
   try {
     return await lstat(p);
@@ -257,26 +283,7 @@ export class SourceTree {
   }
 
   private entrySync(rel: string, relToItem: string, st: Stats): SourceEntry | undefined {
-    const kind = kindOf(st);
-    if (!kind) return undefined;
-    const host = this.host(rel);
-    return {
-      rel: relToItem,
-      host,
-      kind,
-      mode: st.mode & 0o7777,
-      uid: st.uid,
-      gid: st.gid,
-      size: kind === 'file' ? st.size : 0,
-      atimeMs: st.atimeMs,
-      mtimeMs: st.mtimeMs,
-      ctimeMs: st.ctimeMs,
-      rdev: st.rdev,
-      dev: st.dev,
-      ino: st.ino,
-      nlink: st.nlink,
-      ...(kind === 'symlink' ? { linkTarget: readlinkSync(host) } : {}),
-    };
+    return entryOfStats(relToItem, this.host(rel), st);
   }
 
   /** Every visible entry below a canonical directory, parents before children, names sorted; symlinks not followed. */

@@ -34,10 +34,7 @@ export interface GroupEntry {
 /** Parses /etc/passwd text; malformed lines (too few fields, non-numeric ids) are skipped, as libc does. */
 export function parsePasswd(text: string): PasswdEntry[] {
   const out: PasswdEntry[] = [];
-  for (const raw of text.split('\n')) {
-    const line = raw.trim();
-    if (line === '' || line.startsWith('#')) continue;
-    const f = line.split(':');
+  for (const f of records(text)) {
     const uid = parseId(f[2]);
     const gid = parseId(f[3]);
     if (f.length < 4 || uid === undefined || gid === undefined) continue;
@@ -49,10 +46,7 @@ export function parsePasswd(text: string): PasswdEntry[] {
 /** Parses /etc/group text; malformed lines are skipped. */
 export function parseGroup(text: string): GroupEntry[] {
   const out: GroupEntry[] = [];
-  for (const raw of text.split('\n')) {
-    const line = raw.trim();
-    if (line === '' || line.startsWith('#')) continue;
-    const f = line.split(':');
+  for (const f of records(text)) {
     const gid = parseId(f[2]);
     if (f.length < 3 || gid === undefined) continue;
     const members = (f[3] ?? '')
@@ -62,6 +56,14 @@ export function parseGroup(text: string): GroupEntry[] {
     out.push({ name: f[0]!, gid, members });
   }
   return out;
+}
+
+/** The colon-separated fields of each line of an account file; blank lines and `#` comments are skipped. */
+function* records(text: string): Generator<string[]> {
+  for (const raw of text.split('\n')) {
+    const line = raw.trim();
+    if (line !== '' && !line.startsWith('#')) yield line.split(':');
+  }
 }
 
 /** A decimal id in range, or undefined. */

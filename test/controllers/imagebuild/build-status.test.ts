@@ -1,13 +1,13 @@
 import { describe, expect, it } from 'vitest';
-import { TerminalError, type StrataErrorCode } from '../../src/engine/errors.js';
-import { imageBuildStatusField, type ImageBuildStatus } from '../../src/api/v1alpha1/imagebuild.js';
+import { TerminalError, type StrataErrorCode } from '../../../src/engine/errors.js';
+import { imageBuildStatusField, type ImageBuildStatus } from '../../../src/api/v1alpha1/imagebuild.js';
 import {
   buildStatus,
   FAILURE_REASONS,
   pinnedReference,
   runningStatus,
-} from '../../src/api/v1alpha1/status.js';
-import { validate } from '../../src/api/validate.js';
+} from '../../../src/controllers/imagebuild/build-status.js';
+import { validate } from '../../../src/api/validate.js';
 
 const DIGEST = `sha256:${'ab'.repeat(32)}`;
 const timing = {

@@ -1,8 +1,12 @@
 /**
- * Pure helpers that compute the ImageBuild status the controller writes (and `strata build --spec` prints).
- * Engine errors are read structurally (their stable `code`), so this module needs nothing from the engine.
+ * Pure helpers that compute the ImageBuild status of one build, as `strata build --spec` prints it, and the
+ * condition types and times the controller's status shares with it. Conditions are set with `src/kube/`'s
+ * `setPhaseConditions`. Engine errors are read structurally (their stable `code`), so this module needs nothing
+ * from the engine.
  */
-import type { Condition, ImageBuildStatus } from './imagebuild.js';
+import type { ImageBuildStatus } from '../../api/v1alpha1/imagebuild.js';
+import { setPhaseConditions, type Phase } from '../../kube/conditions.js';
+import { rfc3339 as rfc3339Ms } from '../../kube/time.js';
 
 /** `Ready`: the image of the current generation exists (built, and pushed when asked). */
 export const CONDITION_READY = 'Ready';
@@ -74,28 +78,9 @@ export function pinnedReference(reference: string, digest: string): string {
   return `${repo}@${digest}`;
 }
 
-/**
- * Sets a condition in a list (a new list is returned): `lastTransitionTime` moves only when the status flips,
- * as the Kubernetes conventions ask; reason, message and observedGeneration are always updated.
- */
-export function setCondition(
-  conditions: readonly Condition[] | undefined,
-  next: Omit<Condition, 'lastTransitionTime'>,
-  now: Date,
-): Condition[] {
-  const list = [...(conditions ?? [])];
-  const i = list.findIndex((c) => c.type === next.type);
-  const prev = i >= 0 ? list[i] : undefined;
-  const lastTransitionTime = prev && prev.status === next.status ? prev.lastTransitionTime : rfc3339(now);
-  const cond: Condition = { ...next, lastTransitionTime };
-  if (i >= 0) list[i] = cond;
-  else list.push(cond);
-  return list;
-}
-
 /** Kubernetes writes times in whole seconds, UTC. */
 export function rfc3339(d: Date): string {
-  return `${d.toISOString().slice(0, 19)}Z`;
+  return rfc3339Ms(d.getTime());
 }
 
 /** What the controller knows of the build Job, kept in the status. */
@@ -106,24 +91,21 @@ export interface BuildJob {
   readonly observedRebuild?: string;
 }
 
-/** The three conditions at once: Ready, Progressing, Failed, in that order. */
+/** The three conditions at once: the one of `phase` True, the other two False (Ready, Progressing, Failed). */
 function withConditions(
   previous: ImageBuildStatus | undefined,
-  states: readonly [Condition['status'], Condition['status'], Condition['status']],
+  phase: Phase,
   reason: string,
   message: string,
   generation: number,
   now: Date,
-): Condition[] {
-  let list = previous?.conditions;
-  [CONDITION_READY, CONDITION_PROGRESSING, CONDITION_FAILED].forEach((type, i) => {
-    list = setCondition(
-      list,
-      { type, status: states[i]!, reason, message, observedGeneration: generation },
-      now,
-    );
-  });
-  return list!;
+): ImageBuildStatus['conditions'] {
+  return setPhaseConditions(
+    previous?.conditions,
+    phase,
+    { reason, message, observedGeneration: generation },
+    now.getTime(),
+  );
 }
 
 function jobFields(job: BuildJob | undefined): BuildJob {
@@ -149,7 +131,7 @@ export function runningStatus(
   const message = pending ? 'the build pod is waiting to start' : 'the build is running';
   return {
     phase: pending ? 'Pending' : 'Running',
-    conditions: withConditions(previous, ['False', 'True', 'False'], reason, message, generation, startedAt),
+    conditions: withConditions(previous, 'Progressing', reason, message, generation, startedAt),
     ...jobFields(job),
     startedAt: rfc3339(startedAt),
     observedGeneration: generation,
@@ -179,19 +161,12 @@ export function buildStatus(
   if ('error' in outcome) {
     const reason = failureReason(outcome.error);
     const message = messageOf(outcome.error);
-    const conditions = withConditions(previous, ['False', 'False', 'True'], reason, message, generation, now);
+    const conditions = withConditions(previous, 'Failed', reason, message, generation, now);
     return { phase: 'Failed', conditions, ...base };
   }
   const image = pinnedReference(outcome.reference, outcome.digest);
   const message = `built ${image} in ${outcome.steps} steps (${outcome.cacheHits} from cache)`;
-  const conditions = withConditions(
-    previous,
-    ['True', 'False', 'False'],
-    REASON_SUCCEEDED,
-    message,
-    generation,
-    now,
-  );
+  const conditions = withConditions(previous, 'Ready', REASON_SUCCEEDED, message, generation, now);
   return {
     phase: 'Succeeded',
     digest: outcome.digest,
