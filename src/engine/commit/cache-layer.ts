@@ -46,13 +46,7 @@ export async function cacheCommittedLayer(
     async (tmp) => {
       const diff = join(tmp, 'diff');
       const what = `caching layer ${layer.digest}`;
-      const moved =
-        options.move === true &&
-        (await rename(upper, diff).then(
-          () => true,
-          () => false, // EXDEV and the like: copy instead
-        ));
-      if (!moved) await run('cp', ['-a', '--reflink=auto', '--', upper, diff], { what });
+      await moveOrCopy(upper, diff, options.move === true, what);
       // The layer writer skips sockets (a tar cannot hold them): the cached tree must not have them either. A caller
       // whose layer tar skipped none (`socketFree`) spares the sweep (one process less per build step).
       if (options.socketFree !== true) await run('find', [diff, '-type', 's', '-delete'], { what });
@@ -88,16 +82,7 @@ export async function cacheCommittedVfsTree(
     async (tmp) => {
       const tree = join(tmp, 'rootfs');
       const what = `caching the tree of layer ${layer.digest}`;
-      const moved =
-        options.move === true &&
-        (await rename(rootfs, tree).then(
-          () => true,
-          (err: NodeJS.ErrnoException) => {
-            if (err.code === 'EXDEV') return false;
-            throw err;
-          },
-        ));
-      if (!moved) await run('cp', ['-a', '--reflink=auto', '--', rootfs, tree], { what });
+      await moveOrCopy(rootfs, tree, options.move === true, what);
       await run('find', [tree, '-type', 's', '-delete'], { what });
     },
     {
@@ -153,4 +138,19 @@ async function dropOverlayBookkeeping(root: string, signal?: AbortSignal): Promi
       child.stdin.end(Buffer.from(`${paths.join('\0')}\0`));
     });
   }
+}
+
+/**
+ * `from` becomes `to`: renamed when `move` allows and the rename works, else copied (`cp -a`, reflinks where the
+ * filesystem has them). Any failed rename falls back to the copy — EXDEV across filesystems, EBUSY and the like —
+ * and the copy reports what is really wrong (a missing source, a full disk) in its own words.
+ */
+async function moveOrCopy(from: string, to: string, move: boolean, what: string): Promise<void> {
+  const moved =
+    move &&
+    (await rename(from, to).then(
+      () => true,
+      () => false,
+    ));
+  if (!moved) await run('cp', ['-a', '--reflink=auto', '--', from, to], { what });
 }
