@@ -35,6 +35,7 @@ interface ControllerFlags {
   buildToleration?: string[];
   buildServiceAccount?: string[];
   buildNetwork?: string[];
+  buildMaxDuration?: string;
   logLevel: string;
 }
 
@@ -136,6 +137,10 @@ export function registerControllerCommand(program: Command, env: StrataEnvironme
       collect,
     )
     .option(
+      '--build-max-duration <duration>',
+      "the longest a build may run (e.g. 2h): the Job's deadline when the spec sets none; longer ones are refused",
+    )
+    .option(
       '--build-network <host|none>',
       'a RUN network an ImageBuild may ask for (repeatable; default: host and none)',
       collect,
@@ -191,6 +196,7 @@ async function runController(flags: ControllerFlags, env: StrataEnvironment): Pr
       tolerations: flags.buildToleration,
       serviceAccounts: flags.buildServiceAccount,
       networks: flags.buildNetwork,
+      maxDuration: flags.buildMaxDuration,
     });
   } catch (err) {
     throw new TerminalError('INVALID_ARGUMENT', (err as Error).message);

@@ -11,6 +11,9 @@ import { microTime } from './time.js';
 import { systemClock, type Clock } from './clock.js';
 import { EVENTS, resourcePath, type KubeObject } from './resource.js';
 
+/** The longest object name (a DNS subdomain). */
+const MAX_NAME = 253;
+
 /** Options of {@link EventRecorder}. */
 export interface EventRecorderOptions {
   readonly client: KubeClient;
@@ -85,7 +88,8 @@ export class EventRecorder {
       return;
     }
     const t: Tracked = {
-      name: `${meta.name ?? 'object'}.${randomBytes(8).toString('hex')}`,
+      // An Event's name is a DNS subdomain (≤ 253): a long object name is cut to leave room for the suffix.
+      name: `${(meta.name ?? 'object').slice(0, MAX_NAME - 17).replace(/[-.]+$/, '')}.${randomBytes(8).toString('hex')}`,
       namespace: meta.namespace || 'default',
       count: 1,
       lastSeen: now,

@@ -45,7 +45,15 @@ export interface InformerOptions {
   readonly logger?: Logger;
   /** Called whenever a watch is reopened (metrics). */
   readonly onRestart?: (reason: WatchRestartReason) => void;
+  /**
+   * Trims each object before it is cached (as controller-runtime's cache transforms): drop what no reconciler
+   * reads, so a large field is not held once per cache. Must keep metadata (name, namespace, uid, owners, labels).
+   */
+  readonly transform?: ObjectTransform;
 }
+
+/** See {@link InformerOptions.transform}; its `name` tells shared informers apart. */
+export type ObjectTransform = (obj: KubeObject) => KubeObject;
 
 const DEFAULT_BACKOFF: BackoffPolicy = { baseMs: 800, maxMs: 30_000, jitter: 1 };
 /** A watch ending sooner than this without any event counts as a failure (backoff), not as a normal end. */
@@ -72,6 +80,20 @@ export class Informer<T extends KubeObject = KubeObject> {
     this.o = options;
     this.clock = options.clock ?? systemClock;
     this.scopes = options.namespaces && options.namespaces.length > 0 ? [...options.namespaces] : [undefined];
+  }
+
+  /**
+   * Caches an object the server just answered a write with (trimmed as watched objects are), so the next
+   * reconcile reads it before its watch event arrives. Handlers are not called: the watch event does that.
+   */
+  remember(obj: T): void {
+    this.store.upsert(this.trim(obj));
+  }
+
+  /** An object as it is cached: kind restored, bookkeeping dropped, the transform applied. */
+  private trim(obj: T): T {
+    const whole = withKind(obj, this.o.type);
+    return (this.o.transform ? this.o.transform(whole) : whole) as T;
   }
 
   /** Registers handlers; objects already cached are handed to `onAdd` at once. */
@@ -163,7 +185,7 @@ export class Informer<T extends KubeObject = KubeObject> {
         query: { ...this.selectors(), limit: this.o.pageSize ?? 500, continue: cont },
         signal,
       });
-      for (const item of page.items ?? []) items.push(withKind(item, this.o.type));
+      for (const item of page.items ?? []) items.push(this.trim(item));
       cont = page.metadata?.continue || undefined;
       rv = page.metadata?.resourceVersion ?? '';
     } while (cont);
@@ -208,7 +230,7 @@ export class Informer<T extends KubeObject = KubeObject> {
         },
       );
     }
-    const obj = withKind(object as T, this.o.type);
+    const obj = this.trim(object as T);
     const rv = obj.metadata?.resourceVersion;
     if (type === 'ADDED' || type === 'MODIFIED') {
       const old = this.store.upsert(obj);
@@ -256,16 +278,23 @@ export class Informer<T extends KubeObject = KubeObject> {
   }
 }
 
+/** kubectl's client-side apply copy of the whole object: as large as the object, and read by no reconciler. */
+const LAST_APPLIED = 'kubectl.kubernetes.io/last-applied-configuration';
+
 /**
- * List items come without `kind`/`apiVersion`; put them back so handlers see whole objects. `managedFields` are
- * dropped (as controller-runtime's cache transforms do): no reconciler reads them, and they are a large share of
- * every cached object (issue 14 §5: 1,000 builds with their Jobs and pods).
+ * List items come without `kind`/`apiVersion`; put them back so handlers see whole objects. `managedFields` and
+ * kubectl's last-applied annotation are dropped (as controller-runtime's cache transforms do): no reconciler reads
+ * them, and they are a large share of every cached object (issue 14 §5: 1,000 builds with their Jobs and pods; a
+ * 1 MiB inline Dockerfile twice over).
  */
 function withKind<T extends KubeObject>(obj: T, type: ResourceType): T {
-  const meta = obj.metadata as (T['metadata'] & { managedFields?: unknown }) | undefined;
-  if (meta?.managedFields !== undefined) {
+  const meta = obj.metadata as
+    (T['metadata'] & { managedFields?: unknown; annotations?: Record<string, string> }) | undefined;
+  if (meta?.managedFields !== undefined || meta?.annotations?.[LAST_APPLIED] !== undefined) {
     const { managedFields: _dropped, ...rest } = meta;
-    obj = { ...obj, metadata: rest };
+    const annotations: Record<string, string> | undefined = rest.annotations && { ...rest.annotations };
+    if (annotations) delete annotations[LAST_APPLIED];
+    obj = { ...obj, metadata: { ...rest, ...(annotations ? { annotations } : {}) } };
   }
   if (obj.kind && obj.apiVersion) return obj;
   return { ...obj, kind: type.kind, apiVersion: type.apiVersion };

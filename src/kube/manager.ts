@@ -12,7 +12,7 @@ import { systemClock, type Clock } from './clock.js';
 import { Controller, type ControllerOptions } from './controller.js';
 import { KubeError } from './errors.js';
 import { EventRecorder } from './events.js';
-import { Informer } from './informer.js';
+import { Informer, type ObjectTransform } from './informer.js';
 import { LeaderElector, type Leadership, type LeaderElectorOptions } from './leader-election.js';
 import type { KubeMetrics } from './metrics.js';
 import type { KubeObject, ResourceType } from './resource.js';
@@ -41,7 +41,7 @@ export interface SetupContext {
    */
   informer<T extends KubeObject>(
     type: ResourceType,
-    selectors?: { labelSelector?: string; fieldSelector?: string },
+    selectors?: { labelSelector?: string; fieldSelector?: string; transform?: ObjectTransform },
   ): Informer<T>;
   /** A Controller with the manager's logger, metrics, clock and `--max-concurrent-reconciles` filled in. */
   controller(
@@ -173,11 +173,15 @@ export class Manager {
       clock: this.clock,
       informer: <T extends KubeObject>(
         type: ResourceType,
-        sel: { labelSelector?: string; fieldSelector?: string } = {},
+        sel: { labelSelector?: string; fieldSelector?: string; transform?: ObjectTransform } = {},
       ): Informer<T> => {
-        const key = [type.apiVersion, type.plural, sel.labelSelector ?? '', sel.fieldSelector ?? ''].join(
-          ' ',
-        );
+        const key = [
+          type.apiVersion,
+          type.plural,
+          sel.labelSelector ?? '',
+          sel.fieldSelector ?? '',
+          sel.transform?.name ?? '',
+        ].join(' ');
         let inf = this.informers.get(key);
         if (!inf) {
           inf = new Informer<KubeObject>({

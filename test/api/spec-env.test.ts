@@ -1,6 +1,10 @@
-/** The ImageBuild in environment variables: parts that each fit Linux's 128 KiB cap, joined back whole. */
+/**
+ * The ImageBuild in environment variables: parts that each fit Linux's 128 KiB cap, joined back whole, after the
+ * kubelet's `$(VAR)` / `$$` expansion (the test node's, which follows the kubelet's rules).
+ */
 import { describe, expect, it } from 'vitest';
 import { readSpecEnv, SPEC_ENV_PART_UNITS, specEnvVars } from '../../src/api/v1alpha1/spec-env.js';
+import { expandVars } from '../support/kube/pod-env.js';
 
 const MAX_ARG_STRLEN = 128 * 1024;
 
@@ -9,7 +13,10 @@ function roundTrip(value: string): {
   back: string | undefined;
 } {
   const vars = specEnvVars('SPEC', value);
-  const env = new Map(vars.map((v) => [v.name, v.value]));
+  // What the process sees: each value expanded as the kubelet expands it (the variables defined before it).
+  const defined: Record<string, string> = {};
+  for (const v of vars) defined[v.name] = expandVars(v.value, defined);
+  const env = new Map(Object.entries(defined));
   return { vars, back: readSpecEnv('SPEC', (k) => env.get(k)) };
 }
 
@@ -17,12 +24,17 @@ describe('specEnvVars / readSpecEnv', () => {
   it('a short value is one variable, read back as is', () => {
     const { vars, back } = roundTrip('{"spec":{}}');
     expect(vars).toEqual([{ name: 'SPEC', value: '{"spec":{}}' }]);
+    // `$` survives the kubelet: `$$`, `$(VAR)` and a lone `$` arrive as written.
+    for (const text of ['RUN echo $$ $(SPEC) $HOME', 'a$', '$$$(SPEC_PARTS)'])
+      expect(roundTrip(text).back).toBe(text);
     expect(back).toBe('{"spec":{}}');
   });
 
   it.each([
     ['ASCII', 'a'.repeat(SPEC_ENV_PART_UNITS * 3 + 7)],
     ['three-byte characters', '€'.repeat(SPEC_ENV_PART_UNITS * 2 + 1)],
+    // Every `$` doubled for the kubelet: a part of `$`s only is still under the cap, and no `$$` is cut in two.
+    ['dollars and $(VAR) references', `${'$(SPEC)$$'.repeat(SPEC_ENV_PART_UNITS)}$`],
     // A surrogate pair straddling a part boundary must not be split.
     ['astral characters across a boundary', `x${'😀'.repeat(SPEC_ENV_PART_UNITS)}`],
   ])('%s: parts each under the kernel cap, joined back whole', (_what, value) => {

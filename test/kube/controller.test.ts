@@ -268,6 +268,17 @@ describe('Controller runner and helpers against a real kube-apiserver', () => {
     expect(mine.find((e) => e.reason === 'BuildFailed')!.series?.count).toBe(5);
     expect(mine[0]!.reportingController).toBe('strata.dev/widget-controller');
 
+    // An object whose name leaves no room for the Event's suffix still gets its Event.
+    const long = 'l'.repeat(250);
+    await widget('ev', long, 'x');
+    recorder.record(await get('ev', long), { ...note, reason: 'LongName' });
+    await recorder.flush();
+    const all = JSON.parse(await cp.kubectlOk(['get', 'events.events.k8s.io', '-n', 'ev', '-o', 'json'])) as {
+      items: { reason: string; metadata: { name: string } }[];
+    };
+    const longEvent = all.items.find((e) => e.reason === 'LongName');
+    expect(longEvent?.metadata.name.length).toBeLessThanOrEqual(253);
+
     // With the default series interval (30 s), a hot loop costs one create, then one patch per 30 s at most.
     const clock = new FakeClock();
     const throttled = new EventRecorder({

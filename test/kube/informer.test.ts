@@ -55,7 +55,7 @@ describe('Informer against a real kube-apiserver', () => {
   beforeAll(async () => {
     cp = await startControlPlane();
     client = new KubeClient({ kubeConfig: cp.kubeConfig() });
-    for (const ns of ['a', 'b', 'c', 'd', 'e']) await kubectl('create', 'namespace', ns);
+    for (const ns of ['a', 'b', 'c', 'd', 'e', 'f']) await kubectl('create', 'namespace', ns);
   });
   afterAll(async () => {
     await Promise.all(informers.map((i) => i.stop()));
@@ -102,6 +102,29 @@ describe('Informer against a real kube-apiserver', () => {
     });
     await waitFor('the child', () => inf.store.byOwner(owner.metadata!.uid!).length === 1);
     expect(inf.store.byOwner(owner.metadata!.uid!)[0]!.metadata!.name).toBe('child');
+  });
+
+  it('caches trimmed objects: no managedFields, no last-applied copy, and what the transform keeps', async () => {
+    const inf = informer('f', {
+      transform: function dropData(o: KubeObject): KubeObject {
+        const { data: _data, ...rest } = o as ConfigMap;
+        return rest;
+      },
+    });
+    await cm('f', 'big', 'x'.repeat(100_000)); // client-side apply: the annotation holds the object again
+    inf.start();
+    const cached = await waitFor('the ConfigMap cached', async () => inf.store.get('f/big'));
+    expect(cached.metadata).not.toHaveProperty('managedFields');
+    expect(cached.metadata?.annotations ?? {}).not.toHaveProperty(
+      'kubectl.kubernetes.io/last-applied-configuration',
+    );
+    expect(cached).not.toHaveProperty('data');
+    expect(JSON.stringify(cached).length).toBeLessThan(2000);
+    // What a write answers is trimmed the same way.
+    const answer = JSON.parse(await kubectl('get', 'configmap', '-n', 'f', 'big', '-o', 'json')) as ConfigMap;
+    expect(answer.metadata?.annotations).toHaveProperty('kubectl.kubernetes.io/last-applied-configuration');
+    inf.remember(answer);
+    expect(inf.store.get('f/big')).not.toHaveProperty('data');
   });
 
   it('reopens a watch the server closes without an error, missing nothing', async () => {

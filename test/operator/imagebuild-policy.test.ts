@@ -6,7 +6,11 @@
  * (422) is Failed with the apiserver's words and an Event instead of a silent retry loop, and a fixed spec builds;
  * a pod that Pod Security admission refuses makes the build Failed (PodCreateFailed) instead of Building for ever.
  */
+import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { runCli } from '../support/cli.js';
 import { startControlPlane, type ControlPlane } from '../support/kube/control-plane.js';
 import { startTestNode, type TestNode } from '../support/kube/test-node.js';
 import { waitFor } from '../support/kube/wait.js';
@@ -24,6 +28,8 @@ import {
 import { REPO_ROOT } from '../support/kube/repo-root.js';
 
 const NS = 'builds';
+/** Labels with what the kubelet would expand in an env var if the spec were not escaped. */
+const DOLLARS = "  labels:\n    dollars: 'a$$b $(STRATA_IMAGEBUILD) $(STRATA_IMAGEBUILD_PARTS) $HOME'\n";
 const POOL = { 'strata.dev/pool': 'builds' };
 
 let cp: ControlPlane;
@@ -108,10 +114,28 @@ describe('the admin’s build policy, against a real control plane', () => {
     const dockerfile = `FROM scratch\n${'# padding the Dockerfile past the kernel cap\n'.repeat(9000)}COPY hello.txt /\n`;
     // Server-side apply: client-side apply copies the object into an annotation, which is capped at 256 KiB.
     await cp.kubectlOk(['apply', '--server-side', '-f', '-'], {
-      input: buildYaml('placed', '  backoffLimit: 1\n', dockerfile),
+      input: buildYaml('placed', `  backoffLimit: 1\n${DOLLARS}`, dockerfile),
     });
     const done = await finished('placed');
     expect(conditionStatus(done.status, 'Ready'), JSON.stringify(done.status)).toBe('True');
+    // The spec arrived as written, `$` and all: the same spec built locally gives the same digest.
+    const dir = await mkdtemp(join(tmpdir(), 'strata-policy-'));
+    try {
+      await mkdir(join(dir, 'ctx'));
+      await writeFile(join(dir, 'ctx/hello.txt'), 'hello\n');
+      const local = buildYaml('placed', `  backoffLimit: 1\n${DOLLARS}`, dockerfile).replace(
+        /configMap:\n\s+name: hello-context\n/,
+        'dir: ctx\n',
+      );
+      await writeFile(join(dir, 'local.yaml'), local);
+      const run = await runCli(['build', '--spec', join(dir, 'local.yaml')], {
+        STRATA_STORE: join(dir, 'store'),
+      });
+      expect(run.code, run.stderr).toBe(0);
+      expect(run.stdout).toContain(`digest: ${done.status!.digest!}`);
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
     const [job] = await jobsOf('placed');
     const spec = JSON.parse(await cp.kubectlOk(['-n', NS, 'get', job!, '-o', 'json'])) as {
       spec: {

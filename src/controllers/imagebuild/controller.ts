@@ -13,7 +13,7 @@ import { hasCode } from '../../kube/errors.js';
 import type { EventRecorder } from '../../kube/events.js';
 import type { Informer } from '../../kube/informer.js';
 import type { ControllerRegistration } from '../../kube/manager.js';
-import { resourcePath, splitKey, type ResourceType } from '../../kube/resource.js';
+import { resourcePath, splitKey, type KubeObject, type ResourceType } from '../../kube/resource.js';
 import { updateStatus } from '../../kube/status.js';
 import {
   desiredJob,
@@ -61,8 +61,8 @@ export function imageBuildController(options: ImageBuildControllerOptions): Cont
     name: 'imagebuild',
     setup(ctx) {
       const builds = ctx.informer<ClusterImageBuild>(IMAGE_BUILDS);
-      const jobs = ctx.informer<V1Job>(JOBS, BUILD_SELECTOR);
-      const pods = ctx.informer<V1Pod>(PODS, BUILD_SELECTOR);
+      const jobs = ctx.informer<V1Job>(JOBS, { ...BUILD_SELECTOR, transform: metadataAndStatus });
+      const pods = ctx.informer<V1Pod>(PODS, { ...BUILD_SELECTOR, transform: metadataAndStatus });
       // A Job whose pod is refused (Pod Security, a quota, a webhook) says so only in an Event.
       const createFailures = ctx.informer<CoreV1Event>(EVENTS, { fieldSelector: CREATE_FAILURE_SELECTOR });
       const events = ctx.events();
@@ -96,6 +96,15 @@ function podOwnerKeys(pod: V1Pod, builds: Informer<ClusterImageBuild>): string[]
   const uid = labels[LABEL_UID];
   const owner = builds.store.byNamespace(ns).find((b) => b.metadata.uid === uid);
   return owner ? [`${ns}/${owner.metadata.name}`] : [];
+}
+
+/**
+ * What the controller reads of a build Job or pod: metadata and status. Their specs carry the whole ImageBuild in
+ * env vars (up to 1 MiB): cached, a large build would be held three times over (issue 14 review).
+ */
+function metadataAndStatus(obj: KubeObject): KubeObject {
+  const { apiVersion, kind, metadata, status } = obj as KubeObject & { status?: unknown };
+  return { apiVersion, kind, metadata, ...(status !== undefined ? { status } : {}) } as KubeObject;
 }
 
 const CREATE_FAILURE_SELECTOR = 'involvedObject.kind=Job,reason=FailedCreate';
@@ -198,7 +207,7 @@ export async function reconcileImageBuild(
   const before = conditionState(ib.status?.conditions);
   const updated = await updateStatus(d.client, IMAGE_BUILDS, ib, status, rc.signal);
   if (updated) {
-    d.builds.store.upsert(updated);
+    d.builds.remember(updated);
     const after = conditionState(status.conditions);
     if (after !== before && after === 'ready')
       d.events.record(ib, {

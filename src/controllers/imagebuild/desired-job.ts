@@ -44,7 +44,7 @@ export interface DesiredJobOptions {
   /** Default: `IfNotPresent`. */
   readonly imagePullPolicy?: 'Always' | 'IfNotPresent' | 'Never';
   /** The admin's placement of build pods (node selector and tolerations added to every pod). */
-  readonly policy?: Pick<BuildPolicy, 'nodeSelector' | 'tolerations'>;
+  readonly policy?: Pick<BuildPolicy, 'nodeSelector' | 'tolerations' | 'maxDurationSeconds'>;
 }
 
 const LABEL_VALUE_MAX = 63;
@@ -124,6 +124,8 @@ export function desiredJob(ib: ClusterImageBuild, options: DesiredJobOptions): V
     { name: 'STRATA_STORE', value: `${WORK_DIR}/store` },
   ];
   const nodeSelector = { ...spec.nodeSelector, ...options.policy?.nodeSelector };
+  // The admin's longest build applies when the spec sets no deadline (a longer one is refused in policy.ts).
+  const deadline = spec.activeDeadlineSeconds ?? options.policy?.maxDurationSeconds;
   const tolerations = [...(options.policy?.tolerations ?? []), ...(spec.tolerations ?? [])].map((t) => ({
     ...t,
   }));
@@ -181,9 +183,7 @@ export function desiredJob(ib: ClusterImageBuild, options: DesiredJobOptions): V
       backoffLimit: spec.backoffLimit ?? 0,
       completions: 1,
       parallelism: 1,
-      ...(spec.activeDeadlineSeconds !== undefined
-        ? { activeDeadlineSeconds: spec.activeDeadlineSeconds }
-        : {}),
+      ...(deadline !== undefined ? { activeDeadlineSeconds: deadline } : {}),
       template: {
         metadata: { labels },
         spec: {

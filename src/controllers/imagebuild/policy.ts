@@ -6,7 +6,7 @@
  * network. See ADR 0026.
  */
 import type { V1Toleration } from '@kubernetes/client-node';
-import { DNS_SUBDOMAIN_PATTERN } from '../../api/v1alpha1/common.js';
+import { DNS_SUBDOMAIN_PATTERN, durationMs } from '../../api/v1alpha1/common.js';
 import { clusterContextIssues } from '../../api/v1alpha1/imagebuild.js';
 import { SPEC_ENV_MAX_BYTES } from '../../api/v1alpha1/spec-env.js';
 import type { ClusterImageBuild } from './desired-job.js';
@@ -24,6 +24,11 @@ export interface BuildPolicy {
   readonly serviceAccounts: readonly string[];
   /** The RUN networks `spec.network` may ask for (`--build-network`). */
   readonly networks: readonly BuildNetwork[];
+  /**
+   * The longest a build may run, in seconds (`--build-max-duration`): the Job's activeDeadlineSeconds when the spec
+   * sets none; a spec asking for more is refused. No limit when absent.
+   */
+  readonly maxDurationSeconds?: number;
 }
 
 /** No placement, no ServiceAccount, either network: the default of `strata controller`. */
@@ -77,6 +82,15 @@ export function refusalOf(
     violations.push(
       `spec.network: ${ib.spec.network} is not allowed here (--build-network allows ${policy.networks.join(', ')})`,
     );
+  const deadline = ib.spec.activeDeadlineSeconds;
+  if (
+    policy.maxDurationSeconds !== undefined &&
+    deadline !== undefined &&
+    deadline > policy.maxDurationSeconds
+  )
+    violations.push(
+      `spec.activeDeadlineSeconds: ${deadline} is more than builds may run here (--build-max-duration ${policy.maxDurationSeconds}s)`,
+    );
   return violations.length > 0 ? { reason: 'PolicyViolation', message: violations.join('; ') } : undefined;
 }
 
@@ -116,6 +130,7 @@ export function buildPolicy(flags: {
   readonly tolerations?: readonly string[] | undefined;
   readonly serviceAccounts?: readonly string[] | undefined;
   readonly networks?: readonly string[] | undefined;
+  readonly maxDuration?: string | undefined;
 }): BuildPolicy {
   const parse = <T>(flag: string, values: readonly string[] | undefined, one: (v: string) => T): T[] =>
     (values ?? []).map((v) => {
@@ -141,5 +156,20 @@ export function buildPolicy(flags: {
     tolerations: parse('--build-toleration', flags.tolerations, parseToleration),
     serviceAccounts: [...new Set(accounts)],
     networks: networks.length ? [...new Set(networks)] : DEFAULT_BUILD_POLICY.networks,
+    ...(flags.maxDuration !== undefined
+      ? { maxDurationSeconds: parse('--build-max-duration', [flags.maxDuration], durationSeconds)[0]! }
+      : {}),
   };
+}
+
+/** `90m`, `2h`, `1h30m`, `3600s` → whole seconds (at least 1); RangeError otherwise. */
+function durationSeconds(text: string): number {
+  let ms: number;
+  try {
+    ms = durationMs(text);
+  } catch {
+    throw new RangeError(`${JSON.stringify(text)} is not a duration like 30m or 2h`);
+  }
+  if (ms < 1000) throw new RangeError(`${JSON.stringify(text)} is shorter than a second`);
+  return Math.floor(ms / 1000);
 }

@@ -18,6 +18,8 @@ import { CONTAINER_NAME, jobName, type ClusterImageBuild } from './desired-job.j
 export const REASONS = {
   building: 'Building',
   succeeded: 'BuildSucceeded',
+  /** Built, `output.push: false`: the image existed only in the build pod (no `status.image`). */
+  builtNotPushed: 'BuiltNotPushed',
   failed: 'BuildFailed',
   /** The apiserver refused the Job as invalid (422): not tried again for the same Job name. */
   jobRejected: 'JobRejected',
@@ -146,6 +148,38 @@ function jobFailedReason(job: V1Job): string | undefined {
   return (job.status?.conditions ?? []).find((c) => c.type === 'Failed' && c.status === 'True')?.reason;
 }
 
+/** Waiting reasons that are a pod's normal way to start, not news. */
+const ORDINARY_WAITING = new Set(['ContainerCreating', 'PodInitializing']);
+
+/**
+ * Why the running Job's newest pod is not running, when it says: not scheduled (`PodScheduled=False`: no node
+ * fits), or its container waiting for something other than an ordinary start (`ErrImagePull`,
+ * `CreateContainerConfigError`, a missing ConfigMap, …). The build stays Progressing, with this as its reason.
+ */
+function podWaiting(
+  job: V1Job,
+  pods: readonly V1Pod[],
+): { pod: string; reason: string; message: string } | undefined {
+  const pod = pods
+    .filter((p) => isControlledBy(p.metadata, job.metadata?.uid))
+    .sort((a, b) =>
+      String(time(b.metadata?.creationTimestamp) ?? '').localeCompare(
+        String(time(a.metadata?.creationTimestamp) ?? ''),
+      ),
+    )[0];
+  if (!pod || pod.status?.phase === 'Running') return undefined;
+  const name = pod.metadata?.name ?? '';
+  const unscheduled = pod.status?.conditions?.find((c) => c.type === 'PodScheduled' && c.status === 'False');
+  if (unscheduled)
+    return { pod: name, reason: unscheduled.reason ?? 'Unschedulable', message: unscheduled.message ?? '' };
+  for (const c of pod.status?.containerStatuses ?? []) {
+    const w = c.state?.waiting;
+    if (w?.reason && !ORDINARY_WAITING.has(w.reason))
+      return { pod: name, reason: w.reason, message: w.message ?? '' };
+  }
+  return undefined;
+}
+
 /**
  * A running Job with no pod and a `FailedCreate` Event: Failed with the Event's message (the Job controller keeps
  * trying; once a pod exists the build is Progressing again).
@@ -184,7 +218,15 @@ function outcomeOf(ib: ClusterImageBuild, job: V1Job | undefined, world: BuildWo
     };
   if (!job) return progressing;
   const state = jobState(job);
-  if (state === 'running') return createFailure(job, world) ?? progressing;
+  if (state === 'running') {
+    const waiting = podWaiting(job, world.pods);
+    const waitingOutcome: Outcome | undefined = waiting && {
+      ...progressing,
+      reason: waiting.reason,
+      message: `${progressing.message}: pod ${waiting.pod} is waiting: ${waiting.reason}: ${waiting.message}`,
+    };
+    return createFailure(job, world) ?? waitingOutcome ?? progressing;
+  }
   const at = finishedTime(job) ?? progressing.at;
   const terminated = terminatedState(job, world.pods);
   const report = decodeBuildReport(terminated?.message);
@@ -193,6 +235,17 @@ function outcomeOf(ib: ClusterImageBuild, job: V1Job | undefined, world: BuildWo
     finishedAt: report?.finishedAt ?? at,
   };
   if (state === 'succeeded') {
+    if (report?.ok && !ib.spec.output.push)
+      return {
+        state: 'succeeded',
+        reason: REASONS.builtNotPushed,
+        message:
+          `built ${report.digest} in ${report.steps} steps (${report.cacheHits} from cache), not pushed ` +
+          '(output.push is false): the image went with the build pod',
+        at,
+        report,
+        ...times,
+      };
     if (report?.ok)
       return {
         state: 'succeeded',
@@ -276,7 +329,7 @@ export function statusFromJob(ib: ClusterImageBuild, world: BuildWorld): ImageBu
       : o.report?.ok
         ? {
             digest: o.report.digest,
-            image: o.report.image,
+            image: ib.spec.output.push ? o.report.image : undefined,
             startedAt: o.startedAt,
             finishedAt: o.finishedAt,
             steps: o.report.steps,

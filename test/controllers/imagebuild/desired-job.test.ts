@@ -2,6 +2,7 @@
 import { describe, expect, it } from 'vitest';
 import { parseImageBuild } from '../../../src/api/v1alpha1/load.js';
 import { readSpecEnv } from '../../../src/api/v1alpha1/spec-env.js';
+import { expandVars } from '../../support/kube/pod-env.js';
 import { clusterImageBuild } from './fixtures.js';
 import {
   CONTEXT_MOUNT,
@@ -203,6 +204,14 @@ describe('desiredJob', () => {
     expect(sent.spec.context).toEqual({ tarball: 'https://example.com/ctx.tar.gz' });
   });
 
+  it('the admin’s longest build is the deadline of a spec that sets none', () => {
+    const policy = { nodeSelector: {}, tolerations: [], maxDurationSeconds: 3600 };
+    expect(desiredJob(clusterImageBuild(GIT), { ...OPTS, policy }).spec!.activeDeadlineSeconds).toBe(3600);
+    const own = clusterImageBuild(GIT, {}, { activeDeadlineSeconds: 60 });
+    expect(desiredJob(own, { ...OPTS, policy }).spec!.activeDeadlineSeconds).toBe(60);
+    expect(desiredJob(clusterImageBuild(GIT), OPTS).spec!.activeDeadlineSeconds).toBeUndefined();
+  });
+
   it('a failed build is not retried by default (backoffLimit 0)', () => {
     expect(desiredJob(clusterImageBuild(GIT), OPTS).spec!.backoffLimit).toBe(0);
   });
@@ -236,7 +245,7 @@ describe('desiredJob', () => {
     const parts = env.filter((e) => e.name.startsWith(SPEC_ENV));
     expect(parts.length).toBeGreaterThan(3);
     for (const p of parts) expect(Buffer.byteLength(p.value ?? '')).toBeLessThan(128 * 1024);
-    const byName = new Map(env.map((e) => [e.name, e.value]));
+    const byName = new Map(env.map((e) => [e.name, expandVars(e.value ?? '', {})]));
     expect(readSpecEnv(SPEC_ENV, (k) => byName.get(k))).toBe(podImageBuild(ib));
   });
 

@@ -48,6 +48,15 @@ describe('refusalOf', () => {
     expect(r?.message).toContain(message);
   });
 
+  it('refuses a deadline longer than --build-max-duration; a shorter one, or none, is fine', () => {
+    const capped = buildPolicy({ maxDuration: '2h' });
+    expect(capped.maxDurationSeconds).toBe(7200);
+    expect(refusalOf(clusterImageBuild(`${GIT}  activeDeadlineSeconds: 600\n`), capped, 1)).toBeUndefined();
+    expect(refusalOf(clusterImageBuild(GIT), capped, 1)).toBeUndefined();
+    const r = refusalOf(clusterImageBuild(`${GIT}  activeDeadlineSeconds: 86400\n`), capped, 1);
+    expect(r?.message).toContain('spec.activeDeadlineSeconds: 86400 is more than builds may run here');
+  });
+
   it('refuses any serviceAccountName when the admin allows none', () => {
     const r = refusalOf(clusterImageBuild(`${GIT}  serviceAccountName: default\n`), DEFAULT_BUILD_POLICY, 1);
     expect(r).toEqual({
@@ -109,6 +118,7 @@ describe('the --build-* flags', () => {
       'invalid --build-service-account: "Builder!" is not a ServiceAccount name',
     ],
     [{ networks: ['bridge'] }, 'invalid --build-network: "bridge" is not host or none'],
+    [{ maxDuration: 'forever' }, 'invalid --build-max-duration: "forever" is not a duration like 30m or 2h'],
   ])('refuses %j, naming the flag', (flags, message) => {
     expect(() => buildPolicy(flags)).toThrow(message);
   });

@@ -10,7 +10,7 @@ import {
 } from '../../../src/controllers/imagebuild/status-from-job.js';
 import { clusterImageBuild } from './fixtures.js';
 
-const SPEC = `  context:\n    git:\n      url: https://example.com/app.git\n  output:\n    images: [registry.example:5000/app:v1]\n`;
+const SPEC = `  context:\n    git:\n      url: https://example.com/app.git\n  output:\n    images: [registry.example:5000/app:v1]\n    push: true\n`;
 const DIGEST = `sha256:${'b'.repeat(64)}`;
 const IMAGE = `registry.example:5000/app@${DIGEST}`;
 const T0 = '2026-12-02T07:00:00Z';
@@ -105,6 +105,17 @@ const okReport = encodeBuildReport({
   finishedAt: T2,
 });
 
+/** A pending pod's status: its build container waiting for `reason`. */
+function waitingStatus(reason: string, message?: string): V1Pod['status'] {
+  const waiting = { reason, ...(message ? { message } : {}) };
+  return {
+    phase: 'Pending',
+    containerStatuses: [
+      { name: 'build', image: 'x', imageID: '', ready: false, restartCount: 0, state: { waiting } },
+    ],
+  };
+}
+
 function conds(s: ReturnType<typeof statusFromJob>) {
   return Object.fromEntries((s.conditions ?? []).map((c) => [c.type, [c.status, c.reason]]));
 }
@@ -192,6 +203,59 @@ describe('statusFromJob', () => {
       statusFromJob(ib, { jobs: [j], pods: [running], now: NOW, createFailures: [event(j.metadata!.uid!)] })
         .phase,
     ).toBe('Running');
+  });
+
+  it('built but not pushed (push: false): Ready with BuiltNotPushed, the digest, and no image that exists nowhere', () => {
+    const ib = clusterImageBuild(SPEC.replace('    push: true\n', ''));
+    const j = job(ib, 'succeeded');
+    const s = statusFromJob(ib, { jobs: [j], pods: [pod(j, { exitCode: 0, message: okReport })], now: NOW });
+    expect(conds(s).Ready).toEqual(['True', 'BuiltNotPushed']);
+    expect(s.digest).toBe(DIGEST);
+    expect(s.image).toBeUndefined();
+    expect(s.conditions!.find((c) => c.type === 'Ready')!.message).toContain(
+      'not pushed (output.push is false)',
+    );
+  });
+
+  it.each([
+    [
+      'unschedulable',
+      {
+        conditions: [
+          {
+            type: 'PodScheduled',
+            status: 'False',
+            reason: 'Unschedulable',
+            message: '0/3 nodes are available',
+          },
+        ],
+      },
+      'Unschedulable',
+      'is waiting: Unschedulable: 0/3 nodes are available',
+    ],
+    [
+      'its image not pulled',
+      waitingStatus('ErrImagePull', 'not found'),
+      'ErrImagePull',
+      'is waiting: ErrImagePull: not found',
+    ],
+  ])('a pod %s: still Progressing, with the reason the pod gives', (_what, status, reason, message) => {
+    const ib = clusterImageBuild(SPEC);
+    const j = job(ib, 'running');
+    const p: V1Pod = { metadata: pod(j, { exitCode: 0 }).metadata, status: status as V1Pod['status'] };
+    const s = statusFromJob(ib, { jobs: [j], pods: [p], now: NOW });
+    expect(s.phase).toBe('Running');
+    expect(conds(s).Progressing).toEqual(['True', reason]);
+    expect(s.conditions!.find((c) => c.type === 'Progressing')!.message).toContain(message);
+    // An ordinary start says nothing more.
+    const creating: V1Pod = {
+      metadata: p.metadata,
+      status: waitingStatus('ContainerCreating'),
+    };
+    expect(conds(statusFromJob(ib, { jobs: [j], pods: [creating], now: NOW })).Progressing).toEqual([
+      'True',
+      'Building',
+    ]);
   });
 
   it('success: digest and image from the report, Ready=True at the completion time; stable on the next pass', () => {
