@@ -6,6 +6,7 @@ import { celRule, type JsonSchema } from '../../src/api/schema.js';
 import { structuralViolations } from '../../src/api/structural.js';
 import { formatPath } from '../../src/api/validate.js';
 import {
+  chartCrdFile,
   crdFile,
   crdOf,
   IMAGEBUILD,
@@ -29,6 +30,9 @@ describe('the CRDs', () => {
       const committed = await readFile(file, 'utf8');
       expect(committed).toBe(expected);
       expect(parse(committed)).toEqual(crdOf(def));
+      expect(await readFile(`${ROOT}${chartCrdFile(def)}`, 'utf8'), 'the chart has the same CRD').toBe(
+        committed,
+      );
     },
   );
 

@@ -121,6 +121,14 @@ export function crdFile(def: KindDefinition): string {
   return `crds/${crdName(def)}.yaml`;
 }
 
+/**
+ * The chart's copy of a kind's CRD (`charts/strata/crds/`, helm's CRD directory: installed before the templates,
+ * never upgraded or deleted by helm), byte for byte the file of {@link crdFile}.
+ */
+export function chartCrdFile(def: KindDefinition): string {
+  return `charts/strata/${crdFile(def)}`;
+}
+
 /** Where the generated ImageBuild CRD lives, relative to the repository root. */
 export const IMAGEBUILD_CRD_FILE = crdFile(IMAGEBUILD);
 

@@ -10,7 +10,7 @@ import { homedir } from 'node:os';
 import { join } from 'node:path';
 import { REPO_ROOT } from './repo-root.js';
 
-const BINARIES = ['etcd', 'kube-apiserver', 'kube-controller-manager', 'kubectl'] as const;
+const BINARIES = ['etcd', 'kube-apiserver', 'kube-controller-manager', 'kubectl', 'helm'] as const;
 /** One of the envtest binaries. */
 export type EnvtestBinary = (typeof BINARIES)[number];
 
@@ -34,7 +34,7 @@ const complete = (dir: string): boolean => BINARIES.every((b) => existsSync(join
 
 let found: string | undefined;
 
-/** The directory holding etcd, kube-apiserver, kube-controller-manager and kubectl; unpacks them when needed. */
+/** The directory holding etcd, kube-apiserver, kube-controller-manager, kubectl and helm; unpacks them when needed. */
 export function envtestAssets(): string {
   if (found) return found;
   const dir = process.env.KUBEBUILDER_ASSETS || defaultAssetsDir();
