@@ -94,6 +94,7 @@ const FULL_VALUES = {
     ],
     serviceAccounts: ['builder', 'pusher.ci'],
     networks: ['none'],
+    maxDuration: '2h',
   },
   metrics: { service: { enabled: true, annotations: { 'example.com/scrape': 'true' } } },
   serviceMonitor: { enabled: true, labels: { release: 'prom' }, interval: '15s', scrapeTimeout: '5s' },
@@ -164,6 +165,7 @@ function renderedPolicy(args: readonly string[]): ReturnType<typeof buildPolicy>
     tolerations: flagValues(args, '--build-toleration'),
     serviceAccounts: flagValues(args, '--build-service-account'),
     networks: flagValues(args, '--build-network'),
+    maxDuration: flagValues(args, '--build-max-duration')[0],
   });
 }
 
@@ -305,6 +307,7 @@ describe('charts/strata', () => {
       ],
       serviceAccounts: ['builder', 'pusher.ci'],
       networks: ['none'],
+      maxDurationSeconds: 7200,
     });
     const service = one<{ metadata: { annotations: unknown }; spec: { ports: { port: number }[] } }>(
       objects,
@@ -338,6 +341,7 @@ describe('charts/strata', () => {
     ['a bad pull policy', { image: { pullPolicy: 'Sometimes' } }, /image\.pullPolicy/],
     ['a bad log level', { controller: { logLevel: 'loud' } }, /controller\.logLevel/],
     ['a bad RUN network', { build: { networks: ['bridge'] } }, /build\.networks\.0/],
+    ['a bad longest build', { build: { maxDuration: 'forever' } }, /build\.maxDuration/],
     [
       'a bad toleration effect',
       { build: { tolerations: [{ key: 'k', effect: 'Never' }] } },
