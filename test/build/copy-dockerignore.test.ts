@@ -1,4 +1,4 @@
-import { mkdir, writeFile } from 'node:fs/promises';
+import { mkdir, symlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { readDockerignore } from '../../src/engine/build/copy/context.js';
@@ -20,6 +20,26 @@ describe('parseDockerignore', () => {
     ['/', ['/']],
   ])('%j → %j', (text, want) => {
     expect(parseDockerignore(text)).toEqual(want);
+  });
+});
+
+describe('malformed patterns name their line, never their text', () => {
+  it.each<[string, string]>([
+    ['a\n# c\n\nsecret[x\n', '.dockerignore line 4: unterminated character class'],
+    ['ok\nsecret\\', '.dockerignore line 2: the pattern ends with a backslash'],
+    ['!', '.dockerignore line 1: illegal exclusion pattern: "!"'],
+  ])('%j', (text, want) => {
+    expect(() => parseDockerignore(text)).toThrow(want);
+    expect(() => parseDockerignore(text)).not.toThrow(/secret/);
+  });
+
+  it('names the file it was given, and a pattern list by position', () => {
+    expect(() => parseDockerignore('[', 'app.Dockerfile.dockerignore')).toThrow(
+      'app.Dockerfile.dockerignore line 1: unterminated character class',
+    );
+    expect(() => compileDockerignore(['ok', 'secret['])).toThrow(
+      /^\.dockerignore pattern 2: unterminated character class$/,
+    );
   });
 });
 
@@ -83,5 +103,18 @@ describe('readDockerignore', () => {
     await writeFile(join(ctx, 'build', 'app.Dockerfile.dockerignore'), 'b\n!c\n');
     expect(await readDockerignore(ctx, 'build/app.Dockerfile')).toEqual(['b', '!c']);
     expect(await readDockerignore(ctx, join(ctx, 'build/app.Dockerfile'))).toEqual(['b', '!c']);
+  });
+
+  it('reads through symlinks only inside the root: out-of-root targets land inside (or are missing)', async () => {
+    const outside = await tempDir('strata-copy-ignore-outside-');
+    await writeFile(join(outside, 'list'), 'secret[\n');
+    const ctx = await tempDir('strata-copy-ignore-');
+    await symlink(join(outside, 'list'), join(ctx, '.dockerignore'));
+    await symlink(`../../../../..${join(outside, 'list')}`, join(ctx, 'Dockerfile.dockerignore'));
+    expect(await readDockerignore(ctx, 'Dockerfile')).toEqual([]);
+    // The same absolute path inside the context is what the link means.
+    await mkdir(join(ctx, outside), { recursive: true });
+    await writeFile(join(ctx, outside, 'list'), 'inside\n');
+    expect(await readDockerignore(ctx, 'Dockerfile')).toEqual(['inside']);
   });
 });

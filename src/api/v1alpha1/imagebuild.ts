@@ -329,7 +329,10 @@ export const imageBuildSpecField = object({
   output,
   cache: optional(cache),
   network: enumOf(['host', 'none'] as const, {
-    description: "Network of RUN steps: host (the build pod's network, like docker build) or none.",
+    description:
+      "Network of RUN steps: host (the build pod's network, like docker build) or none. A Dockerfile's " +
+      'RUN --network cannot widen it (RUN --network=host under none fails the build). It applies to RUN ' +
+      "steps only: the context, FROM pulls and ADD URLs always use the build pod's network.",
     default: 'host',
   }),
   timestamp: optional(

@@ -9,26 +9,6 @@ import { goClean } from './paths.js';
 
 const UTF8_BOM = '\ufeff';
 
-/** Parses `.dockerignore` text into patterns (exceptions keep their `!`), as moby's `ignorefile.ReadAll` does. */
-export function parseDockerignore(text: string): string[] {
-  const out: string[] = [];
-  const lines = (text.startsWith(UTF8_BOM) ? text.slice(1) : text).split(/\r?\n/);
-  for (const line of lines) {
-    // Comments are recognised before trimming: only a `#` in the first column starts one.
-    if (line.startsWith('#')) continue;
-    let pattern = line.trim();
-    if (pattern === '') continue;
-    const invert = pattern.startsWith('!');
-    if (invert) pattern = pattern.slice(1).trim();
-    if (pattern.length > 0) {
-      pattern = goClean(pattern);
-      if (pattern.length > 1 && pattern.startsWith('/')) pattern = pattern.slice(1);
-    }
-    out.push(invert ? `!${pattern}` : pattern);
-  }
-  return out;
-}
-
 interface Compiled {
   readonly exclusion: boolean;
   readonly re: RegExp;
@@ -44,8 +24,11 @@ function escapeRe(c: string): string {
   return REGEX_SPECIAL.test(c) ? `\\${c}` : c;
 }
 
-/** Turns one cleaned pattern into an anchored regular expression, with patternmatcher's meaning of each token. */
-function toRegExp(pattern: string): RegExp {
+/**
+ * Turns one cleaned pattern into an anchored regular expression, with patternmatcher's meaning of each token, or
+ * says why it is malformed (without quoting it).
+ */
+function toRegExp(pattern: string): RegExp | { readonly error: string } {
   const cs = Array.from(pattern);
   let re = '^';
   for (let i = 0; i < cs.length; i++) {
@@ -60,11 +43,7 @@ function toRegExp(pattern: string): RegExp {
     } else if (c === '?') re += '[^/]';
     else if (c === '\\') {
       const e = cs[++i];
-      if (e === undefined)
-        throw new TerminalError(
-          'INVALID_ARGUMENT',
-          `.dockerignore pattern ${JSON.stringify(pattern)} ends with a backslash`,
-        );
+      if (e === undefined) return { error: 'the pattern ends with a backslash' };
       re += escapeRe(e);
     } else if (c === '[') {
       let j = i + 1;
@@ -84,11 +63,7 @@ function toRegExp(pattern: string): RegExp {
         else if (d === '-') cls += '-';
         else cls += /[\]\\^[]/.test(d) ? `\\${d}` : d;
       }
-      if (!closed)
-        throw new TerminalError(
-          'INVALID_ARGUMENT',
-          `.dockerignore pattern ${JSON.stringify(pattern)}: unterminated character class`,
-        );
+      if (!closed) return { error: 'unterminated character class' };
       re += `${cls}]`;
       i = j;
     } else re += escapeRe(c);
@@ -96,23 +71,19 @@ function toRegExp(pattern: string): RegExp {
   re += '$';
   try {
     return new RegExp(re, 'u');
-  } catch (err) {
-    throw new TerminalError(
-      'INVALID_ARGUMENT',
-      `.dockerignore pattern ${JSON.stringify(pattern)} is invalid`,
-      {
-        cause: err,
-      },
-    );
+  } catch {
+    // The engine's message would quote the expression, i.e. the pattern.
+    return { error: 'invalid pattern syntax' };
   }
 }
 
-function compilePattern(raw: string): Compiled {
+/** Compiles one pattern as {@link parseDockerignore} returns it, or says why it is malformed (never quoting it). */
+function compilePattern(raw: string): Compiled | { readonly error: string } {
   let p = raw;
   const exclusion = p.startsWith('!');
   if (exclusion) {
     p = p.slice(1);
-    if (p === '') throw new TerminalError('INVALID_ARGUMENT', 'illegal exclusion pattern: "!"');
+    if (p === '') return { error: 'illegal exclusion pattern: "!"' };
   }
   p = goClean(p);
   const parts = p.split('/');
@@ -121,7 +92,40 @@ function compilePattern(raw: string): Compiled {
     if (/[*?[\\]/.test(part)) break;
     literalDirs.push(part);
   }
-  return { exclusion, re: toRegExp(p), literalDirs, anyDepth: parts[0] === '**' };
+  const re = toRegExp(p);
+  if ('error' in re) return re;
+  return { exclusion, re, literalDirs, anyDepth: parts[0] === '**' };
+}
+
+/**
+ * Parses `.dockerignore` text into patterns (exceptions keep their `!`), as moby's `ignorefile.ReadAll` does, and
+ * checks each one as moby's `patternmatcher.New` would. A malformed pattern throws `INVALID_ARGUMENT` naming
+ * `name` and the line (`.dockerignore line 3: unterminated character class`), never the line's text: the file
+ * may not be the build author's to show.
+ */
+export function parseDockerignore(text: string, name = '.dockerignore'): string[] {
+  const out: string[] = [];
+  const lines = (text.startsWith(UTF8_BOM) ? text.slice(1) : text).split(/\r?\n/);
+  for (const [index, line] of lines.entries()) {
+    // Comments are recognised before trimming: only a `#` in the first column starts one.
+    if (line.startsWith('#')) continue;
+    let pattern = line.trim();
+    if (pattern === '') continue;
+    const invert = pattern.startsWith('!');
+    if (invert) pattern = pattern.slice(1).trim();
+    if (pattern.length > 0) {
+      pattern = goClean(pattern);
+      if (pattern.length > 1 && pattern.startsWith('/')) pattern = pattern.slice(1);
+    }
+    const cleaned = invert ? `!${pattern}` : pattern;
+    const compiled = compilePattern(cleaned);
+    if ('error' in compiled)
+      throw new TerminalError('INVALID_ARGUMENT', `${name} line ${index + 1}: ${compiled.error}`, {
+        detail: { file: name, line: index + 1 },
+      });
+    out.push(cleaned);
+  }
+  return out;
 }
 
 /** A compiled `.dockerignore`: whether a path is excluded, and whether an exception may re-include below a dir. */
@@ -137,9 +141,17 @@ export interface IgnoreFilter {
   readonly empty: boolean;
 }
 
-/** Compiles `.dockerignore` patterns (as {@link parseDockerignore} returns them) into an {@link IgnoreFilter}. */
+/**
+ * Compiles `.dockerignore` patterns (as {@link parseDockerignore} returns them) into an {@link IgnoreFilter}. A
+ * malformed one throws `INVALID_ARGUMENT` naming its position in the list, not its text.
+ */
 export function compileDockerignore(patterns: readonly string[]): IgnoreFilter {
-  const compiled = patterns.map(compilePattern);
+  const compiled = patterns.map((p, i) => {
+    const c = compilePattern(p);
+    if ('error' in c)
+      throw new TerminalError('INVALID_ARGUMENT', `.dockerignore pattern ${i + 1}: ${c.error}`);
+    return c;
+  });
   const exceptions = compiled.filter((c) => c.exclusion);
   const excludes = (relPath: string): boolean => {
     const file = goClean(relPath);

@@ -43,6 +43,7 @@ import type { UsedCacheEntry } from './registry-cache-export.js';
 import { applyConfigInstruction, argvOf, envMap, shellOf, type ConfigState } from './config-step.js';
 import { DEFAULT_PATH } from '../run/config.js';
 import { resolveStageName, stagesToBuild, targetStage } from './plan.js';
+import { runNetwork, type StepNetwork } from './network.js';
 import { runInStepContainer, storeImage, type StepHost } from './step-container.js';
 import { createContainer, mountContainer, removeContainer } from '../../container/containers.js';
 import { randomBytes } from 'node:crypto';
@@ -407,6 +408,8 @@ class Build {
     let sources: string | undefined;
     let copy: { request: Omit<CopyRequest, 'destRoot'>; release(): Promise<void> } | undefined;
     try {
+      // Before the cache: a step the build's network does not allow fails even when an earlier build cached it.
+      if (instr.kind === 'RUN') this.stepNetwork(stage, instr);
       if (instr.kind === 'COPY' || instr.kind === 'ADD') {
         try {
           copy = await this.copyRequest(stage, state, instr);
@@ -590,6 +593,13 @@ class Build {
     return { ...state, cfg, image };
   }
 
+  /** A RUN's network, bounded by the build's (see `network.ts`); a step asking for more fails, naming its line. */
+  private stepNetwork(stage: Stage, instr: RunInstruction): StepNetwork {
+    const choice = runNetwork(instr, this.request.network);
+    if (!choice.ok) throw lineError(instr, this.stageName(stage), choice.why);
+    return choice.network;
+  }
+
   private async runStep(stage: Stage, state: StageState, instr: RunInstruction, root: string): Promise<void> {
     const name = this.stageName(stage);
     if (!platformMatches(hostPlatform(), this.platform))
@@ -602,11 +612,7 @@ class Build {
       if (f.name === 'network') continue;
       throw lineError(instr, name, `RUN --${f.name} is not supported yet (only --network)`);
     }
-    const netFlag = instr.flags.find((f) => f.name === 'network')?.value;
-    if (netFlag !== undefined && !['host', 'none', 'default'].includes(netFlag))
-      throw lineError(instr, name, `RUN --network=${netFlag}: use host, none or default`);
-    const network =
-      netFlag === 'none' ? 'none' : netFlag === 'host' ? 'host' : (this.request.network ?? 'host');
+    const network = this.stepNetwork(stage, instr);
     const config = state.cfg.config;
     const env = [...(config.Env ?? [])];
     if (!envMap(env).has('PATH')) env.unshift(`PATH=${DEFAULT_PATH}`);

@@ -1,5 +1,7 @@
-import { lstatSync, readlinkSync } from 'node:fs';
+import { constants, lstatSync, readlinkSync } from 'node:fs';
+import { open } from 'node:fs/promises';
 import { posix } from 'node:path';
+import { TerminalError } from '../../errors.js';
 import { MAX_SYMLINKS, type SafeRoot, type WalkResult } from '../../union/safe-path.js';
 
 /**
@@ -61,4 +63,48 @@ export async function resolveInRoot(
     rel = rootRelative(target.startsWith('/') ? target : `${posix.dirname(r.rel)}/${target}`);
   }
   return { status: 'refused', reason: `cannot resolve ${JSON.stringify(path)}` };
+}
+
+/**
+ * Reads a file of the root through {@link SafeRoot} (symlinks, the final one too, followed only inside the root;
+ * opened with `O_NOFOLLOW`), at most `maxBytes` (more is `SIZE_LIMIT`). Answers `{ text: undefined, why }` when
+ * it is absent, not a regular file or cannot be reached safely.
+ */
+export async function readRootFile(
+  root: SafeRoot,
+  path: string,
+  maxBytes: number,
+): Promise<{ text: string | undefined; why?: string }> {
+  const r = await resolveInRoot(root, path, { followFinal: true });
+  if (r.status === 'refused') return { text: undefined, why: `${path}: ${r.reason}` };
+  if (r.status === 'missing') return { text: undefined, why: `${path} does not exist` };
+  let fh;
+  try {
+    // O_NOFOLLOW: the final component was resolved above; a swap to a symlink since then is refused, not followed.
+    fh = await open(root.host(r.rel), constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK);
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code === 'ENOENT' || code === 'ELOOP' || code === 'ENOTDIR')
+      return { text: undefined, why: `${path} cannot be opened (${code})` };
+    throw err;
+  }
+  try {
+    const st = await fh.stat();
+    if (!st.isFile()) return { text: undefined, why: `${path} is not a regular file` };
+    const buf = Buffer.alloc(Math.min(st.size, maxBytes) + 1);
+    let n = 0;
+    for (;;) {
+      const { bytesRead } = await fh.read(buf, n, buf.length - n, n);
+      if (bytesRead === 0) break;
+      n += bytesRead;
+      if (n > maxBytes)
+        throw new TerminalError('SIZE_LIMIT', `${path} in the root is larger than ${maxBytes} bytes`, {
+          detail: { path, maxBytes },
+        });
+      if (n === buf.length) break; // the file grew past its stat size but is within bounds: read no further
+    }
+    return { text: buf.subarray(0, n).toString('utf8') };
+  } finally {
+    await fh.close();
+  }
 }

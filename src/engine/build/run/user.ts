@@ -1,8 +1,6 @@
-import { constants } from 'node:fs';
-import { open } from 'node:fs/promises';
 import { TerminalError } from '../../errors.js';
 import { CHROOT, SafeRoot } from '../../union/safe-path.js';
-import { resolveInRoot } from './root-path.js';
+import { readRootFile } from './root-path.js';
 import type { RunUser } from './types.js';
 
 /**
@@ -144,57 +142,14 @@ function checkedId(s: string, what: string, spec: string): number {
 }
 
 /**
- * Reads an account file of the root through {@link SafeRoot} (symlinks followed only inside the root), bounded to
- * {@link MAX_ACCOUNT_FILE_BYTES}. Answers `{ text: undefined, why }` when it is absent or cannot be reached safely.
- */
-export async function readRootFile(
-  root: SafeRoot,
-  path: string,
-  maxBytes = MAX_ACCOUNT_FILE_BYTES,
-): Promise<{ text: string | undefined; why?: string }> {
-  const r = await resolveInRoot(root, path, { followFinal: true });
-  if (r.status === 'refused') return { text: undefined, why: `${path}: ${r.reason}` };
-  if (r.status === 'missing') return { text: undefined, why: `${path} does not exist` };
-  let fh;
-  try {
-    // O_NOFOLLOW: the final component was resolved above; a swap to a symlink since then is refused, not followed.
-    fh = await open(root.host(r.rel), constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK);
-  } catch (err) {
-    const code = (err as NodeJS.ErrnoException).code;
-    if (code === 'ENOENT' || code === 'ELOOP' || code === 'ENOTDIR')
-      return { text: undefined, why: `${path} cannot be opened (${code})` };
-    throw err;
-  }
-  try {
-    const st = await fh.stat();
-    if (!st.isFile()) return { text: undefined, why: `${path} is not a regular file` };
-    const buf = Buffer.alloc(Math.min(st.size, maxBytes) + 1);
-    let n = 0;
-    for (;;) {
-      const { bytesRead } = await fh.read(buf, n, buf.length - n, n);
-      if (bytesRead === 0) break;
-      n += bytesRead;
-      if (n > maxBytes)
-        throw new TerminalError('SIZE_LIMIT', `${path} in the root is larger than ${maxBytes} bytes`, {
-          detail: { path, maxBytes },
-        });
-      if (n === buf.length) break; // the file grew past its stat size but is within bounds: read no further
-    }
-    return { text: buf.subarray(0, n).toString('utf8') };
-  } finally {
-    await fh.close();
-  }
-}
-
-/**
  * Resolves a Dockerfile USER value (`undefined` or `''` = root) to numeric ids through the root's /etc/passwd and
  * /etc/group, read safely (never outside `rootfs`). Throws `TerminalError('INVALID_ARGUMENT')` for an unknown name.
  */
 export async function resolveUser(rootfs: string, user: string | undefined): Promise<RunUser> {
   const root = await SafeRoot.open(rootfs, undefined, CHROOT);
   // Read both even for numeric specs: a uid found in passwd brings its primary group and supplementary groups.
-  const passwd = await readRootFile(root, '/etc/passwd');
-  const group = await readRootFile(root, '/etc/group');
+  const passwd = await readRootFile(root, '/etc/passwd', MAX_ACCOUNT_FILE_BYTES);
+  const group = await readRootFile(root, '/etc/group', MAX_ACCOUNT_FILE_BYTES);
   return resolveUserFrom(
     user,
     passwd.text === undefined ? undefined : parsePasswd(passwd.text),
