@@ -16,11 +16,13 @@ RUN npm ci --no-audit --no-fund --ignore-scripts
 COPY . .
 RUN npm run build
 
-# The runtime dependencies: the bundle inlines every package but pino, which is loaded from node_modules.
+# The runtime dependencies: the bundle inlines every package but its externals (pino), loaded from node_modules;
+# runtime-deps.mjs keeps only them and what they need, as package-lock.json resolves them.
 FROM ${BASE} AS deps
 WORKDIR /src
 COPY package.json package-lock.json ./
-RUN npm ci --omit=dev --no-audit --no-fund --ignore-scripts
+COPY scripts/bundle-externals.mjs scripts/runtime-deps.mjs scripts/
+RUN npm ci --omit=dev --no-audit --no-fund --ignore-scripts && node scripts/runtime-deps.mjs
 
 FROM ${BASE}
 # What the engine runs besides node: runc (RUN steps, `strata run`), mount/umount (overlay: util-linux's mount is

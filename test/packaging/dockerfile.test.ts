@@ -92,28 +92,25 @@ async function makeBase(): Promise<void> {
   await strata('build', '-t', BASE, ctx);
 }
 
-/** `strata --version` (and the default user's uid, the tools) in a local image, under runc. */
+/**
+ * `strata --version` in a local image under runc; then its default user, the engine's tools, a store the default
+ * user makes, and pino (the bundle's one external) from the pruned node_modules.
+ */
 async function runInImage(ref: string): Promise<void> {
-  expect((await strata('run', '--rm', ref, '--', 'strata', '--version')).trim()).toBe(VERSION);
-  expect((await strata('run', '--rm', ref, '--', 'id', '-u')).trim()).toBe('65532');
+  const inImage = (...cmd: string[]): Promise<string> => strata('run', '--rm', ref, '--', ...cmd);
+  expect((await inImage('strata', '--version')).trim()).toBe(VERSION);
+  expect((await inImage('id', '-u')).trim()).toBe('65532');
   const tools = ['runc', 'setfattr', 'getfattr', 'pigz', 'zstd', 'git', 'mount'];
-  const found = await strata(
-    'run',
-    '--rm',
-    ref,
-    '--',
-    'sh',
-    '-c',
-    'for t; do command -v $t; done',
-    'sh',
-    ...tools,
-  );
+  const found = await inImage('sh', '-c', 'for t; do command -v $t; done', 'sh', ...tools);
   expect(
     found
       .trim()
       .split('\n')
       .map((p) => p.replace(/.*\//, '')),
   ).toEqual(tools);
+  expect(await inImage('strata', 'images', '-q')).toBe('');
+  const log = await inImage('sh', '-c', 'cd /opt/strata && node -e \'require("pino")().info("from pino")\'');
+  expect(JSON.parse(log)).toMatchObject({ msg: 'from pino' });
 }
 
 beforeAll(async () => {
