@@ -30,7 +30,7 @@ FROM ${BASE}
 # and bzip2 (ADD of compressed archives), git (git build contexts), ca-certificates (git over https).
 RUN apt-get update \
  && apt-get install -y --no-install-recommends runc attr pigz zstd xz-utils bzip2 git ca-certificates \
- && rm -rf /var/lib/apt/lists/* /var/cache/apt/archives/*.deb
+ && apt-get clean && rm -rf /var/lib/apt/lists/*
 # The non-root identity of the controller and the mirror; build pods and the node agent run as root (privileged),
 # which their pod specs ask for with runAsUser: 0.
 RUN groupadd --system --gid 65532 strata \
