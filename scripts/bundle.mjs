@@ -1,6 +1,7 @@
 // bundle.mjs - bundles the compiled CLI (dist/src/cli/main.js) into dist/bundle/strata.js (plus chunks
 // loaded on first use), which bin/strata.js loads: a faster start (docs/adr/0005).
 import { build } from 'esbuild';
+import { BUNDLE_EXTERNALS } from './bundle-externals.mjs';
 
 await build({
   entryPoints: { strata: 'dist/src/cli/main.js' },
@@ -12,8 +13,8 @@ await build({
   platform: 'node',
   format: 'esm',
   target: 'node20',
-  // pino resolves worker files at run time; it is only loaded by `registry serve`, from node_modules.
-  external: ['pino'],
+  // Loaded from node_modules at run time (see bundle-externals.mjs).
+  external: BUNDLE_EXTERNALS,
   // CommonJS dependencies (commander) call require() for Node's built-ins; ESM output needs one to exist.
   banner: {
     js: "import { createRequire as __strataRequire } from 'node:module'; const require = __strataRequire(import.meta.url);",

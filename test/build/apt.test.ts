@@ -6,8 +6,8 @@
  */
 import { execFile } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { createReadStream, existsSync } from 'node:fs';
-import { chmod, mkdir, readFile, readdir, rename, rm, stat, writeFile } from 'node:fs/promises';
+import { createReadStream } from 'node:fs';
+import { chmod, mkdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { join, normalize } from 'node:path';
@@ -17,6 +17,7 @@ import { Engine } from '../../src/engine/engine.js';
 import { findLocalRef, loadLocalImage } from '../../src/engine/image/local.js';
 import { RegistryClient } from '../../src/engine/registry/client.js';
 import { FsStore } from '../../src/engine/store/fs-store.js';
+import { debianBaseTar } from '../support/debian.js';
 import { tempDir } from '../support/images.js';
 import { requirePeer } from '../support/peers.js';
 import { requireRootAndOverlay, unmountAllUnder } from '../support/root.js';
@@ -24,59 +25,8 @@ import { layerEntries } from './layer-entries.js';
 import { requireRunc } from './run-support.js';
 
 const run = promisify(execFile);
-const CACHE_DIR = '/var/cache/strata-test';
 const BASE = 'localhost/test/debian-minbase:bookworm';
 const PKG = 'strata-hello';
-
-/** The Debian mirror this machine's apt uses (deb822 `URIs:` or one-line `deb`), else deb.debian.org. */
-async function debianMirror(): Promise<string> {
-  const files = ['/etc/apt/sources.list'];
-  for (const f of await readdir('/etc/apt/sources.list.d').catch(() => [] as string[]))
-    files.push(join('/etc/apt/sources.list.d', f));
-  for (const f of files) {
-    const text = await readFile(f, 'utf8').catch(() => '');
-    for (const line of text.split('\n')) {
-      const m = /^\s*(?:URIs:\s*|deb\s+(?:\[[^\]]*\]\s+)?)(\S+)/.exec(line);
-      if (m && /\/debian\/?$/.test(m[1]!)) return m[1]!.replace(/\/$/, '');
-    }
-  }
-  return 'http://deb.debian.org/debian';
-}
-
-/**
- * The minbase root as a tar, cached under /var/cache/strata-test keyed by what makes it (suite, variant, arch,
- * mirror) — never by date — so a machine pays for debootstrap once. Written to a temp name and renamed.
- */
-async function debianBaseTar(): Promise<string> {
-  const mirror = await debianMirror();
-  const arch = (await run('dpkg', ['--print-architecture'])).stdout.trim();
-  const key = createHash('sha256').update(`bookworm minbase ${arch} ${mirror}`).digest('hex').slice(0, 12);
-  const tar = join(CACHE_DIR, `debian-bookworm-minbase-${arch}-${key}.tar`);
-  if (existsSync(tar)) return tar;
-  const debootstrap = requirePeer('debootstrap');
-  await mkdir(CACHE_DIR, { recursive: true });
-  const work = join(CACHE_DIR, `tmp-${process.pid}-${Date.now()}`);
-  try {
-    await run(debootstrap, ['--variant=minbase', `--arch=${arch}`, 'bookworm', join(work, 'root'), mirror], {
-      timeout: 150_000,
-      maxBuffer: 64 * 1024 * 1024,
-    });
-    await run('tar', [
-      '--numeric-owner',
-      '--xattrs',
-      '--xattrs-include=*',
-      '-cf',
-      join(work, 'root.tar'),
-      '-C',
-      join(work, 'root'),
-      '.',
-    ]);
-    await rename(join(work, 'root.tar'), tar);
-  } finally {
-    await rm(work, { recursive: true, force: true });
-  }
-  return tar;
-}
 
 /** A tiny package made here with `dpkg-deb --build`, and a flat repository (Packages, Release) holding it. */
 async function makeRepository(dir: string): Promise<void> {

@@ -210,8 +210,9 @@ export function desiredJob(ib: ClusterImageBuild, options: DesiredJobOptions): V
               ...(spec.resources ? { resources: spec.resources } : {}),
               terminationMessagePath: TERMINATION_MESSAGE_PATH,
               terminationMessagePolicy: 'FallbackToLogsOnError',
-              // RUN steps start runc containers (namespaces, overlay mounts, pivot_root); see ADR 0024.
-              securityContext: { privileged: true },
+              // RUN steps start runc containers (namespaces, overlay mounts, pivot_root); see ADR 0024. As root:
+              // the Strata image's default user is non-root, for the controller and the mirror (ADR 0027).
+              securityContext: { privileged: true, runAsUser: 0, runAsGroup: 0 },
             },
           ],
         },

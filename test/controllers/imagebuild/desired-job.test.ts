@@ -87,7 +87,7 @@ describe('desiredJob', () => {
     ]);
     expect(c.terminationMessagePath).toBe('/dev/termination-log');
     expect(c.terminationMessagePolicy).toBe('FallbackToLogsOnError');
-    expect(c.securityContext).toEqual({ privileged: true });
+    expect(c.securityContext).toEqual({ privileged: true, runAsUser: 0, runAsGroup: 0 });
     const env = Object.fromEntries(c.env!.map((e) => [e.name, e.value]));
     expect(env.DOCKER_CONFIG).toBe(DOCKER_CONFIG_DIR);
     expect(env.STRATA_STORE).toBe('/var/lib/strata/store');
