@@ -223,4 +223,21 @@ describe('the admin’s build policy, against a real control plane', () => {
     expect(failure(done)?.reason).toBe('PodCreateFailed');
     expect(failure(done)?.message).toMatch(/cannot create the build pod: .*violates PodSecurity "restricted/);
   });
+
+  it('a missing ConfigMap context: still Progressing, with the kubelet’s FailedMount reason and message', async () => {
+    await cp.kubectlOk(['apply', '-f', '-'], {
+      input: buildYaml('no-context', '').replace('name: hello-context', 'name: typo'),
+    });
+    const waiting = await waitFor(
+      'the FailedMount reason',
+      async () => {
+        const b = await getBuild('no-context');
+        const c = b.status?.conditions?.find((x) => x.type === 'Progressing');
+        return c?.reason === 'FailedMount' ? c : undefined;
+      },
+      60_000,
+    );
+    expect(waiting.status).toBe('True');
+    expect(waiting.message).toMatch(/is waiting: FailedMount: .*configmap "typo" not found/);
+  });
 });

@@ -232,11 +232,21 @@ describe('test node', () => {
         { volumeMounts: [{ name: 's', mountPath: '/var/run/strata-test/late' }] },
       ),
     });
-    const waiting = await waitFor('FailedMount', async () => {
+    // As the kubelet: ContainerCreating, and a FailedMount Event on the pod saying why.
+    const waiting = await waitFor('ContainerCreating', async () => {
       const p = await core.readNamespacedPod({ name: 'late-secret', namespace: ns });
       return p.status?.containerStatuses?.[0]?.state?.waiting;
     });
-    expect(waiting.reason).toBe('FailedMount');
+    expect(waiting.reason).toBe('ContainerCreating');
+    const event = await waitFor('the FailedMount Event', async () => {
+      const list = await core.listNamespacedEvent({
+        namespace: ns,
+        fieldSelector: 'involvedObject.name=late-secret,reason=FailedMount',
+      });
+      return list.items[0];
+    });
+    expect(event.type).toBe('Warning');
+    expect(event.message).toMatch(/MountVolume\.SetUp failed: secret "late" not found/);
     await core.createNamespacedSecret({
       namespace: ns,
       body: { metadata: { name: 'late' }, stringData: { k: 'finally' } },

@@ -65,6 +65,9 @@ export function imageBuildController(options: ImageBuildControllerOptions): Cont
       const pods = ctx.informer<V1Pod>(PODS, { ...BUILD_SELECTOR, transform: metadataAndStatus });
       // A Job whose pod is refused (Pod Security, a quota, a webhook) says so only in an Event.
       const createFailures = ctx.informer<CoreV1Event>(EVENTS, { fieldSelector: CREATE_FAILURE_SELECTOR });
+      // A pod whose volume cannot be set up (a ConfigMap context or push Secret that does not exist) stays
+      // ContainerCreating; only the kubelet's FailedMount Event says why.
+      const mountFailures = ctx.informer<CoreV1Event>(EVENTS, { fieldSelector: MOUNT_FAILURE_SELECTOR });
       const events = ctx.events();
       const reconcile = (key: string, rc: ReconcileContext): Promise<ReconcileOutcome | void> =>
         reconcileImageBuild(key, rc, {
@@ -73,6 +76,7 @@ export function imageBuildController(options: ImageBuildControllerOptions): Cont
           jobs,
           pods,
           createFailures,
+          mountFailures,
           events,
           options,
           now: () => new Date(ctx.clock.now()),
@@ -82,7 +86,8 @@ export function imageBuildController(options: ImageBuildControllerOptions): Cont
         .watch(builds)
         .watch(jobs, ownerKeys<V1Job>(API_VERSION, KIND))
         .watch(pods, (pod) => podOwnerKeys(pod, builds))
-        .watch(createFailures, (e) => jobEventOwnerKeys(e, jobs));
+        .watch(createFailures, (e) => jobEventOwnerKeys(e, jobs))
+        .watch(mountFailures, (e) => podEventOwnerKeys(e, pods, builds));
     },
   };
 }
@@ -108,6 +113,20 @@ function metadataAndStatus(obj: KubeObject): KubeObject {
 }
 
 const CREATE_FAILURE_SELECTOR = 'involvedObject.kind=Job,reason=FailedCreate';
+const MOUNT_FAILURE_SELECTOR = 'involvedObject.kind=Pod,reason=FailedMount';
+
+/** A pod's Event → its ImageBuild's key, through the build pods' cache (other pods' Events map to nothing). */
+function podEventOwnerKeys(
+  e: CoreV1Event,
+  pods: Informer<V1Pod>,
+  builds: Informer<ClusterImageBuild>,
+): string[] {
+  const ns = e.involvedObject.namespace;
+  const pod = ns
+    ? pods.store.byNamespace(ns).find((p) => p.metadata?.uid === e.involvedObject.uid)
+    : undefined;
+  return pod ? podOwnerKeys(pod, builds) : [];
+}
 
 /** A Job's Event → its ImageBuild's key, through the build Jobs' cache (other Jobs' Events map to nothing). */
 function jobEventOwnerKeys(e: CoreV1Event, jobs: Informer<V1Job>): string[] {
@@ -124,6 +143,7 @@ interface Deps {
   readonly jobs: Informer<V1Job>;
   readonly pods: Informer<V1Pod>;
   readonly createFailures: Informer<CoreV1Event>;
+  readonly mountFailures: Informer<CoreV1Event>;
   readonly events: EventRecorder;
   readonly options: ImageBuildControllerOptions;
   readonly now: () => Date;
@@ -200,6 +220,7 @@ export async function reconcileImageBuild(
     jobs: owned,
     pods: d.pods.store.byNamespace(namespace ?? ''),
     createFailures: d.createFailures.store.byNamespace(namespace ?? ''),
+    mountFailures: d.mountFailures.store.byNamespace(namespace ?? ''),
     now: d.now(),
     ...(refused ? { refused } : {}),
   };

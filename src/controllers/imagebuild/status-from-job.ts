@@ -60,6 +60,8 @@ export interface BuildWorld {
    * refused (Pod Security admission, a quota, a webhook), which the Job's status does not say.
    */
   readonly createFailures?: readonly CoreV1Event[];
+  /** The kubelet's `FailedMount` Events of pods: a volume (context, push Secret) that cannot be set up. */
+  readonly mountFailures?: readonly CoreV1Event[];
 }
 
 type JobState = 'running' | 'succeeded' | 'failed';
@@ -154,11 +156,13 @@ const ORDINARY_WAITING = new Set(['ContainerCreating', 'PodInitializing']);
 /**
  * Why the running Job's newest pod is not running, when it says: not scheduled (`PodScheduled=False`: no node
  * fits), or its container waiting for something other than an ordinary start (`ErrImagePull`,
- * `CreateContainerConfigError`, a missing ConfigMap, …). The build stays Progressing, with this as its reason.
+ * `CreateContainerConfigError`, …), or a volume the kubelet cannot set up (its `FailedMount` Event: a missing
+ * ConfigMap context or push Secret). The build stays Progressing, with this as its reason.
  */
 function podWaiting(
   job: V1Job,
   pods: readonly V1Pod[],
+  mountFailures: readonly CoreV1Event[],
 ): { pod: string; reason: string; message: string } | undefined {
   const pod = pods
     .filter((p) => isControlledBy(p.metadata, job.metadata?.uid))
@@ -177,6 +181,12 @@ function podWaiting(
     if (w?.reason && !ORDINARY_WAITING.has(w.reason))
       return { pod: name, reason: w.reason, message: w.message ?? '' };
   }
+  const mount = mountFailures
+    .filter((e) => e.involvedObject.uid === pod.metadata?.uid && e.reason === 'FailedMount')
+    .sort((a, b) =>
+      String(time(b.lastTimestamp) ?? '').localeCompare(String(time(a.lastTimestamp) ?? '')),
+    )[0];
+  if (mount) return { pod: name, reason: 'FailedMount', message: mount.message ?? '' };
   return undefined;
 }
 
@@ -219,7 +229,7 @@ function outcomeOf(ib: ClusterImageBuild, job: V1Job | undefined, world: BuildWo
   if (!job) return progressing;
   const state = jobState(job);
   if (state === 'running') {
-    const waiting = podWaiting(job, world.pods);
+    const waiting = podWaiting(job, world.pods, world.mountFailures ?? []);
     const waitingOutcome: Outcome | undefined = waiting && {
       ...progressing,
       reason: waiting.reason,

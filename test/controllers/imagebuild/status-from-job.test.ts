@@ -258,6 +258,31 @@ describe('statusFromJob', () => {
     ]);
   });
 
+  it('a pod whose volume the kubelet cannot set up: Progressing with FailedMount and the Event’s message', () => {
+    const ib = clusterImageBuild(SPEC);
+    const j = job(ib, 'running');
+    const p: V1Pod = {
+      metadata: { ...pod(j, { exitCode: 0 }).metadata, uid: 'pod-1' },
+      status: waitingStatus('ContainerCreating'),
+    };
+    const event: CoreV1Event = {
+      metadata: { name: 'e', namespace: 'builds' },
+      involvedObject: { kind: 'Pod', uid: 'pod-1', name: p.metadata!.name! },
+      reason: 'FailedMount',
+      message: 'MountVolume.SetUp failed for volume "context" : configmap "typo" not found',
+    };
+    const s = statusFromJob(ib, { jobs: [j], pods: [p], now: NOW, mountFailures: [event] });
+    expect(conds(s).Progressing).toEqual(['True', 'FailedMount']);
+    expect(s.conditions!.find((c) => c.type === 'Progressing')!.message).toContain(
+      'configmap "typo" not found',
+    );
+    // Another pod's Event says nothing about this one.
+    const other = { ...event, involvedObject: { ...event.involvedObject, uid: 'pod-2' } };
+    expect(
+      conds(statusFromJob(ib, { jobs: [j], pods: [p], now: NOW, mountFailures: [other] })).Progressing,
+    ).toEqual(['True', 'Building']);
+  });
+
   it('success: digest and image from the report, Ready=True at the completion time; stable on the next pass', () => {
     const ib = clusterImageBuild(SPEC);
     const progressing = statusFromJob(ib, { jobs: [job(ib, 'running')], pods: [], now: NOW });

@@ -396,6 +396,41 @@ export async function startTestNode(kc: KubeConfig, options: TestNodeOptions = {
   const logFile = (ns: string, podName: string, uid: string) =>
     join(dir, 'logs', `${ns}_${podName}_${uid}.log`);
 
+  /** FailedMount Events already written, by pod uid and message: one each (the kubelet's repeats only count up). */
+  const mountEvents = new Set<string>();
+  const mountFailed = async (pod: V1Pod, message: string): Promise<void> => {
+    const ns = pod.metadata!.namespace!;
+    const key = `${pod.metadata!.uid}\n${message}`;
+    if (mountEvents.has(key)) return;
+    mountEvents.add(key);
+    const at = new Date();
+    try {
+      const eventName = `${pod.metadata!.name}.${Date.now().toString(16)}`;
+      await core.createNamespacedEvent({
+        namespace: ns,
+        body: {
+          metadata: { name: eventName, namespace: ns },
+          involvedObject: {
+            kind: 'Pod',
+            apiVersion: 'v1',
+            name: pod.metadata!.name!,
+            namespace: ns,
+            uid: pod.metadata!.uid!,
+          },
+          reason: 'FailedMount',
+          type: 'Warning',
+          message: `MountVolume.SetUp failed: ${message}`,
+          source: { component: 'kubelet', host: name }, // the node's name
+          firstTimestamp: at,
+          lastTimestamp: at,
+          count: 1,
+        },
+      });
+    } catch {
+      // An Event is best effort, as the kubelet's are.
+    }
+  };
+
   const run = async (pod: V1Pod, r: Running): Promise<void> => {
     const ns = pod.metadata!.namespace!;
     const podName = pod.metadata!.name!;
@@ -439,7 +474,12 @@ export async function startTestNode(kc: KubeConfig, options: TestNodeOptions = {
         break;
       } catch (err) {
         if (!(err instanceof VolumeError)) throw err;
-        await waiting(err.reason, err.message);
+        // As the kubelet: a volume that cannot be set up leaves the container ContainerCreating and says why in
+        // a FailedMount Event on the pod; a bad env reference is the container's CreateContainerConfigError.
+        if (err.reason === 'FailedMount') {
+          await waiting('ContainerCreating', '');
+          await mountFailed(pod, err.message);
+        } else await waiting(err.reason, err.message);
         await new Promise((res) => setTimeout(res, 1000));
       }
     }
