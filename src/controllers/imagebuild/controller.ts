@@ -13,7 +13,13 @@ import { hasCode } from '../../kube/errors.js';
 import type { EventRecorder } from '../../kube/events.js';
 import type { Informer } from '../../kube/informer.js';
 import type { ControllerRegistration } from '../../kube/manager.js';
-import { resourcePath, splitKey, type KubeObject, type ResourceType } from '../../kube/resource.js';
+import {
+  objectKey,
+  resourcePath,
+  splitKey,
+  type KubeObject,
+  type ResourceType,
+} from '../../kube/resource.js';
 import { updateStatus } from '../../kube/status.js';
 import {
   desiredJob,
@@ -86,8 +92,8 @@ export function imageBuildController(options: ImageBuildControllerOptions): Cont
         .watch(builds)
         .watch(jobs, ownerKeys<V1Job>(API_VERSION, KIND))
         .watch(pods, (pod) => podOwnerKeys(pod, builds))
-        .watch(createFailures, (e) => jobEventOwnerKeys(e, jobs))
-        .watch(mountFailures, (e) => podEventOwnerKeys(e, pods, builds));
+        .watch(createFailures, (e) => eventOwnerKeys(e, jobs, ownerKeys<V1Job>(API_VERSION, KIND)))
+        .watch(mountFailures, (e) => eventOwnerKeys(e, pods, (pod) => podOwnerKeys(pod, builds)));
     },
   };
 }
@@ -115,26 +121,18 @@ function metadataAndStatus(obj: KubeObject): KubeObject {
 const CREATE_FAILURE_SELECTOR = 'involvedObject.kind=Job,reason=FailedCreate';
 const MOUNT_FAILURE_SELECTOR = 'involvedObject.kind=Pod,reason=FailedMount';
 
-/** A pod's Event → its ImageBuild's key, through the build pods' cache (other pods' Events map to nothing). */
-function podEventOwnerKeys(
+/**
+ * The cached object an Event is about (by namespace/name from `involvedObject`, the same uid), mapped to its
+ * ImageBuild's keys; Events about objects that are not builds' map to nothing.
+ */
+function eventOwnerKeys<T extends KubeObject>(
   e: CoreV1Event,
-  pods: Informer<V1Pod>,
-  builds: Informer<ClusterImageBuild>,
+  cache: Informer<T>,
+  toKeys: (obj: T) => string[],
 ): string[] {
-  const ns = e.involvedObject.namespace;
-  const pod = ns
-    ? pods.store.byNamespace(ns).find((p) => p.metadata?.uid === e.involvedObject.uid)
-    : undefined;
-  return pod ? podOwnerKeys(pod, builds) : [];
-}
-
-/** A Job's Event → its ImageBuild's key, through the build Jobs' cache (other Jobs' Events map to nothing). */
-function jobEventOwnerKeys(e: CoreV1Event, jobs: Informer<V1Job>): string[] {
-  const ns = e.involvedObject.namespace;
-  const job = ns
-    ? jobs.store.byNamespace(ns).find((j) => j.metadata?.uid === e.involvedObject.uid)
-    : undefined;
-  return job ? ownerKeys<V1Job>(API_VERSION, KIND)(job) : [];
+  const { namespace, name, uid } = e.involvedObject;
+  const obj = namespace && name ? cache.store.get(objectKey({ metadata: { namespace, name } })) : undefined;
+  return obj && obj.metadata?.uid === uid ? toKeys(obj) : [];
 }
 
 interface Deps {
