@@ -36,6 +36,63 @@ export const IMAGEBUILD_CONTROLLER_RULES: readonly V1PolicyRule[] = [
   { apiGroups: [''], resources: ['events'], verbs: ['list', 'watch'] },
 ];
 
+/**
+ * Cluster-wide rules of the RegistryMirror and LayerCache controllers (ADR 0028). Secrets are only read by name:
+ * the pull Secrets a LayerCache names, to resolve its tags (the controller resolves once for the cluster).
+ */
+export const NODE_CONTROLLER_RULES: readonly V1PolicyRule[] = [
+  {
+    apiGroups: [GROUP],
+    resources: ['registrymirrors', 'layercaches'],
+    verbs: ['get', 'list', 'watch', 'patch', 'update'],
+  },
+  {
+    apiGroups: [GROUP],
+    resources: ['registrymirrors/status', 'layercaches/status'],
+    verbs: ['patch', 'update'],
+  },
+  {
+    apiGroups: [GROUP],
+    resources: ['registrymirrors/finalizers', 'layercaches/finalizers'],
+    verbs: ['update'],
+  },
+  {
+    apiGroups: [GROUP],
+    resources: ['stratanodes'],
+    verbs: ['get', 'list', 'watch', 'create', 'patch', 'update', 'delete'],
+  },
+  { apiGroups: [''], resources: ['nodes'], verbs: ['get', 'list', 'watch'] },
+  {
+    apiGroups: [''],
+    resources: ['services', 'configmaps', 'persistentvolumeclaims'],
+    verbs: ['get', 'list', 'watch', 'create', 'patch', 'update', 'delete'],
+  },
+  {
+    apiGroups: ['apps'],
+    resources: ['deployments'],
+    verbs: ['get', 'list', 'watch', 'create', 'patch', 'update', 'delete'],
+  },
+  // Workload warming reads pod templates only.
+  { apiGroups: ['apps'], resources: ['statefulsets', 'daemonsets'], verbs: ['get', 'list', 'watch'] },
+  { apiGroups: [''], resources: ['secrets'], verbs: ['get'] },
+];
+
+/**
+ * The node agent's rules (ADR 0028): its own StrataNode (watched by field selector; RBAC cannot bind a list to one
+ * name) and that object's status; the Secrets its spec names (pull credentials, the mirror's node credentials).
+ */
+export const AGENT_RULES: readonly V1PolicyRule[] = [
+  { apiGroups: [GROUP], resources: ['stratanodes'], verbs: ['get', 'list', 'watch'] },
+  { apiGroups: [GROUP], resources: ['stratanodes/status'], verbs: ['patch'] },
+  { apiGroups: [''], resources: ['secrets'], verbs: ['get'] },
+  { apiGroups: ['events.k8s.io'], resources: ['events'], verbs: ['create', 'patch'] },
+];
+
+/** The agent's namespaced rules: its own DaemonSet, to tell an uninstall (restore the node) from a restart. */
+export const AGENT_NAMESPACE_RULES: readonly V1PolicyRule[] = [
+  { apiGroups: ['apps'], resources: ['daemonsets'], verbs: ['get'] },
+];
+
 /** Leader election: one Lease in the controller's own namespace. */
 export const LEADER_ELECTION_RULES: readonly V1PolicyRule[] = [
   { apiGroups: ['coordination.k8s.io'], resources: ['leases'], verbs: ['get', 'create', 'update'] },

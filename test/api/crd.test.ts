@@ -62,7 +62,7 @@ describe('the CRDs', () => {
       expect((v.schema as { openAPIV3Schema: JsonSchema }).openAPIV3Schema).toEqual(kindSchema(def));
       expect(structuralViolations(kindSchema(def)), def.kind).toEqual([]);
     }
-    expect([...short]).toEqual(['ib', 'rmirror', 'lc']);
+    expect([...short]).toEqual(['ib', 'rmirror', 'lc', 'snode']);
     const ib = crdOf(IMAGEBUILD) as {
       spec: { versions: { additionalPrinterColumns: { name: string }[] }[] };
     };

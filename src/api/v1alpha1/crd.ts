@@ -18,6 +18,7 @@ import {
 } from './common.js';
 import { IMAGEBUILD_NAMES, imageBuildSpecField, imageBuildStatusField } from './imagebuild.js';
 import { LAYERCACHE_NAMES, layerCacheSpecField, layerCacheStatusField } from './layercache.js';
+import { STRATANODE_NAMES, strataNodeSpecField, strataNodeStatusField } from './stratanode.js';
 import {
   REGISTRYMIRROR_NAMES,
   registryMirrorSpecField,
@@ -40,6 +41,10 @@ export interface KindDefinition extends KindNames {
   readonly spec: { readonly field: Field<unknown>; readonly description: string };
   readonly status: { readonly field: Field<unknown>; readonly description: string };
   readonly columns: readonly PrinterColumn[];
+  /** `Namespaced` unless said otherwise. */
+  readonly scope?: 'Namespaced' | 'Cluster';
+  /** `spec` may be absent (an object the controller has not filled yet). */
+  readonly specOptional?: boolean;
 }
 
 /** The ImageBuild kind. */
@@ -108,8 +113,29 @@ export const LAYERCACHE: KindDefinition = {
   ],
 };
 
+/** The StrataNode kind (cluster-scoped, one per node: the controller's spec, the agent's status; ADR 0028). */
+export const STRATANODE: KindDefinition = {
+  ...STRATANODE_NAMES,
+  description:
+    "StrataNode is the hand-off between the Strata controller and one node's agent, named after the node: spec " +
+    'says what the node should do for the RegistryMirrors and LayerCaches that select it, status what the agent ' +
+    'did. Written by Strata, not by users.',
+  spec: { field: strataNodeSpecField, description: "What the node's agent should do (the controller's)." },
+  status: { field: strataNodeStatusField, description: "What the agent did (the agent's)." },
+  scope: 'Cluster',
+  specOptional: true,
+  columns: [
+    READY_COLUMN,
+    { name: 'Platform', type: 'string', jsonPath: '.status.platform' },
+    { name: 'Endpoint', type: 'string', jsonPath: '.status.endpoint' },
+    { name: 'Agent', type: 'string', jsonPath: '.status.agentVersion', priority: 1 },
+    AGE_COLUMN,
+    REASON_COLUMN,
+  ],
+};
+
 /** Every kind, in the order the CRD files are written. */
-export const KINDS: readonly KindDefinition[] = [IMAGEBUILD, REGISTRYMIRROR, LAYERCACHE];
+export const KINDS: readonly KindDefinition[] = [IMAGEBUILD, REGISTRYMIRROR, LAYERCACHE, STRATANODE];
 
 /** The CRD's name: `<plural>.strata.dev`. */
 export function crdName(def: KindDefinition): string {
@@ -145,7 +171,7 @@ export function kindSchema(def: KindDefinition): JsonSchema {
       spec: { ...def.spec.field.schema, description: def.spec.description },
       status: { ...def.status.field.schema, description: def.status.description },
     },
-    required: ['spec'],
+    ...(def.specOptional ? {} : { required: ['spec'] }),
   };
 }
 
@@ -170,7 +196,7 @@ export function crdOf(def: KindDefinition): Record<string, unknown> {
         shortNames: [...def.shortNames],
         categories: [CATEGORY],
       },
-      scope: 'Namespaced',
+      scope: def.scope ?? 'Namespaced',
       versions: [
         {
           name: VERSION,
