@@ -92,6 +92,7 @@ const FULL_VALUES = {
     networks: ['none'],
     maxDuration: '2h',
   },
+  mirror: { image: 'registry.example/strata-mirror:9.9.9' },
   metrics: { service: { enabled: true, annotations: { 'example.com/scrape': 'true' } } },
   serviceMonitor: { enabled: true, labels: { release: 'prom' }, interval: '15s', scrapeTimeout: '5s' },
 };
@@ -223,6 +224,8 @@ describe('charts/strata', () => {
       '--sync-period=10m',
       '--graceful-shutdown-timeout=30s',
       `--build-image=${DEFAULT_BUILD_IMAGE}`,
+      // The mirror pods' image defaults to the build image.
+      `--mirror-image=${DEFAULT_BUILD_IMAGE}`,
     ]);
     expect(container.livenessProbe!.httpGet).toEqual({ path: '/healthz', port: 'probes' });
     expect(container.readinessProbe!.httpGet).toEqual({ path: '/readyz', port: 'probes' });
@@ -291,6 +294,7 @@ describe('charts/strata', () => {
         '--namespace=ci',
         '--build-image=registry.example/strata-build:9.9.9',
         '--build-image-pull-policy=Always',
+        '--mirror-image=registry.example/strata-mirror:9.9.9',
       ]),
     );
     expect(container.ports!.map((p) => p.containerPort)).toEqual([9090, 9091]);
