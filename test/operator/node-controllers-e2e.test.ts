@@ -122,7 +122,10 @@ async function addNode(name: string, labels: Record<string, string>): Promise<Te
   return n;
 }
 
-/** apiserver write requests on our kinds so far (POST/PATCH/PUT/DELETE). */
+/**
+ * apiserver write requests (POST/PATCH/PUT/DELETE) on these resources so far, subresources excluded (the
+ * controller-manager writes Deployment status; the agents, played here, StrataNode status).
+ */
 async function writesOn(resources: readonly string[]): Promise<number> {
   const text = await cp.apiserverMetrics();
   let n = 0;
@@ -130,6 +133,7 @@ async function writesOn(resources: readonly string[]): Promise<number> {
     if (!line.startsWith('apiserver_request_total{')) continue;
     const verb = /verb="([A-Z]+)"/.exec(line)?.[1];
     const resource = /resource="([a-z]+)"/.exec(line)?.[1];
+    if (!line.includes('subresource=""')) continue;
     if (verb && resource && ['POST', 'PATCH', 'PUT', 'DELETE'].includes(verb) && resources.includes(resource))
       n += Number(line.slice(line.lastIndexOf(' ') + 1));
   }
@@ -481,8 +485,18 @@ describe('LayerCache', () => {
     });
   });
 
-  it('a restarted controller (and resyncs every 5 s) write nothing', async () => {
-    const kinds = ['stratanodes', 'layercaches', 'registrymirrors'];
+  it('a restarted controller (and resyncs every 5 s) write nothing: StrataNodes, caches, mirrors, their children', async () => {
+    // A live mirror too, so its children's create-or-patch is under test as well.
+    await apply({
+      ...MIRROR,
+      metadata: { name: 'keep', namespace: 'infra' },
+      spec: { ...MIRROR.spec, storage: undefined },
+    });
+    await until('the kept mirror on both web nodes', async () => {
+      const got = await Promise.all(['web-1', 'web-2'].map(strataNode));
+      return got.every((x) => x?.spec?.mirrors?.some((m) => m.name === 'infra/keep')) ? true : undefined;
+    });
+    const kinds = ['stratanodes', 'layercaches', 'registrymirrors', 'configmaps', 'services', 'deployments'];
     // Settle: let every pending pass finish.
     await new Promise((r) => setTimeout(r, 5_000));
     const before = await writesOn(kinds);
