@@ -32,7 +32,7 @@ import {
 } from '../../src/controllers/rbac.js';
 import { KubeClient, PATCH } from '../../src/kube/client.js';
 import { KubeError } from '../../src/kube/errors.js';
-import { canI, ruleChecks } from '../support/kube/can-i.js';
+import { expectCanExactly, ruleChecks } from '../support/kube/can-i.js';
 import { startControlPlane, type ControlPlane } from '../support/kube/control-plane.js';
 import { REPO_ROOT } from '../support/kube/repo-root.js';
 import { tokenKubeconfig } from '../support/kube/service-account-token.js';
@@ -103,16 +103,6 @@ async function outcomes(kubeconfig: string, calls: readonly Call[]): Promise<str
       `${what}: ${typeof how === 'function' ? await how(kubeconfig) : await call(kubeconfig, how, input)}`,
     );
   return out;
-}
-
-/** `kubectl auth can-i` says yes to every verb of `allowed` and no to every check of `denied`. */
-async function expectCanExactly(
-  kubeconfig: string,
-  allowed: readonly (readonly string[])[],
-  denied: readonly (readonly string[])[],
-): Promise<void> {
-  expect(await canI(cp, kubeconfig, allowed)).toEqual(allowed.map((c) => `${c.join(' ')}: yes`));
-  expect((await canI(cp, kubeconfig, denied)).filter((a) => !a.endsWith(': no'))).toEqual([]);
 }
 
 const json = (o: unknown): string => JSON.stringify(o);
@@ -238,6 +228,7 @@ describe("each role's ServiceAccount token can make the calls it uses, and no ot
   it('the controller', async () => {
     const kubeconfig = await tokenKubeconfig(cp, NS, CONTROLLER_NAME);
     await expectCanExactly(
+      cp,
       kubeconfig,
       [...ruleChecks(controllerClusterRules()), ...ruleChecks(LEADER_ELECTION_RULES, NS)],
       [
@@ -320,6 +311,7 @@ describe("each role's ServiceAccount token can make the calls it uses, and no ot
     await cp.kubectlOk(['create', 'secret', 'generic', 'pull', '-n', 'default', '--from-literal=k=v']);
     const kubeconfig = await tokenKubeconfig(cp, NS, AGENT_NAME);
     await expectCanExactly(
+      cp,
       kubeconfig,
       [...ruleChecks(AGENT_RULES), ...ruleChecks(AGENT_NAMESPACE_RULES, NS)],
       [
