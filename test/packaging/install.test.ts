@@ -156,6 +156,19 @@ describe('installing Strata: crds/, manifests/, examples/', () => {
       await cp.kubectlOk(['get', 'daemonset', AGENT_NAME, '-n', NS, '-o', 'json']),
     ) as V1DaemonSet;
     expect(daemonSet.spec!.template.spec!.containers[0]!.image).toBe(STRATA_TEST_IMAGE);
+    // Why the namespace is `privileged`: the same pod in a `restricted` namespace is refused.
+    await cp.kubectlOk(['create', 'namespace', 'restricted']);
+    await cp.kubectlOk(['label', 'namespace', 'restricted', 'pod-security.kubernetes.io/enforce=restricted']);
+    const refused = await cp.kubectl(['create', '--dry-run=server', '-f', '-'], {
+      input: json({
+        apiVersion: 'v1',
+        kind: 'Pod',
+        metadata: { name: 'agent', namespace: 'restricted' },
+        spec: { ...daemonSet.spec!.template.spec, serviceAccountName: undefined },
+      }),
+    });
+    expect(refused.code).not.toBe(0);
+    expect(refused.stderr).toMatch(/violates PodSecurity "restricted:latest": .*privileged/);
 
     const pods = await waitFor(
       'the controller ReplicaSet and the agent DaemonSet to make their Pods',
