@@ -77,7 +77,6 @@ export const AGENT_RULES: readonly V1PolicyRule[] = [
   { apiGroups: [GROUP], resources: ['stratanodes'], verbs: ['get', 'list', 'watch'] },
   { apiGroups: [GROUP], resources: ['stratanodes/status'], verbs: ['patch'] },
   { apiGroups: [''], resources: ['secrets'], verbs: ['get'] },
-  { apiGroups: ['events.k8s.io'], resources: ['events'], verbs: ['create', 'patch'] },
 ];
 
 /** The agent's namespaced rules: its own DaemonSet, to tell an uninstall (restore the node) from a restart. */
