@@ -99,7 +99,8 @@ describe('strata controller against a real kube-apiserver', () => {
       throw new Error(`${e.message}\n${a.stderr()}`);
     });
     expect((await fetchText(`${a.probes}/healthz`)).body).toBe('ok\n');
-    expect((await fetchText(`${a.probes}/readyz`)).status).toBe(200);
+    // Leadership can come before every informer has listed (seven kinds now): ready follows within seconds.
+    await waitFor('a to be ready', async () => (await fetchText(`${a.probes}/readyz`)).status === 200, 30_000);
     const metrics = (await fetchText(`${a.metrics}/metrics`)).body;
     expect(metrics).toMatch(/strata_kube_api_requests_total\{verb="(create|update)",code="20[01]"\} \d+/);
     expect(metrics).toContain('# TYPE strata_reconcile_total counter');
