@@ -31,6 +31,7 @@ interface ControllerFlags {
   syncPeriod: string;
   buildImage: string;
   buildImagePullPolicy?: string;
+  mirrorImage?: string;
   buildNodeSelector?: string[];
   buildToleration?: string[];
   buildServiceAccount?: string[];
@@ -121,6 +122,7 @@ export function registerControllerCommand(program: Command, env: StrataEnvironme
     )
     .option('--build-image <ref>', 'the Strata image that ImageBuild pods run', DEFAULT_BUILD_IMAGE)
     .option('--build-image-pull-policy <policy>', 'Always, IfNotPresent or Never (default: IfNotPresent)')
+    .option('--mirror-image <ref>', 'the Strata image RegistryMirror pods run (default: --build-image)')
     .option(
       '--build-node-selector <key=value>',
       'a node label every build pod requires, e.g. a dedicated build pool (repeatable; build pods are privileged)',
@@ -235,6 +237,7 @@ async function runController(flags: ControllerFlags, env: StrataEnvironment): Pr
   });
   const settings = {
     buildImage: flags.buildImage,
+    mirrorImage: flags.mirrorImage ?? flags.buildImage,
     ...(pullPolicy ? { buildImagePullPolicy: pullPolicy } : {}),
     buildPolicy: policy,
   };

@@ -5,12 +5,17 @@
 import type { ControllerRegistration } from '../kube/manager.js';
 import { imageBuildController } from './imagebuild/controller.js';
 import type { BuildPolicy } from './imagebuild/policy.js';
+import { layerCacheController } from './layercache/controller.js';
+import { registryMirrorController } from './registrymirror/controller.js';
+import { strataNodeController } from './stratanode/controller.js';
 
 /** What the command line tells the controllers. */
 export interface ControllerSettings {
   /** The Strata image build pods run (`--build-image`). */
   readonly buildImage: string;
-  /** Pull policy of build pods (`--build-image-pull-policy`). */
+  /** The Strata image RegistryMirror pods run (`--mirror-image`; default: the build image). */
+  readonly mirrorImage?: string;
+  /** Pull policy of build and mirror pods (`--build-image-pull-policy`). */
   readonly buildImagePullPolicy?: 'Always' | 'IfNotPresent' | 'Never';
   /** The admin's limits on build pods (`--build-node-selector`, `--build-toleration`, …). */
   readonly buildPolicy?: BuildPolicy;
@@ -24,5 +29,11 @@ export function controllers(settings: ControllerSettings): ControllerRegistratio
       ...(settings.buildImagePullPolicy ? { imagePullPolicy: settings.buildImagePullPolicy } : {}),
       ...(settings.buildPolicy ? { policy: settings.buildPolicy } : {}),
     }),
+    registryMirrorController({
+      image: settings.mirrorImage ?? settings.buildImage,
+      ...(settings.buildImagePullPolicy ? { imagePullPolicy: settings.buildImagePullPolicy } : {}),
+    }),
+    layerCacheController(),
+    strataNodeController(),
   ];
 }

@@ -37,44 +37,36 @@ export const IMAGEBUILD_CONTROLLER_RULES: readonly V1PolicyRule[] = [
 ];
 
 /**
- * Cluster-wide rules of the RegistryMirror and LayerCache controllers (ADR 0028). Secrets are only read by name:
- * the pull Secrets a LayerCache names, to resolve its tags (the controller resolves once for the cluster).
+ * Cluster-wide rules of the RegistryMirror, LayerCache and StrataNode controllers (ADR 0028, ADR 0030): exactly the
+ * calls they make. Secrets are only read by name (`get`, never list or watch): the pull Secrets a LayerCache names,
+ * read when a tag is resolved (the controller resolves once for the cluster). No `get` on what is cached (informers
+ * list and watch), no `delete` (children go with their owner through the garbage collector).
  */
 export const NODE_CONTROLLER_RULES: readonly V1PolicyRule[] = [
-  {
-    apiGroups: [GROUP],
-    resources: ['registrymirrors', 'layercaches'],
-    verbs: ['get', 'list', 'watch', 'patch', 'update'],
-  },
-  {
-    apiGroups: [GROUP],
-    resources: ['registrymirrors/status', 'layercaches/status'],
-    verbs: ['patch', 'update'],
-  },
-  {
-    apiGroups: [GROUP],
-    resources: ['registrymirrors/finalizers', 'layercaches/finalizers'],
-    verbs: ['update'],
-  },
-  {
-    apiGroups: [GROUP],
-    resources: ['stratanodes'],
-    verbs: ['get', 'list', 'watch', 'create', 'patch', 'update', 'delete'],
-  },
-  { apiGroups: [''], resources: ['nodes'], verbs: ['get', 'list', 'watch'] },
+  { apiGroups: [GROUP], resources: ['registrymirrors', 'layercaches'], verbs: ['list', 'watch'] },
+  // The finalizer strata.dev/node-config is added and removed with a merge patch of metadata.finalizers.
+  { apiGroups: [GROUP], resources: ['registrymirrors'], verbs: ['patch'] },
+  { apiGroups: [GROUP], resources: ['registrymirrors/status', 'layercaches/status'], verbs: ['patch'] },
+  // The mirror's children carry ownerReferences with blockOwnerDeletion (OwnerReferencesPermissionEnforcement).
+  { apiGroups: [GROUP], resources: ['registrymirrors/finalizers'], verbs: ['update'] },
+  // spec only: the agents write status.
+  { apiGroups: [GROUP], resources: ['stratanodes'], verbs: ['list', 'watch', 'create', 'patch'] },
+  { apiGroups: [''], resources: ['nodes'], verbs: ['list', 'watch'] },
   {
     apiGroups: [''],
     resources: ['services', 'configmaps', 'persistentvolumeclaims'],
-    verbs: ['get', 'list', 'watch', 'create', 'patch', 'update', 'delete'],
+    verbs: ['list', 'watch', 'create', 'patch'],
   },
-  {
-    apiGroups: ['apps'],
-    resources: ['deployments'],
-    verbs: ['get', 'list', 'watch', 'create', 'patch', 'update', 'delete'],
-  },
-  // Workload warming reads pod templates only.
-  { apiGroups: ['apps'], resources: ['statefulsets', 'daemonsets'], verbs: ['get', 'list', 'watch'] },
+  // Mirror Deployments are written; workload warming reads pod templates only.
+  { apiGroups: ['apps'], resources: ['deployments'], verbs: ['list', 'watch', 'create', 'patch'] },
+  { apiGroups: ['apps'], resources: ['statefulsets', 'daemonsets'], verbs: ['list', 'watch'] },
   { apiGroups: [''], resources: ['secrets'], verbs: ['get'] },
+];
+
+/** The controller's ClusterRole: every controller's rules. */
+export const CONTROLLER_RULES: readonly V1PolicyRule[] = [
+  ...IMAGEBUILD_CONTROLLER_RULES,
+  ...NODE_CONTROLLER_RULES,
 ];
 
 /**
@@ -108,7 +100,7 @@ export function controllerRbac(namespace = CONTROLLER_NAMESPACE): Record<string,
       apiVersion: 'rbac.authorization.k8s.io/v1',
       kind: 'ClusterRole',
       metadata: { name: CONTROLLER_NAME, labels },
-      rules: IMAGEBUILD_CONTROLLER_RULES,
+      rules: CONTROLLER_RULES,
     },
     {
       apiVersion: 'rbac.authorization.k8s.io/v1',
@@ -143,7 +135,7 @@ export const RBAC_HEADER =
 
 /** The chart's rules file as YAML text (before prettier): the rules only; the templates name the objects. */
 export function renderChartRbacYaml(): string {
-  const rules = { clusterRules: IMAGEBUILD_CONTROLLER_RULES, leaderElectionRules: LEADER_ELECTION_RULES };
+  const rules = { clusterRules: CONTROLLER_RULES, leaderElectionRules: LEADER_ELECTION_RULES };
   return RBAC_HEADER + stringify(rules, { lineWidth: 0, aliasDuplicateObjects: false });
 }
 

@@ -7,6 +7,8 @@ import { parseAllDocuments } from 'yaml';
 import {
   CHART_RBAC_FILE,
   controllerRbac,
+  CONTROLLER_RULES,
+  NODE_CONTROLLER_RULES,
   IMAGEBUILD_CONTROLLER_RULES,
   LEADER_ELECTION_RULES,
   RBAC_FILE,
@@ -34,7 +36,7 @@ describe('controller RBAC', () => {
   it("the chart's rules file is what scripts/gen-rbac.mjs writes", async () => {
     const committed = await committedAsGenerated(CHART_RBAC_FILE, renderChartRbacYaml());
     expect(parseAllDocuments(committed).map((d) => d.toJS())).toEqual([
-      { clusterRules: IMAGEBUILD_CONTROLLER_RULES, leaderElectionRules: LEADER_ELECTION_RULES },
+      { clusterRules: CONTROLLER_RULES, leaderElectionRules: LEADER_ELECTION_RULES },
     ]);
   });
 
@@ -44,6 +46,16 @@ describe('controller RBAC', () => {
       expect(r.resources).not.toContain('*');
       expect(r.verbs).not.toContain('*');
       if (r.resources!.includes('imagebuilds')) expect(r.verbs).toEqual(['get', 'list', 'watch']);
+    }
+  });
+
+  it('the node controllers read Secrets by name only, write no StrataNode status and delete nothing', () => {
+    for (const r of NODE_CONTROLLER_RULES) {
+      expect(r.resources).not.toContain('*');
+      expect(r.verbs).not.toContain('*');
+      expect(r.verbs).not.toContain('delete');
+      if (r.resources!.includes('secrets')) expect(r.verbs).toEqual(['get']);
+      expect(r.resources).not.toContain('stratanodes/status');
     }
   });
 });

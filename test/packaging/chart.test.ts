@@ -17,11 +17,7 @@ import { parse, parseAllDocuments } from 'yaml';
 import { DEFAULT_BUILD_IMAGE } from '../../src/cli/controller-command.js';
 import { STRATA_VERSION } from '../../src/cli/version.js';
 import { buildPolicy } from '../../src/controllers/imagebuild/policy.js';
-import {
-  CONTROLLER_NAMESPACE,
-  IMAGEBUILD_CONTROLLER_RULES,
-  LEADER_ELECTION_RULES,
-} from '../../src/controllers/rbac.js';
+import { CONTROLLER_NAMESPACE, CONTROLLER_RULES, LEADER_ELECTION_RULES } from '../../src/controllers/rbac.js';
 import { envtestBinary } from '../support/kube/assets.js';
 import { startControlPlane, type ControlPlane } from '../support/kube/control-plane.js';
 import { REPO_ROOT } from '../support/kube/repo-root.js';
@@ -375,7 +371,7 @@ describe('charts/strata', () => {
       const account = one(objects, 'ServiceAccount').metadata.name;
       const subject = [{ kind: 'ServiceAccount', name: account, namespace: ns }];
       const role = one<{ rules: V1PolicyRule[] }>(objects, 'ClusterRole');
-      expect(role.rules).toEqual(IMAGEBUILD_CONTROLLER_RULES);
+      expect(role.rules).toEqual(CONTROLLER_RULES);
       const leader = one<{ metadata: { namespace: string }; rules: V1PolicyRule[] }>(objects, 'Role');
       expect(leader.rules).toEqual(LEADER_ELECTION_RULES);
       expect(leader.metadata.namespace).toBe(ns);
@@ -429,9 +425,11 @@ function ruleChecks(rules: readonly V1PolicyRule[], namespace?: string): string[
   );
 }
 
-/** What the controller never does: Secrets, ConfigMaps, Pods writes, ImageBuild spec writes, other namespaces' Leases. */
+/**
+ * What the controller never does: list or watch Secrets (it reads pull Secrets by name), read ConfigMaps by name,
+ * write Pods, ImageBuild specs, StrataNode status, other namespaces' Leases; delete what the garbage collector does.
+ */
 const FORBIDDEN_CHECKS = [
-  ['get', 'secrets', '--all-namespaces'],
   ['list', 'secrets', '--all-namespaces'],
   ['watch', 'secrets', '--all-namespaces'],
   ['get', 'configmaps', '--all-namespaces'],
@@ -445,6 +443,10 @@ const FORBIDDEN_CHECKS = [
   ['create', 'leases.coordination.k8s.io', '-n', 'default'],
   ['delete', 'leases.coordination.k8s.io', '--all-namespaces'],
   ['create', 'clusterroles.rbac.authorization.k8s.io'],
+  ['patch', 'stratanodes.strata.dev', '--subresource=status'],
+  ['delete', 'stratanodes.strata.dev'],
+  ['delete', 'deployments.apps', '--all-namespaces'],
+  ['patch', 'layercaches.strata.dev', '--all-namespaces'],
 ];
 
 /** Checks the ServiceAccount `ns/name`'s identity may make every call of the rules and none of the forbidden. */
@@ -454,10 +456,10 @@ async function expectControllerIdentity(ns: string, name: string): Promise<void>
     'system:serviceaccounts',
     `system:serviceaccounts:${ns}`,
   ]);
-  const allowed = [...ruleChecks(IMAGEBUILD_CONTROLLER_RULES), ...ruleChecks(LEADER_ELECTION_RULES, ns)];
+  const allowed = [...ruleChecks(CONTROLLER_RULES), ...ruleChecks(LEADER_ELECTION_RULES, ns)];
   const yes = await canI(kubeconfig, allowed);
   expect(yes).toEqual(allowed.map((c) => `${c.join(' ')}: yes`));
-  const no = await canI(kubeconfig, [...FORBIDDEN_CHECKS, ['get', 'secrets', '-n', ns]]);
+  const no = await canI(kubeconfig, [...FORBIDDEN_CHECKS, ['list', 'secrets', '-n', ns]]);
   expect(no.filter((a) => !a.endsWith(': no'))).toEqual([]);
 }
 
