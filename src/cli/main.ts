@@ -10,6 +10,7 @@ import { registerContainerCommands } from './container-commands.js';
 import { registerCommitCommands } from './commit-commands.js';
 import { registerBuildCommands } from './build-commands.js';
 import { registerControllerCommand } from './controller-command.js';
+import { registerAgentCommand } from './agent-command.js';
 import type { GlobalOptions } from './context.js';
 import { cliErrorReport } from './errors.js';
 import { LOG_LEVELS } from './logger.js';
@@ -66,6 +67,7 @@ export function buildProgram(): Command {
   registerCommitCommands(program, env);
   registerBuildCommands(program, env);
   registerControllerCommand(program, env);
+  registerAgentCommand(program, env);
   for (const cmd of allCommands(program)) cmd.showHelpAfterError(`see '${commandPath(cmd)} --help'`);
   return program;
 }

@@ -39,6 +39,10 @@ export interface StrataEnvironment {
   readonly defaultKubeconfig: string;
   /** Whether this process runs in a pod (`$KUBERNETES_SERVICE_HOST` and `$KUBERNETES_SERVICE_PORT` set). */
   readonly inCluster: boolean;
+  /** `$NODE_NAME` (the downward API's `spec.nodeName`): the node `strata agent` works for. */
+  readonly nodeName?: string;
+  /** `$POD_NAMESPACE` (the downward API): where `strata agent` finds its DaemonSet. */
+  readonly podNamespace?: string;
 }
 
 /** Reads the environment once; pass `env` to test other settings. */
@@ -63,6 +67,8 @@ export function readEnvironment(env: NodeJS.ProcessEnv = process.env): StrataEnv
     kubeconfigPaths: (env.KUBECONFIG ?? '').split(':').filter(Boolean),
     defaultKubeconfig: join(home, '.kube', 'config'),
     inCluster: Boolean(env.KUBERNETES_SERVICE_HOST && env.KUBERNETES_SERVICE_PORT),
+    ...(env.NODE_NAME ? { nodeName: env.NODE_NAME } : {}),
+    ...(env.POD_NAMESPACE ? { podNamespace: env.POD_NAMESPACE } : {}),
     ...(env.STRATA_HTTP_TIMEOUTS ? { httpTimeouts: env.STRATA_HTTP_TIMEOUTS } : {}),
     ...(env.STRATA_MAX_UNCOMPRESSED ? { maxUncompressed: env.STRATA_MAX_UNCOMPRESSED } : {}),
     ...(env.SOURCE_DATE_EPOCH && /^\d+$/.test(env.SOURCE_DATE_EPOCH)

@@ -1,3 +1,4 @@
+import { DistributionError } from './errors.js';
 import { createObserver } from '../engine/observe.js';
 import type { ContentStore } from '../engine/store/types.js';
 import { MirrorMetrics } from './metrics.js';
@@ -32,6 +33,11 @@ export interface MirrorServerOptions extends Omit<RegistryServerOptions, 'backen
    * on the mirror's own listener too.
    */
   readonly metricsListen?: { readonly host: string; readonly port: number };
+  /**
+   * Serve upstream names only: a name that routes to no upstream answers 404 NAME_UNKNOWN instead of reaching the
+   * hosted registry, so nothing can be pushed (the node agent's read-only endpoint).
+   */
+  readonly upstreamsOnly?: boolean;
 }
 
 /** A running mirror. */
@@ -86,15 +92,24 @@ export async function startMirrorServer(options: MirrorServerOptions): Promise<M
     pollMs: _p,
     onEvent: _e,
     metricsListen,
+    upstreamsOnly,
     ...rest
   } = options;
+  const mapName = (name: string, query: URLSearchParams): string => {
+    const mapped = router.map(name, query.get('ns'));
+    if (upstreamsOnly && router.destination(mapped).kind === 'hosted')
+      throw new DistributionError('NAME_UNKNOWN', `repository ${name} is not mirrored here`, {
+        detail: { name },
+      });
+    return mapped;
+  };
   let server: RegistryServer | undefined;
   let opsServer: OpsServer | undefined;
   try {
     server = await startRegistryServer({
       ...rest,
       backend,
-      mapName: (name, query) => router.map(name, query.get('ns')),
+      mapName,
       intercept: async (req, res, path) =>
         (await ops.handle(req, res, path)) ? OpsEndpoints.route(path) : undefined,
       onRequestEnd: (r) => metrics.request(r),

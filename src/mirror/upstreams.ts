@@ -20,6 +20,11 @@ export interface UpstreamConfig {
   readonly certsDir?: string;
   /** Skip TLS certificate verification. */
   readonly insecure?: boolean;
+  /**
+   * Prepended to every repository asked of this upstream (`docker.io` → `/v2/docker.io/library/nginx/…`): the
+   * upstream is another Strata mirror that routes by a path prefix (the node agent's cluster mirror).
+   */
+  readonly repositoryPrefix?: string;
   /** Connect, response-headers and idle timeouts in ms (the engine client's defaults otherwise). */
   readonly timeouts?: {
     readonly connectMs?: number;
@@ -115,7 +120,11 @@ export class Router {
   destination(backendName: string): Destination {
     const slash = backendName.indexOf('/');
     const u = slash > 0 ? this.byComponent.get(backendName.slice(0, slash)) : undefined;
-    if (u) return { kind: 'upstream', upstream: u, repository: backendName.slice(slash + 1) };
+    if (u) {
+      const repository = backendName.slice(slash + 1);
+      const prefix = u.repositoryPrefix;
+      return { kind: 'upstream', upstream: u, repository: prefix ? `${prefix}/${repository}` : repository };
+    }
     return { kind: 'hosted', repository: backendName };
   }
 
