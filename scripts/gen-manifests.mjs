@@ -2,7 +2,7 @@
 // gen-manifests.mjs - writes manifests/ from the chart: strata.yaml is `helm template strata charts/strata
 // --namespace strata-system` with the chart's default values (no CRDs: those are crds/), formatted by prettier;
 // namespace.yaml is the Namespace it installs into (a chart does not create its own namespace; helm's
-// --create-namespace does). `kubectl apply -f crds/ -f manifests/` then installs what `helm install` would.
+// --create-namespace does), labelled for Pod Security `privileged`: the node agent is privileged (ADR 0031). `kubectl apply -f crds/ -f manifests/` then installs what `helm install` would.
 // test/packaging/chart.test.ts fails when the committed files differ from the chart rendered again.
 // helm: $HELM, else the envtest directory's (scripts/install-deps.sh unpacks it), else helm on the PATH.
 import { execFileSync } from 'node:child_process';
@@ -33,7 +33,9 @@ const rendered = execFileSync(
     encoding: 'utf8',
   },
 ).replace(/^---\n/, '');
-const namespace = `apiVersion: v1\nkind: Namespace\nmetadata:\n  name: ${NAMESPACE}\n`;
+const namespace =
+  `apiVersion: v1\nkind: Namespace\nmetadata:\n  name: ${NAMESPACE}\n  labels:\n` +
+  '    pod-security.kubernetes.io/enforce: privileged\n';
 await mkdir(join(root, 'manifests'), { recursive: true });
 for (const [name, text] of [
   ['namespace.yaml', namespace],

@@ -146,3 +146,91 @@ export function renderRbacYaml(objects: Record<string, unknown>[]): string {
     objects.map((o) => stringify(o, { lineWidth: 0, aliasDuplicateObjects: false })).join('---\n')
   );
 }
+
+// --- The node agent and build pods ------------------------------------------------------------------------------
+
+/** Names of the agent's ServiceAccount, ClusterRole, Role and bindings (and the chart's default DaemonSet name). */
+export const AGENT_NAME = 'strata-agent';
+/** Name of the build pods' ServiceAccount: no rules, no token mounted (ADR 0026: build pods call no API). */
+export const BUILD_NAME = 'strata-build';
+/** The agent's generated RBAC file, relative to the repository root. */
+export const AGENT_RBAC_FILE = 'deploy/rbac/strata-agent.yaml';
+/** The build pods' generated ServiceAccount file, relative to the repository root. */
+export const BUILD_RBAC_FILE = 'deploy/rbac/strata-build.yaml';
+/** The chart's agent rules file (`{clusterRules, namespaceRules}`), relative to the repository root. */
+export const CHART_AGENT_RBAC_FILE = 'charts/strata/files/agent-rbac.yaml';
+
+/** What {@link identityRbac} makes: a ServiceAccount and, for each non-empty rule set, a role and its binding. */
+export interface IdentityRbacOptions {
+  /** The name of the ServiceAccount, the roles and the bindings. */
+  readonly name: string;
+  readonly namespace: string;
+  /** `app.kubernetes.io/component`. */
+  readonly component: string;
+  /** A ClusterRole + ClusterRoleBinding when non-empty. */
+  readonly clusterRules?: readonly V1PolicyRule[];
+  /** A Role + RoleBinding in `namespace` when non-empty. */
+  readonly namespaceRules?: readonly V1PolicyRule[];
+  /** Set on the ServiceAccount: false keeps the token out of pods that do not ask for one. */
+  readonly automountServiceAccountToken?: boolean;
+}
+
+/** One identity's RBAC objects (see {@link IdentityRbacOptions}). */
+export function identityRbac(o: IdentityRbacOptions): Record<string, unknown>[] {
+  const { name, namespace } = o;
+  const labels = { 'app.kubernetes.io/name': 'strata', 'app.kubernetes.io/component': o.component };
+  const subjects = [{ kind: 'ServiceAccount', name, namespace }];
+  const rbac = 'rbac.authorization.k8s.io';
+  const role = (kind: 'ClusterRole' | 'Role', rules: readonly V1PolicyRule[]): Record<string, unknown>[] => {
+    const metadata = kind === 'Role' ? { name, namespace, labels } : { name, labels };
+    return [
+      { apiVersion: `${rbac}/v1`, kind, metadata, rules },
+      {
+        apiVersion: `${rbac}/v1`,
+        kind: `${kind}Binding`,
+        metadata,
+        roleRef: { apiGroup: rbac, kind, name },
+        subjects,
+      },
+    ];
+  };
+  const account: Record<string, unknown> = {
+    apiVersion: 'v1',
+    kind: 'ServiceAccount',
+    metadata: { name, namespace, labels },
+  };
+  if (o.automountServiceAccountToken !== undefined)
+    account.automountServiceAccountToken = o.automountServiceAccountToken;
+  return [
+    account,
+    ...(o.clusterRules?.length ? role('ClusterRole', o.clusterRules) : []),
+    ...(o.namespaceRules?.length ? role('Role', o.namespaceRules) : []),
+  ];
+}
+
+/** The agent's RBAC objects: ServiceAccount, ClusterRole + binding (AGENT_RULES), Role + binding (its DaemonSet). */
+export function agentRbac(namespace = CONTROLLER_NAMESPACE): Record<string, unknown>[] {
+  return identityRbac({
+    name: AGENT_NAME,
+    namespace,
+    component: 'agent',
+    clusterRules: AGENT_RULES,
+    namespaceRules: AGENT_NAMESPACE_RULES,
+  });
+}
+
+/** The build pods' ServiceAccount: no roles, and no token unless a pod asks for one. */
+export function buildRbac(namespace = CONTROLLER_NAMESPACE): Record<string, unknown>[] {
+  return identityRbac({
+    name: BUILD_NAME,
+    namespace,
+    component: 'build',
+    automountServiceAccountToken: false,
+  });
+}
+
+/** The chart's agent rules file as YAML text (before prettier). */
+export function renderChartAgentRbacYaml(): string {
+  const rules = { clusterRules: AGENT_RULES, namespaceRules: AGENT_NAMESPACE_RULES };
+  return RBAC_HEADER + stringify(rules, { lineWidth: 0, aliasDuplicateObjects: false });
+}

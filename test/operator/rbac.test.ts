@@ -5,6 +5,15 @@ import * as prettier from 'prettier';
 import { describe, expect, it } from 'vitest';
 import { parseAllDocuments } from 'yaml';
 import {
+  AGENT_NAME,
+  AGENT_NAMESPACE_RULES,
+  AGENT_RBAC_FILE,
+  AGENT_RULES,
+  agentRbac,
+  BUILD_NAME,
+  BUILD_RBAC_FILE,
+  buildRbac,
+  CHART_AGENT_RBAC_FILE,
   CHART_RBAC_FILE,
   controllerRbac,
   CONTROLLER_RULES,
@@ -12,6 +21,7 @@ import {
   IMAGEBUILD_CONTROLLER_RULES,
   LEADER_ELECTION_RULES,
   RBAC_FILE,
+  renderChartAgentRbacYaml,
   renderChartRbacYaml,
   renderRbacYaml,
 } from '../../src/controllers/rbac.js';
@@ -57,5 +67,60 @@ describe('controller RBAC', () => {
       if (r.resources!.includes('secrets')) expect(r.verbs).toEqual(['get']);
       expect(r.resources).not.toContain('stratanodes/status');
     }
+  });
+});
+
+describe('agent and build-pod RBAC', () => {
+  it('the committed deploy/rbac files and the chart agent rules file are what scripts/gen-rbac.mjs writes', async () => {
+    for (const [file, objects] of [
+      [AGENT_RBAC_FILE, agentRbac()],
+      [BUILD_RBAC_FILE, buildRbac()],
+    ] as const) {
+      const committed = await committedAsGenerated(file, renderRbacYaml(objects));
+      expect(parseAllDocuments(committed).map((d) => d.toJS())).toEqual(objects);
+    }
+    const chart = await committedAsGenerated(CHART_AGENT_RBAC_FILE, renderChartAgentRbacYaml());
+    expect(parseAllDocuments(chart).map((d) => d.toJS())).toEqual([
+      { clusterRules: AGENT_RULES, namespaceRules: AGENT_NAMESPACE_RULES },
+    ]);
+  });
+
+  it('the agent: a ClusterRole, a Role for its DaemonSet, both bound to its ServiceAccount', () => {
+    const objects = agentRbac('ns') as { kind: string; metadata: { name: string }; rules?: unknown }[];
+    expect(objects.map((o) => `${o.kind}/${o.metadata.name}`)).toEqual([
+      `ServiceAccount/${AGENT_NAME}`,
+      `ClusterRole/${AGENT_NAME}`,
+      `ClusterRoleBinding/${AGENT_NAME}`,
+      `Role/${AGENT_NAME}`,
+      `RoleBinding/${AGENT_NAME}`,
+    ]);
+    expect(objects.find((o) => o.kind === 'ClusterRole')!.rules).toEqual(AGENT_RULES);
+    expect(objects.find((o) => o.kind === 'Role')!.rules).toEqual(AGENT_NAMESPACE_RULES);
+  });
+
+  it('the agent lists no Secrets, writes no StrataNode spec and nothing of the user kinds', () => {
+    for (const r of [...AGENT_RULES, ...AGENT_NAMESPACE_RULES]) {
+      expect(r.resources).not.toContain('*');
+      expect(r.verbs).not.toContain('*');
+      if (r.resources!.includes('secrets')) expect(r.verbs).toEqual(['get']);
+      if (r.resources!.includes('stratanodes')) expect(r.verbs).toEqual(['get', 'list', 'watch']);
+      for (const kind of ['registrymirrors', 'layercaches', 'imagebuilds'])
+        expect(r.resources!.some((x) => x.startsWith(kind))).toBe(false);
+    }
+  });
+
+  it('build pods: a ServiceAccount with no token mounted and no role at all', () => {
+    expect(buildRbac('ns')).toEqual([
+      {
+        apiVersion: 'v1',
+        kind: 'ServiceAccount',
+        metadata: {
+          name: BUILD_NAME,
+          namespace: 'ns',
+          labels: { 'app.kubernetes.io/name': 'strata', 'app.kubernetes.io/component': 'build' },
+        },
+        automountServiceAccountToken: false,
+      },
+    ]);
   });
 });

@@ -47,3 +47,34 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
 {{- define "strata.buildToleration" -}}
 {{- .key }}{{ if hasKey . "value" }}={{ .value }}{{ end }}{{ if .effect }}:{{ .effect }}{{ end }}
 {{- end }}
+
+{{/* The agent's objects' name: ServiceAccount, ClusterRole, Role, DaemonSet (strata-agent). */}}
+{{- define "strata.agent.name" -}}
+{{- include "strata.fullname" . }}-agent
+{{- end }}
+
+{{/* The build pods' ServiceAccount (strata-build). */}}
+{{- define "strata.build.name" -}}
+{{- include "strata.fullname" . }}-build
+{{- end }}
+
+{{/* Selector labels of a component: (dict "ctx" $ "component" "agent"). */}}
+{{- define "strata.componentSelectorLabels" -}}
+app.kubernetes.io/name: {{ include "strata.name" .ctx }}
+app.kubernetes.io/instance: {{ .ctx.Release.Name }}
+app.kubernetes.io/component: {{ .component }}
+{{- end }}
+
+{{/* Labels of every object of a component: (dict "ctx" $ "component" "agent"). */}}
+{{- define "strata.componentLabels" -}}
+{{ include "strata.componentSelectorLabels" . }}
+app.kubernetes.io/version: {{ .ctx.Chart.AppVersion | quote }}
+app.kubernetes.io/part-of: strata
+app.kubernetes.io/managed-by: {{ .ctx.Release.Service }}
+helm.sh/chart: {{ printf "%s-%s" .ctx.Chart.Name .ctx.Chart.Version | replace "+" "_" }}
+{{- end }}
+
+{{/* A role's image: its override, else the chart's image. */}}
+{{- define "strata.roleImage" -}}
+{{- default (include "strata.image" .ctx) .image }}
+{{- end }}
