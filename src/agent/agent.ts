@@ -83,7 +83,12 @@ export class NodeAgent {
       ...(o.resyncMs !== undefined ? { resyncMs: o.resyncMs } : {}),
       logger: o.logger,
     });
-    this.mirror = new LocalMirror({ store: o.store, host: o.listen.host, port: o.listen.port, logger: o.logger });
+    this.mirror = new LocalMirror({
+      store: o.store,
+      host: o.listen.host,
+      port: o.listen.port,
+      logger: o.logger,
+    });
     this.state = new NodeConfigState(o.store.root);
     this.credsDir = join(o.store.root, 'strata', 'agent', 'credentials');
     this.status = new StatusWriter({
@@ -222,9 +227,12 @@ export class NodeAgent {
     const result = await convergeNodeConfig(planned, this.state);
     for (const r of result.results)
       for (const a of r.actions)
-        if (a.action !== 'unchanged' && a.action !== 'keep') this.o.metrics.nodeConfigWrites.inc({ action: a.action });
-    for (const r of result.results) for (const w of r.warnings) this.o.logger.warn({ warning: w }, 'node configuration');
-    for (const e of result.errors) this.o.logger.error({ err: e.err, root: e.root }, 'node configuration failed');
+        if (a.action !== 'unchanged' && a.action !== 'keep')
+          this.o.metrics.nodeConfigWrites.inc({ action: a.action });
+    for (const r of result.results)
+      for (const w of r.warnings) this.o.logger.warn({ warning: w }, 'node configuration');
+    for (const e of result.errors)
+      this.o.logger.error({ err: e.err, root: e.root }, 'node configuration failed');
     const outcomes = new Map<string, MirrorOutcome>();
     for (const m of this.spec?.mirrors ?? []) {
       const problem = secretProblems.get(m.name);
@@ -240,6 +248,7 @@ export class NodeAgent {
     const caches = this.spec?.caches ?? [];
     if (!this.warming || !jsonEqual(this.warming.caches, caches)) await this.restartWarming(caches);
     this.publish();
+    this.o.logger.debug({ generation: this.generation, registries: routes.length }, 'reconciled');
   }
 
   private async restartWarming(caches: NonNullable<StrataNodeSpec['caches']>): Promise<void> {
@@ -270,7 +279,10 @@ export class NodeAgent {
     let entry = this.clients.get(registry);
     if (!entry || entry.key !== key) {
       await entry?.upstream.client.close();
-      entry = { key, upstream: createUpstream(config, { userAgent: `strata-agent/${this.o.version}`, retries: 3 }) };
+      entry = {
+        key,
+        upstream: createUpstream(config, { userAgent: `strata-agent/${this.o.version}`, retries: 3 }),
+      };
       this.clients.set(registry, entry);
     }
     return {
@@ -317,7 +329,10 @@ export class NodeAgent {
     if (options.restore) {
       const r = await restoreAllNodeConfig(this.state);
       for (const e of r.errors) this.o.logger.error({ err: e.err, root: e.root }, 'restore failed');
-      this.o.logger.info({ files: r.results.flatMap((x) => x.actions.map((a) => `${a.action} ${a.path}`)) }, 'node configuration restored');
+      this.o.logger.info(
+        { files: r.results.flatMap((x) => x.actions.map((a) => `${a.action} ${a.path}`)) },
+        'node configuration restored',
+      );
     }
     await this.status.close();
     await this.mirror.close();
@@ -337,7 +352,9 @@ export async function isUninstall(
   logger?: Logger,
 ): Promise<boolean> {
   if (!namespace) {
-    logger?.warn('no --namespace (nor $POD_NAMESPACE): cannot tell an uninstall from a restart; node files kept');
+    logger?.warn(
+      'no --namespace (nor $POD_NAMESPACE): cannot tell an uninstall from a restart; node files kept',
+    );
     return false;
   }
   try {

@@ -44,7 +44,10 @@ export class LocalMirror {
   async configure(upstreams: readonly UpstreamConfig[]): Promise<void> {
     if (this.server && jsonEqual(upstreams, this.upstreams)) return;
     if (this.server) {
-      this.options.logger?.info({ upstreams: upstreams.map((u) => u.name) }, 'node-local mirror: upstreams changed, restarting');
+      this.options.logger?.info(
+        { upstreams: upstreams.map((u) => u.name) },
+        'node-local mirror: upstreams changed, restarting',
+      );
       await this.server.close();
       this.server = undefined;
     }

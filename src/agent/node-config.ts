@@ -43,7 +43,10 @@ export interface MirrorOutcome {
 /** A node path from the spec under the host root; `..` segments are refused (a spec must not escape it). */
 export function underHostRoot(hostRoot: string, nodePath: string): string {
   if (!nodePath.startsWith('/') || nodePath.split('/').some((p) => p === '..' || p === '.'))
-    throw new TerminalError('INVALID_ARGUMENT', `node path ${JSON.stringify(nodePath)} must be absolute and normalized`);
+    throw new TerminalError(
+      'INVALID_ARGUMENT',
+      `node path ${JSON.stringify(nodePath)} must be absolute and normalized`,
+    );
   return join(hostRoot, nodePath);
 }
 
@@ -80,8 +83,15 @@ export function planNodeConfig(
       for (const reg of m.registries) {
         const registry = reg.name.toLowerCase();
         const server = routes.get(registry)?.server;
-        const content = renderHostsToml({ registry, ...(server ? { server } : {}), hosts: hostsOf(registry) });
-        root.files.set(hostsTomlPath(registry), { path: hostsTomlPath(registry), render: () => ({ content }) });
+        const content = renderHostsToml({
+          registry,
+          ...(server ? { server } : {}),
+          hosts: hostsOf(registry),
+        });
+        root.files.set(hostsTomlPath(registry), {
+          path: hostsTomlPath(registry),
+          render: () => ({ content }),
+        });
       }
     }
     if (m.docker && m.registries.some((r) => r.name.toLowerCase() === 'docker.io')) {
@@ -93,7 +103,11 @@ export function planNodeConfig(
       root.files.set(name, planDaemonJsonFile(name, urls));
     }
   }
-  return [...roots.entries()].map(([root, r]) => ({ root, files: [...r.files.values()], entries: [...r.entries] }));
+  return [...roots.entries()].map(([root, r]) => ({
+    root,
+    files: [...r.files.values()],
+    entries: [...r.entries],
+  }));
 }
 
 interface AgentConfigState {
@@ -168,7 +182,12 @@ export async function convergeNodeConfig(
         await state.write(current);
       }
       results.push(
-        await applyNodeConfig({ root: p.root, manifestName: AGENT_MANIFEST, files: p.files, ...(signal ? { signal } : {}) }),
+        await applyNodeConfig({
+          root: p.root,
+          manifestName: AGENT_MANIFEST,
+          files: p.files,
+          ...(signal ? { signal } : {}),
+        }),
       );
       for (const e of p.entries) if (!outcomes.has(e)) outcomes.set(e, { configured: true });
     } catch (err) {

@@ -37,7 +37,8 @@ export function imageRegistry(image: string): string | undefined {
   }
 }
 
-const byName = <T extends { name: string }>(a: T, b: T): number => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0);
+const byName = <T extends { name: string }>(a: T, b: T): number =>
+  a.name < b.name ? -1 : a.name > b.name ? 1 : 0;
 
 /** Every registry the spec mentions (mirror registries, then cache images' registries), with its route. */
 export function registryRoutes(spec: StrataNodeSpec | undefined): RegistryRoute[] {
@@ -83,7 +84,11 @@ export function registryRoutes(spec: StrataNodeSpec | undefined): RegistryRoute[
  */
 export function routeUpstream(route: RegistryRoute, credentialsFile?: string): UpstreamConfig {
   const base = route.mirror
-    ? { name: route.registry, url: route.mirror.endpoint, repositoryPrefix: upstreamComponent(route.registry) }
+    ? {
+        name: route.registry,
+        url: route.mirror.endpoint,
+        repositoryPrefix: upstreamComponent(route.registry),
+      }
     : { name: route.registry, url: new URL(route.server).origin };
   return { ...base, ...(credentialsFile ? { credentialsFile } : {}) };
 }

@@ -34,9 +34,14 @@ export async function readDockerAuths(
 ): Promise<DockerAuths> {
   let secret: { data?: Record<string, string>; type?: string };
   try {
-    secret = await client.request('get', 'GET', `/api/v1/namespaces/${encodeURIComponent(namespace)}/secrets/${encodeURIComponent(name)}`, {
-      ...(signal ? { signal } : {}),
-    });
+    secret = await client.request(
+      'get',
+      'GET',
+      `/api/v1/namespaces/${encodeURIComponent(namespace)}/secrets/${encodeURIComponent(name)}`,
+      {
+        ...(signal ? { signal } : {}),
+      },
+    );
   } catch (err) {
     if (hasCode(err, 'NOT_FOUND'))
       throw new SecretProblem('SecretNotFound', `Secret ${namespace}/${name} does not exist`);
@@ -50,7 +55,10 @@ export async function readDockerAuths(
     if (typeof doc.auths !== 'object' || doc.auths === null || Array.isArray(doc.auths)) throw new Error();
     return doc.auths as DockerAuths;
   } catch {
-    throw new SecretProblem('SecretInvalid', `Secret ${namespace}/${name}: .dockerconfigjson is not a docker config`);
+    throw new SecretProblem(
+      'SecretInvalid',
+      `Secret ${namespace}/${name}: .dockerconfigjson is not a docker config`,
+    );
   }
 }
 

@@ -40,12 +40,17 @@ export interface StatusInputs {
   readonly nowMs: number;
 }
 
-const clip = (s: string | undefined, n: number): string | undefined => (s === undefined ? undefined : s.slice(0, n));
+const clip = (s: string | undefined, n: number): string | undefined =>
+  s === undefined ? undefined : s.slice(0, n);
 
 /** The status for the current spec and progress (pure). Entries follow the spec's order. */
 export function buildStatus(i: StatusInputs): StrataNodeStatus {
   const mirrors: NodeMirrorState[] = (i.spec?.mirrors ?? []).map((m) => {
-    const o = i.mirrors.get(m.name) ?? { configured: false, reason: 'Pending', message: 'not configured yet' };
+    const o = i.mirrors.get(m.name) ?? {
+      configured: false,
+      reason: 'Pending',
+      message: 'not configured yet',
+    };
     return {
       name: m.name,
       generation: m.generation,
@@ -63,11 +68,16 @@ export function buildStatus(i: StatusInputs): StrataNodeStatus {
       images: (p?.images ?? []).map((img) => ({
         image: img.image,
         digest: img.digest,
-        platforms: img.platforms.map((s) => ({ ...s, ...(s.message ? { message: clip(s.message, 1024)! } : {}) })),
+        platforms: img.platforms.map((s) => ({
+          ...s,
+          ...(s.message ? { message: clip(s.message, 1024)! } : {}),
+        })),
       })),
     };
   });
-  const platforms = caches.flatMap((c) => c.images.flatMap((img) => img.platforms.map((p) => ({ c, img, p }))));
+  const platforms = caches.flatMap((c) =>
+    c.images.flatMap((img) => img.platforms.map((p) => ({ c, img, p }))),
+  );
   const busy = platforms.filter(({ p }) => p.state === 'Pending' || p.state === 'Pulling');
   const failedPlatform = platforms.find(({ p }) => p.state === 'Failed');
   const failedMirror = mirrors.find((m) => !m.configured);
@@ -76,24 +86,39 @@ export function buildStatus(i: StatusInputs): StrataNodeStatus {
   let conditions: Condition[];
   const generation = i.generation !== undefined ? { observedGeneration: i.generation } : {};
   const prev = i.previous?.conditions as Condition[] | undefined;
-  if (busy.length > 0 || pendingCache || (failedMirror?.reason === 'Pending')) {
-    conditions = setPhaseConditions(prev, 'Progressing', {
-      reason: busy.some(({ p }) => p.state === 'Pulling') ? 'Pulling' : 'Pending',
-      message: `${ready} of ${platforms.length} image platforms ready`,
-      ...generation,
-    }, i.nowMs);
+  if (busy.length > 0 || pendingCache || failedMirror?.reason === 'Pending') {
+    conditions = setPhaseConditions(
+      prev,
+      'Progressing',
+      {
+        reason: busy.some(({ p }) => p.state === 'Pulling') ? 'Pulling' : 'Pending',
+        message: `${ready} of ${platforms.length} image platforms ready`,
+        ...generation,
+      },
+      i.nowMs,
+    );
   } else if (failedMirror || failedPlatform) {
     const reason = failedMirror?.reason ?? failedPlatform!.p.reason ?? 'Failed';
     const message = failedMirror
       ? `mirror ${failedMirror.name}: ${failedMirror.message ?? 'not configured'}`
       : `cache ${failedPlatform!.c.name}: ${failedPlatform!.img.image} (${failedPlatform!.p.platform}): ${failedPlatform!.p.message ?? ''}`;
-    conditions = setPhaseConditions(prev, 'Failed', { reason, message: clip(message, 1024)!, ...generation }, i.nowMs);
+    conditions = setPhaseConditions(
+      prev,
+      'Failed',
+      { reason, message: clip(message, 1024)!, ...generation },
+      i.nowMs,
+    );
   } else {
-    conditions = setPhaseConditions(prev, 'Ready', {
-      reason: 'Converged',
-      message: `${mirrors.length} mirrors configured, ${ready} image platforms ready`,
-      ...generation,
-    }, i.nowMs);
+    conditions = setPhaseConditions(
+      prev,
+      'Ready',
+      {
+        reason: 'Converged',
+        message: `${mirrors.length} mirrors configured, ${ready} image platforms ready`,
+        ...generation,
+      },
+      i.nowMs,
+    );
   }
   return {
     ...(i.generation !== undefined ? { observedGeneration: i.generation } : {}),

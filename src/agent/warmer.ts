@@ -69,8 +69,6 @@ export function cacheRootSetName(cache: string): string {
   return `layercache-${createHash('sha256').update(cache).digest('hex').slice(0, 24)}`;
 }
 
-const MANIFEST_LIMIT = 4 * 1024 * 1024;
-
 /** Short reason from an error (stable codes only, never message text). */
 function reasonOf(err: unknown): string {
   const code = err instanceof StrataError ? err.code : (err as { code?: unknown }).code;
@@ -108,8 +106,7 @@ export class CacheWarmer {
    */
   async run(caches: readonly NodeCacheEntry[], signal: AbortSignal): Promise<void> {
     const wanted = new Set(caches.map((c) => c.name));
-    for (const name of [...this.progress.keys()])
-      if (!wanted.has(name)) this.progress.delete(name);
+    for (const name of [...this.progress.keys()]) if (!wanted.has(name)) this.progress.delete(name);
     await this.releaseGoneCaches(caches);
     // Fresh progress for new caches or generations, so the status shows Pending at once.
     for (const c of caches) {
@@ -122,7 +119,12 @@ export class CacheWarmer {
         images: c.images.map((i) => ({
           image: i.image,
           digest: i.digest,
-          platforms: this.platformsOf(c).map((p) => old?.images.find((x) => x.image === i.image && x.digest === i.digest)?.platforms.find((s) => s.platform === p) ?? { platform: p, state: 'Pending' as const }),
+          platforms: this.platformsOf(c).map(
+            (p) =>
+              old?.images
+                .find((x) => x.image === i.image && x.digest === i.digest)
+                ?.platforms.find((s) => s.platform === p) ?? { platform: p, state: 'Pending' as const },
+          ),
         })),
       });
     }
@@ -148,7 +150,11 @@ export class CacheWarmer {
   private async warmCache(c: NodeCacheEntry, signal: AbortSignal): Promise<void> {
     const roots = new RootSet(this.o.store.root, cacheRootSetName(c.name));
     const budget = c.sizeBudget !== undefined ? quantityBytes(c.sizeBudget) : undefined;
-    const lease = await this.o.store.createLease({ owner: `strata-agent ${c.name}`, ttlMs: 10 * 60_000, renew: true });
+    const lease = await this.o.store.createLease({
+      owner: `strata-agent ${c.name}`,
+      ttlMs: 10 * 60_000,
+      renew: true,
+    });
     const store = this.o.store.leased(lease);
     /** digest → size of everything the cache's current images need (what fits). */
     const needed = new Map<Digest, number>();
@@ -160,7 +166,9 @@ export class CacheWarmer {
           const state = await this.warmImage(c, img, platform, store, needed, used, budget, roots, signal);
           if (state.state === 'Ready') used = [...needed.values()].reduce((a, b) => a + b, 0);
           this.set(c.name, img.image, state);
-          this.o.onResult?.(state.state === 'Ready' ? 'ready' : state.reason === 'BudgetExceeded' ? 'budget' : 'failed');
+          this.o.onResult?.(
+            state.state === 'Ready' ? 'ready' : state.reason === 'BudgetExceeded' ? 'budget' : 'failed',
+          );
         }
       }
       if (signal.aborted) return;
@@ -190,27 +198,44 @@ export class CacheWarmer {
     try {
       const parsed = parseReference(img.image);
       const access = await this.o.access(parsed.registry.toLowerCase(), c);
-      const repository = access.repositoryPrefix ? `${access.repositoryPrefix}/${parsed.repository}` : parsed.repository;
+      const repository = access.repositoryPrefix
+        ? `${access.repositoryPrefix}/${parsed.repository}`
+        : parsed.repository;
       const repo = { registry: access.registry, repository };
       const getManifest = async (digest: string): Promise<ManifestDocument> => {
         const stored = await store.stat(digest as Digest);
         const doc = await access.client.getManifest({ ...repo, digest: digest as Digest }, { signal });
-        if (!stored) await store.putBytes(doc.bytes, { digest: doc.digest, size: doc.bytes.length, what: `manifest of ${img.image}` });
+        if (!stored)
+          await store.putBytes(doc.bytes, {
+            digest: doc.digest,
+            size: doc.bytes.length,
+            what: `manifest of ${img.image}`,
+          });
         return doc;
       };
       const top = await getManifest(img.digest);
       let manifest = top;
       if (top.kind === 'index') {
         const want = parsePlatform(platform);
-        const entry = top.index.manifests.find((m) => !isIndexMediaType(m.mediaType) && platformMatches(want, m.platform));
+        const entry = top.index.manifests.find(
+          (m) => !isIndexMediaType(m.mediaType) && platformMatches(want, m.platform),
+        );
         if (!entry)
-          return { platform, state: 'Failed', reason: 'PlatformNotFound', message: `${img.image}@${img.digest} has no ${platform} manifest` };
+          return {
+            platform,
+            state: 'Failed',
+            reason: 'PlatformNotFound',
+            message: `${img.image}@${img.digest} has no ${platform} manifest`,
+          };
         manifest = await getManifest(entry.digest);
       }
       if (manifest.kind !== 'manifest')
         return { platform, state: 'Failed', reason: 'PullFailed', message: 'nested indexes are not warmed' };
       const blobs: Descriptor[] = [manifest.manifest.config, ...manifest.manifest.layers];
-      const fresh = new Map<Digest, number>([[top.digest, top.bytes.length], [manifest.digest, manifest.bytes.length]]);
+      const fresh = new Map<Digest, number>([
+        [top.digest, top.bytes.length],
+        [manifest.digest, manifest.bytes.length],
+      ]);
       for (const b of blobs) fresh.set(b.digest, b.size);
       const extra = [...fresh].filter(([d]) => !needed.has(d)).reduce((a, [, s]) => a + s, 0);
       const bytes = blobs.reduce((a, b) => a + b.size, 0);
@@ -244,7 +269,8 @@ export class CacheWarmer {
             }
             let counted = 0;
             await store.ingest(
-              (offset) => access.client.openBlob(repo, b, { signal, verify: false, ...(offset > 0 ? { offset } : {}) }),
+              (offset) =>
+                access.client.openBlob(repo, b, { signal, verify: false, ...(offset > 0 ? { offset } : {}) }),
               { digest: b.digest, size: b.size, what: `blob ${b.digest} of ${img.image}` },
               {
                 signal,
@@ -266,7 +292,12 @@ export class CacheWarmer {
     } catch (err) {
       if (signal.aborted) throw err;
       this.o.logger?.warn({ err, cache: c.name, image: img.image, platform }, 'warming failed');
-      return { platform, state: 'Failed', reason: reasonOf(err), message: String((err as Error).message).slice(0, 1000) };
+      return {
+        platform,
+        state: 'Failed',
+        reason: reasonOf(err),
+        message: String((err as Error).message).slice(0, 1000),
+      };
     }
   }
 
@@ -281,9 +312,16 @@ export class CacheWarmer {
    * budget); nothing when pinned. Released digests are collected unless something else keeps them (a ref, a lease,
    * another root set such as the node-local mirror's).
    */
-  private async evict(c: NodeCacheEntry, roots: RootSet, needed: Map<Digest, number>, budget: number | undefined): Promise<void> {
+  private async evict(
+    c: NodeCacheEntry,
+    roots: RootSet,
+    needed: Map<Digest, number>,
+    budget: number | undefined,
+  ): Promise<void> {
     if (c.pinned) return;
-    const entries = (await roots.list()).filter((e) => !needed.has(e.digest)).sort((a, b) => a.mtimeMs - b.mtimeMs);
+    const entries = (await roots.list())
+      .filter((e) => !needed.has(e.digest))
+      .sort((a, b) => a.mtimeMs - b.mtimeMs);
     if (entries.length === 0) return;
     let total = await this.rootBytes(roots);
     const leased = (await this.o.store.leasedContent()).digests;
@@ -302,7 +340,10 @@ export class CacheWarmer {
     if (released.length === 0) return;
     const r = await this.o.store.gc({ only: released });
     this.o.onEvict?.(r.removed.length, r.bytesFreed);
-    this.o.logger?.info({ released: released.length, removed: r.removed.length, bytes: r.bytesFreed }, 'cache content released');
+    this.o.logger?.info(
+      { released: released.length, removed: r.removed.length, bytes: r.bytesFreed },
+      'cache content released',
+    );
   }
 
   /** Root sets of caches no longer in the spec are released (the content goes unless something else keeps it). */

@@ -23,6 +23,7 @@ interface AgentFlags {
   daemonset: string;
   kubeconfig?: string;
   concurrency: string;
+  syncPeriod: string;
   logLevel: string;
 }
 
@@ -38,7 +39,8 @@ function agentStore(cmd: Command): string {
 /** `HOST:PORT` (port 0: a free one). */
 function parseListen(flag: string, value: string): { host: string; port: number } {
   const at = value === '0' ? undefined : parseBindAddress(flag, value);
-  if (!at) throw new TerminalError('INVALID_ARGUMENT', `invalid ${flag} ${JSON.stringify(value)}: want HOST:PORT`);
+  if (!at)
+    throw new TerminalError('INVALID_ARGUMENT', `invalid ${flag} ${JSON.stringify(value)}: want HOST:PORT`);
   return at;
 }
 
@@ -53,11 +55,27 @@ export function registerAgentCommand(program: Command, env: StrataEnvironment): 
     .option('--node-name <name>', 'the node (default $NODE_NAME)')
     .option('--listen <host:port>', 'the node-local mirror endpoint (port 0: a free one)', '127.0.0.1:5050')
     .option('--ops-listen <host:port>', '/healthz, /readyz and /metrics (port 0: a free one)', '0.0.0.0:9092')
-    .option('--host-root <dir>', "where the node's / is mounted: the spec's node paths are resolved under it", '/')
+    .option(
+      '--host-root <dir>',
+      "where the node's / is mounted: the spec's node paths are resolved under it",
+      '/',
+    )
     .option('--namespace <ns>', "the agent's namespace, to find its DaemonSet (default $POD_NAMESPACE)")
-    .option('--daemonset <name>', "the agent's DaemonSet: gone or deleting at SIGTERM = uninstall (restore the node)", 'strata-agent')
-    .option('--kubeconfig <file>', 'kubeconfig to use (else in-cluster, else $KUBECONFIG, else ~/.kube/config)')
+    .option(
+      '--daemonset <name>',
+      "the agent's DaemonSet: gone or deleting at SIGTERM = uninstall (restore the node)",
+      'strata-agent',
+    )
+    .option(
+      '--kubeconfig <file>',
+      'kubeconfig to use (else in-cluster, else $KUBECONFIG, else ~/.kube/config)',
+    )
     .option('--concurrency <n>', 'blobs warmed at once', '3')
+    .option(
+      '--sync-period <seconds>',
+      'how often the StrataNode is reconciled again with nothing changed (no API write unless something differs)',
+      '600',
+    )
     .action(async (flags: AgentFlags, cmd: Command) => {
       const given = program.getOptionValueSource('logLevel') === 'cli';
       flags.logLevel = given ? cmd.optsWithGlobals<{ logLevel: string }>().logLevel : env.logLevel;
@@ -68,7 +86,7 @@ export function registerAgentCommand(program: Command, env: StrataEnvironment): 
     .command('restore')
     .description(
       'put back every node configuration file the agent wrote (hosts.toml, daemon.json), from its record in the ' +
-        "store, or only under the given directories (node paths, e.g. /etc/containerd/certs.d)",
+        'store, or only under the given directories (node paths, e.g. /etc/containerd/certs.d)',
     )
     .option('--host-root <dir>', "where the node's / is mounted (default /)")
     .argument('[paths...]', 'node directories to restore (default: every one the agent recorded)')
@@ -85,7 +103,8 @@ export function registerAgentCommand(program: Command, env: StrataEnvironment): 
       for (const res of r.results)
         for (const a of res.actions)
           process.stdout.write(`${a.action} ${a.path}${a.backup ? ` (from ${a.backup})` : ''}\n`);
-      for (const res of r.results) for (const w of res.warnings) process.stderr.write(`strata: warning: ${w}\n`);
+      for (const res of r.results)
+        for (const w of res.warnings) process.stderr.write(`strata: warning: ${w}\n`);
       if (r.errors.length > 0) {
         const first = r.errors[0]!;
         throw first.err instanceof StrataError
@@ -102,16 +121,25 @@ async function runAgent(flags: AgentFlags, storeRoot: string, env: StrataEnviron
   const opsAt = parseListen('--ops-listen', flags.opsListen);
   const concurrency = parsePositiveInt('--concurrency', flags.concurrency);
   const namespace = flags.namespace ?? env.podNamespace;
-  const [{ pino, destination }, kube, { OpsEndpoints, startOpsServer }, { FsStore }, { NodeAgent, isUninstall }, { AgentMetrics }] =
-    await Promise.all([
-      import('pino'),
-      import('../kube/index.js'),
-      import('../ops/endpoints.js'),
-      import('../engine/store/fs-store.js'),
-      import('../agent/agent.js'),
-      import('../agent/metrics.js'),
-    ]);
-  const logger = pino({ level: flags.logLevel, base: { name: 'strata-agent', node: nodeName } }, destination(2));
+  const [
+    { pino, destination },
+    kube,
+    { OpsEndpoints, startOpsServer },
+    { FsStore },
+    { NodeAgent, isUninstall },
+    { AgentMetrics },
+  ] = await Promise.all([
+    import('pino'),
+    import('../kube/index.js'),
+    import('../ops/endpoints.js'),
+    import('../engine/store/fs-store.js'),
+    import('../agent/agent.js'),
+    import('../agent/metrics.js'),
+  ]);
+  const logger = pino(
+    { level: flags.logLevel, base: { name: 'strata-agent', node: nodeName } },
+    destination(2),
+  );
   const { kubeConfig } = kube.loadKubeConfig({
     ...(flags.kubeconfig ? { flag: flags.kubeconfig } : {}),
     inCluster: env.inCluster,
@@ -131,6 +159,7 @@ async function runAgent(flags: AgentFlags, storeRoot: string, env: StrataEnviron
     metrics,
     logger,
     concurrency,
+    resyncMs: parsePositiveInt('--sync-period', flags.syncPeriod) * 1000,
   });
   const ops = new OpsEndpoints({ notReady: () => agent.notReady(), metrics: () => metrics.render() });
   const opsServer = await startOpsServer(ops, opsAt.host, opsAt.port);
@@ -141,12 +170,21 @@ async function runAgent(flags: AgentFlags, storeRoot: string, env: StrataEnviron
   try {
     await agent.start();
     logger.info(
-      { store: store.root, endpoint: agent.endpoint, ops: opsServer.url, hostRoot: resolve(flags.hostRoot), platform: agent.platform },
+      {
+        store: store.root,
+        endpoint: agent.endpoint,
+        ops: opsServer.url,
+        hostRoot: resolve(flags.hostRoot),
+        platform: agent.platform,
+      },
       'agent started',
     );
     const signal = await stopped;
     const uninstall = await isUninstall(client, namespace, flags.daemonset, logger);
-    logger.info({ signal, uninstall }, uninstall ? 'stopping: the DaemonSet is going away, restoring the node' : 'stopping');
+    logger.info(
+      { signal, uninstall },
+      uninstall ? 'stopping: the DaemonSet is going away, restoring the node' : 'stopping',
+    );
     await agent.stop({ restore: uninstall });
   } finally {
     await opsServer.close();
