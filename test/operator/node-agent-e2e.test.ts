@@ -20,7 +20,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startContainerd } from '../mirror/containerd-support.js';
 import { tempDir } from '../support/images.js';
 import { requirePeer } from '../support/peers.js';
-import { startNodeCluster, STRATA_NAMESPACE, type NodeCluster } from './node-cluster.js';
+import { startNodeCluster, STRATA_NAMESPACE, type NodeCluster } from '../support/kube/strata-cluster.js';
 import { gone, waitFor } from './support.js';
 
 const NS = 'e2e';
@@ -193,7 +193,13 @@ spec:
     const mirrorMetrics = await (
       await fetch('http://127.0.0.1:9102/metrics', { signal: AbortSignal.timeout(5000) })
     ).text();
-    expect(mirrorMetrics).toMatch(/strata_mirror_/);
+    // The cluster mirror's pod (its ops port on the shared network) wrote at least the layers to clients.
+    const served = [
+      ...mirrorMetrics.matchAll(/^strata_mirror_served_bytes_total\{[^}]*route="blob[^"]*"[^}]*\} (\d+)/gm),
+    ];
+    expect(served.reduce((n, m) => n + Number(m[1]), 0)).toBeGreaterThanOrEqual(
+      layers.reduce((n, l) => n + l.size, 0),
+    );
     const agentLog = await cluster.nodes.get('node-a')!.logs(STRATA_NAMESPACE, await agentPod('node-a'));
     for (const l of layers) expect(agentLog).toContain(l.digest);
   });

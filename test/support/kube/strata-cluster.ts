@@ -11,23 +11,24 @@
  * so the probes on a fixed ops port go too (the agent pod is Ready once it runs). The controller Deployment is not
  * installed: the controller runs as a process (its fixed metrics and probe ports, two replicas on one network).
  */
-import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { spawn, type ChildProcess } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { mkdir, mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { readFileSync, readdirSync, existsSync } from 'node:fs';
 import { CoreV1Api, CustomObjectsApi, type KubeConfig } from '@kubernetes/client-node';
 import { parseAllDocuments } from 'yaml';
-import { AGENT_NAMESPACE_RULES, AGENT_RULES } from '../../src/controllers/rbac.js';
-import { startBlobProxy, type BlobProxy } from '../support/blob-proxy.js';
-import { runCli } from '../support/cli.js';
-import { startDockerRegistry, type DockerRegistry } from '../support/docker-registry.js';
-import { makeTarball } from '../support/images.js';
-import { requirePeer } from '../support/peers.js';
-import { randomServiceCidr, startControlPlane, type ControlPlane } from '../support/kube/control-plane.js';
-import { REPO_ROOT } from '../support/kube/repo-root.js';
-import { startServiceProxy, type ServiceProxy } from '../support/kube/service-proxy.js';
-import { STRATA_TEST_IMAGE, startTestNode, type TestNode } from '../support/kube/test-node.js';
-import { requireRoot, startControllerProcess, type ControllerProcess } from './support.js';
+import { startBlobProxy, type BlobProxy } from '../blob-proxy.js';
+import { runCli } from '../cli.js';
+import { startDockerRegistry, type DockerRegistry } from '../docker-registry.js';
+import { makeTarball } from '../images.js';
+import { requirePeer } from '../peers.js';
+import { randomServiceCidr, startControlPlane, type ControlPlane } from './control-plane.js';
+import { REPO_ROOT } from './repo-root.js';
+import { tokenKubeconfig } from './service-account-token.js';
+import { startServiceProxy, type ServiceProxy } from './service-proxy.js';
+import { strataManifests } from './strata-manifests.js';
+import { STRATA_TEST_IMAGE, startTestNode, type TestNode } from './test-node.js';
 
 /** The namespace the manifests install into. */
 export const STRATA_NAMESPACE = 'strata-system';
@@ -51,6 +52,8 @@ export interface NodeClusterOptions {
   readonly labels?: Record<string, string>;
   /** Extra `strata controller` flags. */
   readonly controllerArgs?: readonly string[];
+  /** Options of every test node. */
+  readonly node?: { readonly restartDelayMs?: number };
 }
 
 /** A running cluster; `stop()` tears everything down. */
@@ -86,97 +89,6 @@ export interface NodeCluster {
 const GROUP = 'strata.dev';
 const VERSION = 'v1alpha1';
 
-function yamlDocs(path: string): Obj[] {
-  return parseAllDocuments(readFileSync(path, 'utf8'))
-    .map((d) => d.toJSON() as Obj | null)
-    .filter((o): o is Obj => !!o && typeof o === 'object' && 'kind' in o);
-}
-
-/** The agent DaemonSet of the test: the shipped one, or (before the chart has it) the ADR 0028 contract's. */
-function fallbackAgentObjects(): Obj[] {
-  const labels = { 'app.kubernetes.io/name': 'strata-agent', 'app.kubernetes.io/component': 'agent' };
-  return [
-    { apiVersion: 'v1', kind: 'ServiceAccount', metadata: { name: AGENT_SA, namespace: STRATA_NAMESPACE } },
-    {
-      apiVersion: 'rbac.authorization.k8s.io/v1',
-      kind: 'ClusterRole',
-      metadata: { name: 'strata-agent' },
-      rules: AGENT_RULES,
-    },
-    {
-      apiVersion: 'rbac.authorization.k8s.io/v1',
-      kind: 'ClusterRoleBinding',
-      metadata: { name: 'strata-agent' },
-      roleRef: { apiGroup: 'rbac.authorization.k8s.io', kind: 'ClusterRole', name: 'strata-agent' },
-      subjects: [{ kind: 'ServiceAccount', name: AGENT_SA, namespace: STRATA_NAMESPACE }],
-    },
-    {
-      apiVersion: 'rbac.authorization.k8s.io/v1',
-      kind: 'Role',
-      metadata: { name: 'strata-agent', namespace: STRATA_NAMESPACE },
-      rules: AGENT_NAMESPACE_RULES,
-    },
-    {
-      apiVersion: 'rbac.authorization.k8s.io/v1',
-      kind: 'RoleBinding',
-      metadata: { name: 'strata-agent', namespace: STRATA_NAMESPACE },
-      roleRef: { apiGroup: 'rbac.authorization.k8s.io', kind: 'Role', name: 'strata-agent' },
-      subjects: [{ kind: 'ServiceAccount', name: AGENT_SA, namespace: STRATA_NAMESPACE }],
-    },
-    {
-      apiVersion: 'apps/v1',
-      kind: 'DaemonSet',
-      metadata: { name: AGENT_DAEMONSET, namespace: STRATA_NAMESPACE, labels },
-      spec: {
-        selector: { matchLabels: labels },
-        template: {
-          metadata: { labels },
-          spec: {
-            serviceAccountName: AGENT_SA,
-            hostNetwork: true,
-            containers: [
-              {
-                name: 'agent',
-                image: STRATA_TEST_IMAGE,
-                args: [
-                  'agent',
-                  '--node-name',
-                  '$(NODE_NAME)',
-                  '--store',
-                  '/var/lib/strata',
-                  '--listen',
-                  '127.0.0.1:5050',
-                  '--ops-listen',
-                  '127.0.0.1:9103',
-                  '--host-root',
-                  '/host',
-                  '--namespace',
-                  '$(POD_NAMESPACE)',
-                  '--daemonset',
-                  AGENT_DAEMONSET,
-                ],
-                env: [
-                  { name: 'NODE_NAME', valueFrom: { fieldRef: { fieldPath: 'spec.nodeName' } } },
-                  { name: 'POD_NAMESPACE', valueFrom: { fieldRef: { fieldPath: 'metadata.namespace' } } },
-                ],
-                securityContext: { privileged: true },
-                volumeMounts: [
-                  { name: 'store', mountPath: '/var/lib/strata' },
-                  { name: 'containerd', mountPath: '/host/etc/containerd' },
-                ],
-              },
-            ],
-            volumes: [
-              { name: 'store', hostPath: { path: '/var/lib/strata', type: 'DirectoryOrCreate' } },
-              { name: 'containerd', hostPath: { path: '/etc/containerd', type: 'DirectoryOrCreate' } },
-            ],
-          },
-        },
-      },
-    },
-  ];
-}
-
 /** `HOST:PORT` flags of the agent made `HOST:0`: one machine plays many nodes (see the file's doc). */
 function pickPorts(args: string[]): string[] {
   const out = [...args];
@@ -190,24 +102,20 @@ function pickPorts(args: string[]): string[] {
   return out;
 }
 
-/** The manifests to apply: everything shipped but the controller Deployment, images → the test image. */
-export function clusterObjects(): Obj[] {
-  const dir = join(REPO_ROOT, 'manifests');
-  const shipped = readdirSync(dir)
-    .filter((f) => f.endsWith('.yaml'))
-    .sort()
-    .flatMap((f) => yamlDocs(join(dir, f)));
-  const hasAgent = shipped.some((o) => o.kind === 'DaemonSet');
-  const objects = [...shipped, ...(hasAgent ? [] : fallbackAgentObjects())].filter(
-    (o) => !(o.kind === 'Deployment' && o.metadata.name === 'strata-controller'),
-  );
+/**
+ * The manifests to apply: `manifests/` with images → the test image (strataManifests), without the controller
+ * Deployment, the agent's ports 0 and its probes gone (see the file's doc).
+ */
+export async function clusterObjects(): Promise<Obj[]> {
+  const objects = parseAllDocuments(await strataManifests(STRATA_TEST_IMAGE))
+    .map((d) => d.toJS() as Obj | null)
+    .filter((o): o is Obj => !!o && typeof o === 'object' && 'kind' in o)
+    .filter((o) => !(o.kind === 'Deployment' && o.metadata.name === 'strata-controller'));
   for (const o of objects) {
     if (o.kind !== 'DaemonSet') continue;
     const pod = (o.spec!.template as { spec: { containers: Array<Record<string, unknown>> } }).spec;
     for (const c of pod.containers) {
-      c.image = STRATA_TEST_IMAGE;
       if (Array.isArray(c.args)) c.args = pickPorts(c.args as string[]);
-      if (Array.isArray(c.command)) c.command = pickPorts(c.command as string[]);
       delete c.readinessProbe;
       delete c.livenessProbe;
       delete c.startupProbe;
@@ -216,53 +124,44 @@ export function clusterObjects(): Obj[] {
   return objects;
 }
 
-/** A kubeconfig file for ServiceAccount `ns/sa` (a TokenRequest token, 1 h). */
-export async function serviceAccountKubeconfig(
-  cp: ControlPlane,
-  core: CoreV1Api,
-  ns: string,
-  sa: string,
-  dir: string,
-): Promise<string> {
-  const tr = await core.createNamespacedServiceAccountToken({
-    name: sa,
-    namespace: ns,
-    body: { spec: { audiences: [], expirationSeconds: 3600 } },
-  });
-  const admin = cp.kubeConfig();
-  const cluster = admin.getCurrentCluster()!;
-  const file = join(dir, `${ns}-${sa}.kubeconfig`);
-  await writeFile(
-    file,
+/** The `strata controller` process of the cluster: its stderr (the last 50 kB) and its exit. */
+export interface ControllerProcess {
+  readonly child: ChildProcess;
+  readonly stderr: () => string;
+  readonly exited: Promise<number | null>;
+}
+
+/** Starts the built CLI's `strata controller` (no metrics or probe ports, debug logs) with `kubeconfig`. */
+function startController(kubeconfig: string, args: readonly string[]): ControllerProcess {
+  const child = spawn(
+    process.execPath,
     [
-      'apiVersion: v1',
-      'kind: Config',
-      'clusters:',
-      '- name: envtest',
-      '  cluster:',
-      `    server: ${cluster.server}`,
-      `    certificate-authority-data: ${cluster.caData}`,
-      'users:',
-      `- name: ${sa}`,
-      '  user:',
-      `    token: ${tr.status!.token}`,
-      'contexts:',
-      '- name: envtest',
-      '  context:',
-      '    cluster: envtest',
-      `    user: ${sa}`,
-      `    namespace: ${ns}`,
-      'current-context: envtest',
-      '',
-    ].join('\n'),
-    { mode: 0o600 },
+      join(REPO_ROOT, 'bin/strata.js'),
+      'controller',
+      '--kubeconfig',
+      kubeconfig,
+      '--build-image',
+      STRATA_TEST_IMAGE,
+      '--mirror-image',
+      STRATA_TEST_IMAGE,
+      '--metrics-bind-address',
+      '0',
+      '--health-probe-bind-address',
+      '0',
+      ...args,
+    ],
+    { stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env, STRATA_LOG_LEVEL: 'debug' } },
   );
-  return file;
+  let err = '';
+  child.stderr!.on('data', (d: Buffer) => (err = (err + d.toString()).slice(-50_000)));
+  const exited = new Promise<number | null>((r) => child.once('exit', (code) => r(code)));
+  return { child, stderr: () => err, exited };
 }
 
 /** Starts the cluster (≈ 15 s); the built CLI (`npm run build`) and root are required. */
 export async function startNodeCluster(options: NodeClusterOptions = {}): Promise<NodeCluster> {
-  requireRoot();
+  if (process.getuid?.() !== 0)
+    throw new Error('a Strata cluster of test nodes needs root (mounts, iptables)');
   requirePeer('docker-registry');
   requirePeer('iptables');
   if (!existsSync(join(REPO_ROOT, 'dist/bundle/strata.js')))
@@ -286,9 +185,7 @@ export async function startNodeCluster(options: NodeClusterOptions = {}): Promis
 
     await cp.kubectlOk(['apply', '--server-side', '-f', join(REPO_ROOT, 'crds')]);
     await cp.kubectlOk(['wait', '--for=condition=Established', '--timeout=60s', 'crd', '--all']);
-    const objects = clusterObjects();
-    if (!objects.some((o) => o.kind === 'Namespace'))
-      await cp.kubectlOk(['create', 'namespace', STRATA_NAMESPACE]);
+    const objects = await clusterObjects();
     await cp.kubectlOk(['apply', '--server-side', '-f', '-'], {
       input: objects.map((o) => JSON.stringify(o)).join('\n'),
     });
@@ -308,7 +205,7 @@ export async function startNodeCluster(options: NodeClusterOptions = {}): Promis
         labels: { ...options.labels, ...labels },
         hostRoot,
         serviceAccountTokens: true,
-        restartDelayMs: 500,
+        restartDelayMs: options.node?.restartDelayMs ?? 500,
         probePeriodScale: 0.2,
       });
       nodes.set(name, node);
@@ -316,18 +213,8 @@ export async function startNodeCluster(options: NodeClusterOptions = {}): Promis
     };
     for (const n of options.nodes ?? ['node-0', 'node-1', 'node-2']) await addNode(n);
 
-    const controllerKubeconfig = await serviceAccountKubeconfig(
-      cp,
-      core,
-      STRATA_NAMESPACE,
-      CONTROLLER_SA,
-      work,
-    );
-    const controller = startControllerProcess(controllerKubeconfig, [
-      '--mirror-image',
-      STRATA_TEST_IMAGE,
-      ...(options.controllerArgs ?? []),
-    ]);
+    const controllerKubeconfig = await tokenKubeconfig(cp, STRATA_NAMESPACE, CONTROLLER_SA);
+    const controller = startController(controllerKubeconfig, options.controllerArgs ?? []);
     cleanups.push(async () => {
       if (controller.child.exitCode === null) {
         controller.child.kill('SIGTERM');
