@@ -17,11 +17,11 @@ import { rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { FsStore } from '../src/engine/store/fs-store.js';
-import { runCli } from '../test/support/cli.js';
 import { makeLayer, makeLayeredImage } from '../test/support/images.js';
 import { startNodeCluster, STRATA_NAMESPACE, type NodeCluster } from '../test/support/kube/strata-cluster.js';
 import { peakRssKiB } from './mirror.js';
-import { BenchError, log, MiB } from './util.js';
+import { BenchError, log, MiB, runCapture } from './util.js';
+import { REPO_ROOT } from '../test/support/kube/repo-root.js';
 
 /** Options of {@link runAgentsBench}. */
 export interface AgentsBenchOptions {
@@ -88,7 +88,8 @@ function diff(after: Map<string, number>, before: Map<string, number>): Map<stri
 
 const total = (m: Map<string, number>, pick: (k: string) => boolean = () => true): number =>
   [...m].filter(([k]) => pick(k)).reduce((n, [, v]) => n + v, 0);
-const byController = (k: string): boolean => !k.endsWith('stratanodes/status');
+/** The controller's writes: all but the agents' status patches and the bench's own creation of the LayerCache. */
+const byController = (k: string): boolean => !k.endsWith('stratanodes/status') && k !== 'POST layercaches';
 const fmt = (m: Map<string, number>): string => [...m].map(([k, v]) => `${v}× ${k}`).join(', ') || '—';
 
 /** Builds an image of `layers` random layers and pushes it to the upstream registry (not through the counter). */
@@ -111,10 +112,17 @@ async function pushImage(
       }),
     );
   await makeLayeredImage(store, 'bench/warm:1', layers);
-  const pushed = await runCli(['push', 'bench/warm:1', `${cluster.registry.host}/bench/warm:1`], {
-    STRATA_STORE: dir,
-  });
-  if (pushed.code !== 0) throw new BenchError(`agents: strata push failed: ${pushed.stderr}`);
+  const pushed = await runCapture(
+    [
+      process.execPath,
+      path.join(REPO_ROOT, 'bin/strata.js'),
+      'push',
+      'bench/warm:1',
+      `${cluster.registry.host}/bench/warm:1`,
+    ],
+    { env: { ...process.env, STRATA_STORE: dir } },
+  );
+  if (pushed.code !== 0) throw new BenchError(`agents: strata push failed: ${pushed.tail.text()}`);
   return {
     ref: `${cluster.upstream.host}/bench/warm:1`,
     blobs: layers.map((l) => ({ digest: l.descriptor.digest, size: l.descriptor.size })),
