@@ -7,6 +7,7 @@ import { mkdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { cacheRootSetName } from '../../src/agent/warmer.js';
+import { AGENT_NAMESPACE_RULES, AGENT_RULES } from '../../src/controllers/rbac.js';
 import { RootSet } from '../../src/engine/store/roots.js';
 import { FsStore } from '../../src/engine/store/fs-store.js';
 import { parseHostsToml } from '../../src/mirror/node-config/hosts-toml.js';
@@ -26,6 +27,7 @@ import {
 
 const ORIGINAL =
   '# the node\'s own configuration\nserver = "https://registry-1.docker.io"\n\n[host."https://corp-cache.example"]\n  capabilities = ["pull"]\n';
+const NODE_AUTH = Buffer.from('node:s3cret').toString('base64');
 const DAEMONSET = {
   apiVersion: 'apps/v1',
   kind: 'DaemonSet',
@@ -39,13 +41,15 @@ const DAEMONSET = {
   },
 };
 
-describe('strata agent', () => {
+describe('strata agent (as its ServiceAccount, with the shipped agent rules)', () => {
   let cp: ControlPlane;
   let upstream: DockerRegistry;
   let work: string;
   let small: PushedImage;
   let big: PushedImage;
   const agents: AgentProcess[] = [];
+  /** The agent runs as its ServiceAccount would, with exactly the shipped agent rules (src/controllers/rbac.ts). */
+  let agentKubeconfig: string;
 
   beforeAll(async () => {
     work = await tempDir('strata-agent-');
@@ -53,6 +57,50 @@ describe('strata agent', () => {
     await cp.kubectlOk(['apply', '-f', CRDS]);
     await cp.kubectlOk(['wait', '--for=condition=Established', '--timeout=60s', '-f', CRDS]);
     await cp.kubectlOk(['create', 'namespace', 'strata-system']);
+    const user = 'system:serviceaccount:strata-system:strata-agent';
+    const rbac = [
+      {
+        apiVersion: 'rbac.authorization.k8s.io/v1',
+        kind: 'ClusterRole',
+        metadata: { name: 'strata-agent' },
+        rules: AGENT_RULES,
+      },
+      {
+        apiVersion: 'rbac.authorization.k8s.io/v1',
+        kind: 'ClusterRoleBinding',
+        metadata: { name: 'strata-agent' },
+        roleRef: { apiGroup: 'rbac.authorization.k8s.io', kind: 'ClusterRole', name: 'strata-agent' },
+        subjects: [{ kind: 'User', name: user }],
+      },
+      {
+        apiVersion: 'rbac.authorization.k8s.io/v1',
+        kind: 'Role',
+        metadata: { name: 'strata-agent', namespace: 'strata-system' },
+        rules: AGENT_NAMESPACE_RULES,
+      },
+      {
+        apiVersion: 'rbac.authorization.k8s.io/v1',
+        kind: 'RoleBinding',
+        metadata: { name: 'strata-agent', namespace: 'strata-system' },
+        roleRef: { apiGroup: 'rbac.authorization.k8s.io', kind: 'Role', name: 'strata-agent' },
+        subjects: [{ kind: 'User', name: user }],
+      },
+    ];
+    await cp.kubectlOk(['apply', '-f', '-'], {
+      input: JSON.stringify({ apiVersion: 'v1', kind: 'List', items: rbac }),
+    });
+    await cp.kubectlOk(['create', 'namespace', 'infra']);
+    const dockerconfig = JSON.stringify({ auths: { '10.96.0.7:5000': { auth: NODE_AUTH } } });
+    await cp.kubectlOk(['apply', '-f', '-'], {
+      input: JSON.stringify({
+        apiVersion: 'v1',
+        kind: 'Secret',
+        metadata: { name: 'hub-node-creds', namespace: 'infra' },
+        type: 'kubernetes.io/dockerconfigjson',
+        data: { '.dockerconfigjson': Buffer.from(dockerconfig).toString('base64') },
+      }),
+    });
+    agentKubeconfig = await cp.userKubeconfig(user, ['system:serviceaccounts', 'system:authenticated']);
     small = await pushRandomImage(upstream.host, 'team/app', '1', 300_000);
     big = await pushRandomImage(upstream.host, 'team/big', '1', 2_000_000);
   }, 120_000);
@@ -64,7 +112,7 @@ describe('strata agent', () => {
   });
 
   const launch = async (node: string, extra: string[] = []): Promise<AgentProcess> => {
-    const a = await startAgent(cp.kubeconfigPath, [
+    const a = await startAgent(agentKubeconfig, [
       '--node-name',
       node,
       '--store',
@@ -88,6 +136,7 @@ describe('strata agent', () => {
         generation,
         endpoint: 'http://10.96.0.7:5000',
         registries: [{ name: 'docker.io' }, { name: 'quay.io' }],
+        credentialsSecret: 'hub-node-creds',
         containerd: { configPath: '/etc/containerd/certs.d' },
       },
     ],
@@ -107,6 +156,8 @@ describe('strata agent', () => {
     const parsed = parseHostsToml(hub);
     expect(parsed.server).toBe('https://registry-1.docker.io');
     expect(parsed.hosts.map((h) => h.url)).toEqual([agent.endpoint, 'http://10.96.0.7:5000']);
+    expect(parsed.hosts[1]!.header).toEqual({ Authorization: `Basic ${NODE_AUTH}` });
+    expect(agent.stderr()).not.toContain(NODE_AUTH);
     expect(await readFile(join(certs, 'docker.io', 'hosts.toml.strata-backup'), 'utf8')).toBe(ORIGINAL);
     const quay = parseHostsToml(await readFile(join(certs, 'quay.io', 'hosts.toml'), 'utf8'));
     expect(quay.server).toBe('https://quay.io');

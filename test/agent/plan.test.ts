@@ -1,0 +1,143 @@
+/** The agent's pure parts: routes, the node file plan, quantities, and the status builder's stability. */
+import { describe, expect, it } from 'vitest';
+import { planNodeConfig } from '../../src/agent/node-config.js';
+import { quantityBytes } from '../../src/agent/quantity.js';
+import { registryRoutes, routeUpstream } from '../../src/agent/routes.js';
+import { buildStatus } from '../../src/agent/status.js';
+import type { StrataNodeSpec } from '../../src/api/v1alpha1/stratanode.js';
+import { parseHostsToml } from '../../src/mirror/node-config/hosts-toml.js';
+import { Router } from '../../src/mirror/upstreams.js';
+
+const D = `sha256:${'a'.repeat(64)}`;
+const spec: StrataNodeSpec = {
+  mirrors: [
+    {
+      name: 'b/second',
+      generation: 1,
+      endpoint: 'http://10.0.0.2:5000',
+      registries: [{ name: 'docker.io' }],
+      containerd: { configPath: '/etc/containerd/certs.d' },
+    },
+    {
+      name: 'a/first',
+      generation: 3,
+      endpoint: 'http://10.0.0.1:5000',
+      registries: [{ name: 'docker.io' }, { name: 'ghcr.io', server: 'https://ghcr.example' }],
+      containerd: { configPath: '/etc/containerd/certs.d' },
+    },
+  ],
+  caches: [
+    { name: 'apps/c', generation: 1, images: [{ image: 'localhost:5001/x/y:1', digest: D }], pinned: false },
+  ],
+};
+
+describe('agent plans', () => {
+  it('routes each registry to the first mirror by name, caches to the registry itself (loopback over http)', () => {
+    const routes = registryRoutes(spec);
+    expect(routes.map((r) => [r.registry, r.mirror?.name, r.server])).toEqual([
+      ['docker.io', 'a/first', 'https://registry-1.docker.io'],
+      ['ghcr.io', 'a/first', 'https://ghcr.example'],
+      ['localhost:5001', undefined, 'http://localhost:5001'],
+    ]);
+    expect(routeUpstream(routes[0]!)).toEqual({
+      name: 'docker.io',
+      url: 'http://10.0.0.1:5000',
+      repositoryPrefix: 'docker.io',
+    });
+    // The prefix reaches the upstream request: the cluster mirror sees /v2/docker.io/library/nginx/…
+    const router = new Router([routeUpstream(routes[0]!)], undefined);
+    const d = router.destination(router.map('nginx', 'docker.io'));
+    expect(d).toMatchObject({ kind: 'upstream', repository: 'docker.io/library/nginx' });
+  });
+
+  it('plans one hosts.toml per registry: node-local first, then every covering mirror in name order, then server', () => {
+    const [root] = planNodeConfig(spec, {
+      hostRoot: '/host',
+      local: 'http://127.0.0.1:5050',
+      headers: new Map([['b/second', 'Basic eDp5']]),
+    });
+    expect(root!.root).toBe('/host/etc/containerd/certs.d');
+    expect([...root!.entries].sort()).toEqual(['a/first', 'b/second']);
+    const hub = parseHostsToml(
+      root!.files.find((f) => f.path === 'docker.io/hosts.toml')!.render(undefined, undefined).content,
+    );
+    expect(hub.hosts.map((h) => h.url)).toEqual([
+      'http://127.0.0.1:5050',
+      'http://10.0.0.1:5000',
+      'http://10.0.0.2:5000',
+    ]);
+    expect(hub.hosts[2]!.header).toEqual({ Authorization: 'Basic eDp5' });
+    const ghcr = parseHostsToml(
+      root!.files.find((f) => f.path === 'ghcr.io/hosts.toml')!.render(undefined, undefined).content,
+    );
+    expect(ghcr.server).toBe('https://ghcr.example');
+    expect(() =>
+      planNodeConfig(
+        { mirrors: [{ ...spec.mirrors![0]!, containerd: { configPath: '/etc/../../escape' } }] },
+        { hostRoot: '/host', local: 'http://127.0.0.1:5050', headers: new Map() },
+      ),
+    ).toThrow(/normalized/);
+  });
+
+  it('reads Kubernetes quantities as bytes', () => {
+    expect(quantityBytes('2Gi')).toBe(2 * 2 ** 30);
+    expect(quantityBytes('500M')).toBe(500e6);
+    expect(quantityBytes('1e3')).toBe(1000);
+    expect(quantityBytes('1536')).toBe(1536);
+    expect(() => quantityBytes('lots')).toThrow(/quantity/);
+  });
+
+  it('builds the same status from the same inputs (a resync writes nothing), moving lastTransitionTime only on a flip', () => {
+    const inputs = {
+      generation: 4,
+      spec,
+      agentVersion: '0.1.0',
+      platform: 'linux/amd64',
+      endpoint: 'http://127.0.0.1:5050',
+      storeBytes: 10,
+      mirrors: new Map([
+        ['a/first', { configured: true }],
+        ['b/second', { configured: true }],
+      ]),
+      caches: new Map([
+        [
+          'apps/c',
+          {
+            name: 'apps/c',
+            generation: 1,
+            bytes: 5,
+            images: [
+              {
+                image: 'localhost:5001/x/y:1',
+                digest: D,
+                platforms: [{ platform: 'linux/amd64', state: 'Ready' as const, bytes: 5 }],
+              },
+            ],
+          },
+        ],
+      ]),
+      previous: undefined,
+      nowMs: Date.parse('2026-01-01T00:00:00Z'),
+    };
+    const first = buildStatus(inputs);
+    expect(first.conditions?.find((c) => c.type === 'Ready')).toMatchObject({
+      status: 'True',
+      observedGeneration: 4,
+    });
+    const again = buildStatus({ ...inputs, previous: first, nowMs: inputs.nowMs + 600_000 });
+    expect(again).toEqual(first);
+    const failed = buildStatus({
+      ...inputs,
+      mirrors: new Map([
+        ['a/first', { configured: false, reason: 'SecretNotFound', message: 'gone' }],
+        ['b/second', { configured: true }],
+      ]),
+      previous: first,
+      nowMs: inputs.nowMs + 1000,
+    });
+    expect(failed.conditions?.find((c) => c.type === 'Failed')).toMatchObject({
+      status: 'True',
+      reason: 'SecretNotFound',
+    });
+  });
+});
