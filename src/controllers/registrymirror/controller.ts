@@ -89,9 +89,16 @@ export function registryMirrorController(options: MirrorPodOptions): ControllerR
         (o.metadata?.ownerReferences ?? [])
           .filter((r) => r.kind === 'RegistryMirror')
           .map((r) => `${o.metadata?.namespace}/${r.name}`);
-      // A StrataNode concerns the mirrors its spec or status names; a Node (re)labelled concerns every mirror.
+      // A StrataNode concerns the mirrors its spec or status names, and every mirror being deleted (an agent that
+      // restored the node drops the entry: its report then names nothing, yet the finalizer waits for it).
       const byStrataNode = (sn: StrataNode): string[] => [
-        ...new Set([...(sn.spec?.mirrors ?? []), ...(sn.status?.mirrors ?? [])].map((e) => e.name)),
+        ...new Set([
+          ...[...(sn.spec?.mirrors ?? []), ...(sn.status?.mirrors ?? [])].map((e) => e.name),
+          ...inf.mirrors.store
+            .list()
+            .filter((m) => (m.metadata as { deletionTimestamp?: unknown }).deletionTimestamp)
+            .map((m) => `${m.metadata.namespace}/${m.metadata.name}`),
+        ]),
       ];
       const everyMirror = (): string[] => inf.mirrors.store.keys();
       return ctx

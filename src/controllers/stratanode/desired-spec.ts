@@ -87,10 +87,21 @@ export function desiredNodeSpecs(world: NodeWorld): Map<string, StrataNodeSpec> 
       ...(cache.spec.sizeBudget ? { sizeBudget: cache.spec.sizeBudget } : {}),
       pinned: cache.spec.pinned ?? false,
     };
+    // Images named in the spec go to every selected node: one entry object shared by all of them (1,000 nodes
+    // × 50 caches × 20 images would otherwise be a million objects per pass).
+    const everywhere = sources.filter((s) => !s.placements);
+    const placed = sources.filter((s) => s.placements);
+    const pinnedImage = (s: { image: string }) => ({ image: s.image, digest: digests.get(s.image)! });
+    const shared = everywhere.length > 0 ? { ...base, images: everywhere.map(pinnedImage) } : undefined;
     for (const node of cacheNodes(cache.spec, world.nodes)) {
+      if (placed.length === 0) {
+        push(cachesOf, node.metadata.name, shared!);
+        continue;
+      }
+      // In source order: the spec's images first, then the workloads' (sorted).
       const images = sources
         .filter((s) => !s.placements || s.placements.some((p) => fitsNode(p, node)))
-        .map((s) => ({ image: s.image, digest: digests.get(s.image)! }));
+        .map(pinnedImage);
       if (images.length > 0) push(cachesOf, node.metadata.name, { ...base, images });
     }
   }
