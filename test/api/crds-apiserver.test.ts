@@ -179,7 +179,7 @@ describe('crds/ on a real kube-apiserver', () => {
     const written = await patchHelloStatus(status);
     expect(written.code, written.stderr).toBe(0);
     const rows = (await cp.kubectlOk(['get', 'imagebuilds'])).trim().split('\n');
-    expect(rows[1]).toMatch(
+    expect(rows.find((r) => r.startsWith('hello '))).toMatch(
       new RegExp(`^hello\\s+localhost:5000/examples/hello:v1\\s+True\\s+${DIGEST}\\s+\\S+$`),
     );
     const wide = await cp.kubectlOk(['get', 'ib', 'hello', '-o', 'wide']);

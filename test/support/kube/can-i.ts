@@ -1,5 +1,6 @@
 /** RBAC checks as an identity: `kubectl auth can-i` (a SelfSubjectAccessReview) for every verb of a rule set. */
 import type { V1PolicyRule } from '@kubernetes/client-node';
+import { expect } from 'vitest';
 import type { ControlPlane } from './control-plane.js';
 
 /** The answers of `kubectl auth can-i` as `kubeconfig`'s identity, one `"<check>: yes|no"` line per check. */
@@ -27,4 +28,15 @@ export function ruleChecks(rules: readonly V1PolicyRule[], namespace?: string): 
       return rule.verbs.map((verb) => [verb, qualified, ...(sub ? [`--subresource=${sub}`] : []), ...scope]);
     }),
   );
+}
+
+/** Expects `kubectl auth can-i` as `kubeconfig` to say yes to every check of `allowed` and no to every one of `denied`. */
+export async function expectCanExactly(
+  cp: Pick<ControlPlane, 'kubectl'>,
+  kubeconfig: string,
+  allowed: readonly (readonly string[])[],
+  denied: readonly (readonly string[])[],
+): Promise<void> {
+  expect(await canI(cp, kubeconfig, allowed)).toEqual(allowed.map((c) => `${c.join(' ')}: yes`));
+  expect((await canI(cp, kubeconfig, denied)).filter((a) => !a.endsWith(': no'))).toEqual([]);
 }
