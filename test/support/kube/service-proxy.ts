@@ -8,7 +8,8 @@
  * ClusterIP itself), as kube-proxy's REJECT answers. Endpoints
  * are computed from the pods (selector + Ready condition) rather than read from EndpointSlices: the API refuses
  * loopback addresses in Endpoints, and 127.0.0.1 is what our pods have. `stop()` removes the chain, its jump and
- * the addresses. Root and `iptables`/`ip` are required; control planes should use distinct service ranges
+ * the addresses; what a killed process left behind (its chain, its addresses: labelled `lo:st<pid>`) is removed by
+ * the next proxy that starts. Root and `iptables`/`ip` are required; control planes should use distinct service ranges
  * (`serviceCidr`) when several run at once, or two clusters' ClusterIPs would meet in one chain namespace.
  */
 import { execFile } from 'node:child_process';
@@ -83,6 +84,39 @@ export function desiredRules(services: readonly V1Service[], pods: readonly V1Po
   return rules.sort((a, b) => `${a.ip}:${a.port}`.localeCompare(`${b.ip}:${b.port}`));
 }
 
+/** The owner pid (base 36) in a chain name `STRATA-SVC-<pid>-<random>` or an address label `lo:st<pid>`. */
+const CHAIN_RE = /^STRATA-SVC-([0-9A-Z]+)-[0-9A-Z]+$/;
+const LABEL_RE = /^lo:st([0-9a-z]+)$/;
+
+function alive(pid36: string): boolean {
+  try {
+    process.kill(parseInt(pid36, 36), 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
+/** Removes the chains and lo addresses of service proxies whose process is gone (killed before its `stop()`). */
+async function sweepStale(iptables: string, ipBin: string): Promise<void> {
+  const ipt = (args: string[]) => run(iptables, ['-w', '5', '-t', 'nat', ...args], { timeout: 15_000 });
+  for (const line of (await ipt(['-S'])).stdout.split('\n')) {
+    const chain = /^-N (\S+)$/.exec(line)?.[1];
+    const owner = chain && CHAIN_RE.exec(chain)?.[1];
+    if (!chain || !owner || alive(owner.toLowerCase())) continue;
+    await ipt(['-D', 'OUTPUT', '-j', chain]).catch(() => undefined);
+    await ipt(['-F', chain]).catch(() => undefined);
+    await ipt(['-X', chain]).catch(() => undefined);
+  }
+  const addrs = (await run(ipBin, ['-o', '-4', 'addr', 'show', 'dev', 'lo'], { timeout: 15_000 })).stdout;
+  for (const line of addrs.split('\n')) {
+    const m = /inet (\S+) .*?(lo:st[0-9a-z]+)/.exec(line);
+    const owner = m && LABEL_RE.exec(m[2]!)?.[1];
+    if (m && owner && !alive(owner))
+      await run(ipBin, ['addr', 'del', m[1]!, 'dev', 'lo'], { timeout: 15_000 }).catch(() => undefined);
+  }
+}
+
 /** Starts proxying the cluster's Services; call `stop()` in afterAll. */
 export async function startServiceProxy(
   kc: KubeConfig,
@@ -92,8 +126,9 @@ export async function startServiceProxy(
   const iptables = requirePeer('iptables');
   const ipBin = requirePeer('ip');
   const core = kc.makeApiClient(CoreV1Api);
-  const chain =
-    `STRATA-SVC-${process.pid.toString(36)}-${Math.random().toString(36).slice(2, 6)}`.toUpperCase();
+  const pid36 = process.pid.toString(36);
+  const chain = `STRATA-SVC-${pid36}-${Math.random().toString(36).slice(2, 6)}`.toUpperCase();
+  await sweepStale(iptables, ipBin);
   const addresses = new Set<string>();
   let applied = '';
   let stopped = false;
@@ -107,7 +142,9 @@ export async function startServiceProxy(
     if (text === applied) return;
     for (const ip of new Set(rules.map((r) => r.ip)))
       if (!addresses.has(ip)) {
-        await run(ipBin, ['addr', 'replace', `${ip}/32`, 'dev', 'lo'], { timeout: 15_000 });
+        await run(ipBin, ['addr', 'replace', `${ip}/32`, 'dev', 'lo', 'label', `lo:st${pid36}`], {
+          timeout: 15_000,
+        });
         addresses.add(ip);
       }
     // Rewritten whole: a few Services, and a flush-and-fill is what kube-proxy's iptables-restore does too.
