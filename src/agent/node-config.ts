@@ -83,14 +83,13 @@ export function planNodeConfig(
       for (const reg of m.registries) {
         const registry = reg.name.toLowerCase();
         const server = routes.get(registry)?.server;
-        const content = renderHostsToml({
-          registry,
-          ...(server ? { server } : {}),
-          hosts: hostsOf(registry),
-        });
+        const hosts = hostsOf(registry);
+        const content = renderHostsToml({ registry, ...(server ? { server } : {}), hosts });
+        // A file with credentials is readable by root (containerd) only.
+        const secret = hosts.some((h) => h.header);
         root.files.set(hostsTomlPath(registry), {
           path: hostsTomlPath(registry),
-          render: () => ({ content }),
+          render: () => ({ content, ...(secret ? { mode: 0o600 } : {}) }),
         });
       }
     }

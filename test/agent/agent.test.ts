@@ -145,7 +145,8 @@ describe('strata agent (as its ServiceAccount, with the shipped agent rules)', (
   it('a mirror entry writes hosts.toml (node-local, cluster mirror, server) over a backup; its removal restores the original byte for byte; no status write on resync', async () => {
     const certs = join(work, 'node-a', 'host', 'etc/containerd/certs.d');
     await mkdir(join(certs, 'docker.io'), { recursive: true });
-    await writeFile(join(certs, 'docker.io', 'hosts.toml'), ORIGINAL);
+    await writeFile(join(certs, 'docker.io', 'hosts.toml'), ORIGINAL, { mode: 0o644 });
+    const originalMode = (await stat(join(certs, 'docker.io', 'hosts.toml'))).mode & 0o777;
     await applyStrataNode(cp, 'node-a', hubMirror());
     const agent = await launch('node-a', ['--sync-period', '1']);
 
@@ -158,6 +159,8 @@ describe('strata agent (as its ServiceAccount, with the shipped agent rules)', (
     expect(parsed.hosts.map((h) => h.url)).toEqual([agent.endpoint, 'http://10.96.0.7:5000']);
     expect(parsed.hosts[1]!.header).toEqual({ Authorization: `Basic ${NODE_AUTH}` });
     expect(agent.stderr()).not.toContain(NODE_AUTH);
+    // Credentials inside: readable by root (containerd) only; the original's mode comes back with it.
+    expect((await stat(join(certs, 'docker.io', 'hosts.toml'))).mode & 0o777).toBe(0o600);
     expect(await readFile(join(certs, 'docker.io', 'hosts.toml.strata-backup'), 'utf8')).toBe(ORIGINAL);
     const quay = parseHostsToml(await readFile(join(certs, 'quay.io', 'hosts.toml'), 'utf8'));
     expect(quay.server).toBe('https://quay.io');
@@ -188,6 +191,7 @@ describe('strata agent (as its ServiceAccount, with the shipped agent rules)', (
       (await readFile(join(certs, 'docker.io', 'hosts.toml'), 'utf8')) === ORIGINAL ? true : undefined,
     );
     await expect(stat(join(certs, 'docker.io', 'hosts.toml.strata-backup'))).rejects.toThrow();
+    expect((await stat(join(certs, 'docker.io', 'hosts.toml'))).mode & 0o777).toBe(originalMode);
     await expect(stat(join(certs, 'quay.io'))).rejects.toThrow();
     const after = await waitFor('mirrors gone from the status', async () => {
       const n = await readStrataNode(cp, 'node-a');

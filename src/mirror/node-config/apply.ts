@@ -31,6 +31,11 @@ export interface UndoDaemonMirrors {
 /** What a {@link PlannedFile} renders: the file's content and, optionally, how to undo it surgically. */
 export interface Rendered {
   readonly content: string;
+  /**
+   * Permission bits a file holding secrets needs (e.g. 0o600 for a hosts.toml with an Authorization header): a file
+   * created gets them, an existing file keeps its mode narrowed by them. Default: 0o644 for new files.
+   */
+  readonly mode?: number;
   readonly undo?: UndoDaemonMirrors;
 }
 
@@ -381,7 +386,16 @@ export async function applyNodeConfig(options: ApplyNodeConfigOptions): Promise<
     checkAbort(options.signal);
     const host = (await root.resolve(plan.file.path, true))!;
     const c = plan.current;
-    await writeFileAtomic(host, plan.rendered.content, c ? { mode: c.mode, uid: c.uid, gid: c.gid } : {});
+    const m = plan.rendered.mode;
+    await writeFileAtomic(
+      host,
+      plan.rendered.content,
+      c
+        ? { mode: m === undefined ? c.mode : c.mode & m, uid: c.uid, gid: c.gid }
+        : m === undefined
+          ? {}
+          : { mode: m },
+    );
     const backup = manifest.files[plan.file.path]!.backup;
     actions.push({
       path: host,
