@@ -24,6 +24,7 @@ import { buildCorpus, SMALL_REF, type Corpus } from './corpus.js';
 import { settleDisk } from './disk.js';
 import { InProcessEngine, killWorkersSync } from './in-process.js';
 import { killControllersSync, runOperatorBench, stopOperatorBench } from './operator.js';
+import { runAgentsBench, stopAgentsBench } from './agents.js';
 import {
   httpPull,
   httpPullMany,
@@ -98,7 +99,10 @@ const USAGE = `usage: npm run bench -- [options]     (or: node dist/bench/run.js
                     engine-create,build-resolve,build-cold,build-cached,mirror-cold,
                     mirror-warm,mirror-concurrent; "build" means the three build-* rows,
                     "mirror" the three mirror-* rows (default: all); "operator" alone runs
-                    the operator scale benchmark instead (never part of the default run)
+                    the operator scale benchmark instead (never part of the default run);
+                    "agents" alone runs the node-agent benchmark (one image warmed on
+                    --nodes simulated nodes; root, envtest, docker-registry, iptables)
+  --nodes N         simulated nodes of the agents benchmark (default 20; --quick: 5)
   --objects N       ImageBuilds of the operator benchmark (default 1000; --quick: 100)
   --reconcilers N   the operator benchmark's --max-concurrent-reconciles (default 16)  --corpus-only     build (or find cached) the corpus, print its sizes, and stop
   --timeout S       a command running longer than S seconds fails the bench (default 600)
@@ -159,6 +163,10 @@ interface Args {
   corpusOnly: boolean;
   /** `--only operator`: the operator scale benchmark (bench/operator.ts) instead of the rows. */
   operator: boolean;
+  /** `--only agents`: the node-agent benchmark (bench/agents.ts) instead of the rows. */
+  agents: boolean;
+  /** Simulated nodes of the agents benchmark. */
+  nodes: number;
   /** ImageBuilds of the operator benchmark. */
   objects: number;
   /** The operator benchmark's `--max-concurrent-reconciles`. */
@@ -189,6 +197,7 @@ function parse(argv: string[]): Args {
       'strata-cmd': { type: 'string' },
       timeout: { type: 'string' },
       objects: { type: 'string' },
+      nodes: { type: 'string' },
       reconcilers: { type: 'string' },
       help: { type: 'boolean', short: 'h', default: false },
     },
@@ -207,6 +216,11 @@ function parse(argv: string[]): Args {
   const operator = words.includes('operator');
   if (operator && words.length > 1)
     throw new BenchError('--only operator runs alone (it has its own report)');
+  const agents = words.includes('agents');
+  if (agents && words.length > 1) throw new BenchError('--only agents runs alone (it has its own report)');
+  const nodes = Number(values.nodes ?? (values.quick ? 5 : 20));
+  if (!Number.isInteger(nodes) || nodes < 1)
+    throw new BenchError(`--nodes must be a positive integer, got "${values.nodes}"`);
   const objects = Number(values.objects ?? (values.quick ? 100 : 1000));
   if (!Number.isInteger(objects) || objects < 1)
     throw new BenchError(`--objects must be a positive integer, got "${values.objects}"`);
@@ -223,7 +237,7 @@ function parse(argv: string[]): Args {
           ? ['build-resolve', w]
           : [w],
   );
-  for (const s of operator ? [] : expanded) {
+  for (const s of operator || agents ? [] : expanded) {
     if (!(SCENARIO_IDS as readonly string[]).includes(s)) {
       throw new BenchError(`unknown scenario "${s}" (known: ${SCENARIO_IDS.join(', ')})`);
     }
@@ -241,6 +255,8 @@ function parse(argv: string[]): Args {
     onlyGiven: values.only !== undefined,
     corpusOnly: values['corpus-only'] ?? false,
     operator,
+    agents,
+    nodes,
     objects,
     reconcilers,
     strataCmd: values['strata-cmd'],
@@ -985,6 +1001,21 @@ async function mainOperator(args: Args): Promise<void> {
   log(`results written to ${path.join(args.work, 'operator-results.md')}`);
 }
 
+/** `--only agents`: one image warmed on simulated nodes; its report replaces the rows' (bench/agents.ts). */
+async function mainAgents(args: Args): Promise<void> {
+  cleanup = stopAgentsBench;
+  const out = await runAgentsBench({
+    work: args.work,
+    nodes: args.nodes,
+    layers: 4,
+    layerBytes: (args.quick ? 4 : 16) * MiB,
+    syncPeriodS: 20,
+    timeoutMs: Math.min(timeoutMs, 600_000),
+  });
+  process.stdout.write(out);
+  log(`results written to ${path.join(args.work, 'agents-results.md')}`);
+}
+
 // ---------------------------------------------------------------------------------------------
 // Main
 
@@ -994,6 +1025,7 @@ async function main(): Promise<void> {
   const args = parse(process.argv.slice(2));
   await mkdir(args.work, { recursive: true });
   if (args.operator) return mainOperator(args);
+  if (args.agents) return mainAgents(args);
   if (!args.corpusOnly && [...args.only].every((id) => BUILD_IDS.includes(id))) return mainBuildOnly(args);
   const corpus = await buildCorpus({ work: args.work, quick: args.quick });
   if (args.corpusOnly) {

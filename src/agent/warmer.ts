@@ -111,7 +111,13 @@ export class CacheWarmer {
     // Fresh progress for new caches or generations, so the status shows Pending at once.
     for (const c of caches) {
       const old = this.progress.get(c.name);
-      if (old && old.generation === c.generation) continue;
+      // The images change without a new generation too (a tag resolved later, a workload's template): compare them.
+      const same =
+        old &&
+        old.generation === c.generation &&
+        old.images.length === c.images.length &&
+        c.images.every((i, n) => old.images[n]?.image === i.image && old.images[n]?.digest === i.digest);
+      if (same) continue;
       this.progress.set(c.name, {
         name: c.name,
         generation: c.generation,

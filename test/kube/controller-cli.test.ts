@@ -100,7 +100,11 @@ describe('strata controller against a real kube-apiserver', () => {
     });
     expect((await fetchText(`${a.probes}/healthz`)).body).toBe('ok\n');
     // Leadership can come before every informer has listed (seven kinds now): ready follows within seconds.
-    await waitFor('a to be ready', async () => (await fetchText(`${a.probes}/readyz`)).status === 200, 30_000);
+    await waitFor(
+      'a to be ready',
+      async () => (await fetchText(`${a.probes}/readyz`)).status === 200,
+      30_000,
+    );
     const metrics = (await fetchText(`${a.metrics}/metrics`)).body;
     expect(metrics).toMatch(/strata_kube_api_requests_total\{verb="(create|update)",code="20[01]"\} \d+/);
     expect(metrics).toContain('# TYPE strata_reconcile_total counter');

@@ -62,6 +62,18 @@ export interface ControlPlaneOptions {
   apiServerFlags?: string[];
   /** Extra kube-controller-manager flags (`--flag=value`; e.g. `--kube-api-qps` for a scale run). */
   controllerManagerFlags?: string[];
+  /**
+   * The Services' ClusterIP range (default 10.96.0.0/16). A test that makes ClusterIPs reachable (service-proxy.ts)
+   * gives each control plane its own range: {@link randomServiceCidr}.
+   */
+  serviceCidr?: string;
+}
+
+/** A /24 in 10.96.0.0/12 (Kubernetes' customary service range) picked at random, for {@link ControlPlaneOptions}. */
+export function randomServiceCidr(): string {
+  const second = 96 + Math.floor(Math.random() * 16);
+  const third = Math.floor(Math.random() * 256);
+  return `10.${second}.${third}.0/24`;
 }
 
 const ADMIN_TOKEN = 'strata-envtest-admin-token';
@@ -236,7 +248,7 @@ export async function startControlPlane(options: ControlPlaneOptions = {}): Prom
       '--service-account-issuer=https://kubernetes.default.svc',
       `--service-account-key-file=${pki.saPub}`,
       `--service-account-signing-key-file=${pki.saKey}`,
-      '--service-cluster-ip-range=10.96.0.0/16',
+      `--service-cluster-ip-range=${options.serviceCidr ?? '10.96.0.0/16'}`,
       '--endpoint-reconciler-type=none',
       '--disable-admission-plugins=ServiceAccount',
       '--allow-privileged=true',

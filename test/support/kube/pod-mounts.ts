@@ -1,8 +1,10 @@
 /**
  * Gives a pod's process the real paths of its volume mounts and termination-message file: the process starts in a
  * private mount namespace (`unshare --mount`) whose shell bind-mounts each source onto its mountPath, then execs the
- * command. Nothing is created on the host: a mountPath whose parent does not exist gets an overlay on its nearest
- * existing ancestor (upper layer in the pod's directory), so the missing directories exist only in the namespace.
+ * command. Nothing is created on the host but an empty top-level directory (`/host` for `/host/etc`) when a mountPath
+ * has no existing ancestor but `/` (left in place: other pods may use it): otherwise a mountPath whose parent does not
+ * exist gets an overlay on its nearest existing ancestor (upper layer in the pod's directory), so the missing
+ * directories exist only in the namespace.
  * Every mount dies with the namespace when the process exits.
  */
 import { isAbsolute, join, posix } from 'node:path';
@@ -82,8 +84,9 @@ export function mountScript(
     '  [ -e "$1" ] && return 0',
     '  a=$(dirname "$1"); while [ ! -e "$a" ]; do a=$(dirname "$a"); done',
     '  a=$(readlink -f "$a")',
+    // Under / itself no overlay can go (it would hide every other mount): the top directory is made on the host.
+    '  if [ "$a" = / ]; then top="/$(echo "$1" | cut -d/ -f2)"; mkdir -p "$top"; a="$top"; fi',
     '  if ! in_bound "$a"; then',
-    '    [ "$a" = / ] && { echo "test node: cannot create $1 (no parent but /)" >&2; exit 1; }',
     '    n=$((n+1)); mkdir -p "$scratch/$n/u" "$scratch/$n/w"',
     '    mount -t overlay overlay -o "lowerdir=$a,upperdir=$scratch/$n/u,workdir=$scratch/$n/w" "$a"',
     // Below an overlay of ours, directories are made in its upper layer: no second overlay.

@@ -1,7 +1,8 @@
 /**
  * A test "node": plays the scheduler and the kubelet for the envtest control plane, which has neither. It registers
  * a Node (Ready, labels, taints, capacity) and renews its Lease in `kube-node-lease` (so the node lifecycle
- * controller keeps it Ready); watches Pods; binds pending pods it may run (nodeSelector, required node affinity and
+ * controller keeps it Ready); watches Pods; binds pending pods it may run (nodeSelector, required node affinity with
+ * matchExpressions and matchFields — the DaemonSet controller pins its pods with `metadata.name In [node]` — and
  * NoSchedule/NoExecute taints checked; `pods/binding`); runs the container as a local process — the Strata CLI when
  * the image is the Strata image — with the pod's env and its Secret/ConfigMap/emptyDir/hostPath volumes and
  * termination-message file at their real paths (a private mount namespace per pod, see pod-mounts.ts); and writes
@@ -10,13 +11,23 @@
  * `FallbackToLogsOnError`). A pod's deletion kills its process, then the node finishes the deletion (grace 0), as
  * the kubelet does. Several nodes may share a control plane.
  *
- * Limits (a stand-in, not a kubelet): one container per pod (no init containers or sidecars), restartPolicy is
- * treated as Never, no probes, no resource enforcement, mount paths without spaces. Logs are kept by the node
- * (`logs()`); there is no kubelet log endpoint, so `kubectl logs` does not work against it.
+ * Each node has a host filesystem of its own: a root directory (`hostRoot`, a temp dir unless given) under which
+ * its pods' hostPath volumes live, so twenty nodes have twenty distinct `/etc/containerd/certs.d` and
+ * `/var/lib/strata` (`<hostRoot>/etc/containerd/certs.d`, …). The network is not per node: every node and pod
+ * shares this machine's network (host IP and pod IP 127.0.0.1, `hostNetwork` or not), so two pods listening on one
+ * fixed port collide; Services are reached through service-proxy.ts. A container whose `restartPolicy` is Always
+ * (or OnFailure, after a failure) is restarted in place (`restartCount`, `lastState`) after `restartDelayMs`.
+ * Readiness comes from the container's `httpGet`/`tcpSocket` readiness probe (pod-probes.ts) when it has one, else
+ * the container is Ready once started. With `serviceAccountTokens`, pods get their ServiceAccount's token files and
+ * `KUBERNETES_SERVICE_*` env (pod-token.ts), so in-cluster clients run under the pod's identity.
+ *
+ * Limits (a stand-in, not a kubelet): one container per pod (no init containers or sidecars), no liveness or exec
+ * probes, no restart backoff growth, no resource enforcement, no network isolation, mount paths without spaces.
+ * Logs are kept by the node (`logs()`); there is no kubelet log endpoint, so `kubectl logs` does not work against it.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync, openSync, closeSync } from 'node:fs';
-import { mkdir, mkdtemp, open, readFile, rm } from 'node:fs/promises';
+import { mkdir, mkdtemp, open, readFile, rm, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import {
@@ -25,9 +36,11 @@ import {
   Watch,
   type KubeConfig,
   type V1Container,
+  type V1ContainerState,
   type V1ContainerStatus,
   type V1Node,
   type V1NodeSelectorRequirement,
+  type V1NodeSelectorTerm,
   type V1Pod,
   type V1PodCondition,
   type V1Taint,
@@ -36,6 +49,8 @@ import { REPO_ROOT } from './repo-root.js';
 import { mountScript, type BindMount } from './pod-mounts.js';
 import { containerEnv, expandVars } from './pod-env.js';
 import { materialiseVolumes, VolumeError } from './volumes.js';
+import { playable, runReadinessProbe } from './pod-probes.js';
+import { SERVICE_ACCOUNT_DIR, serviceAccountFiles, wantsToken } from './pod-token.js';
 
 /** The image name tests give build pods; the node runs the local Strata CLI for it. */
 export const STRATA_TEST_IMAGE = 'strata.dev/strata:test';
@@ -71,6 +86,17 @@ export interface TestNodeOptions {
    * (scale runs with thousands of pods; `images` is then not consulted).
    */
   readonly instant?: (pod: V1Pod) => InstantOutcome;
+  /**
+   * The node's host filesystem root: hostPath volumes are paths under it. Default: a directory of the node's own,
+   * removed by `stop()`; one given here is the caller's and stays.
+   */
+  readonly hostRoot?: string;
+  /** Give pods their ServiceAccount token and the apiserver address, as in a cluster (see pod-token.ts). */
+  readonly serviceAccountTokens?: boolean;
+  /** Delay before a container is restarted (restartPolicy Always/OnFailure; default 1 s, the kubelet's is 10 s+). */
+  readonly restartDelayMs?: number;
+  /** Multiplies probes' periods and initial delays (default 1; e.g. 0.1 for tests). */
+  readonly probePeriodScale?: number;
 }
 
 /** How an instant pod ends: its container's exit code and termination message. */
@@ -86,14 +112,37 @@ export interface TestNode {
   logs(namespace: string, pod: string): Promise<string>;
   /** Pods this node ran or runs (namespace/name). */
   ran(): string[];
+  /** The node's host filesystem root (hostPath volumes live under it). */
+  readonly hostRoot: string;
+  /** `path` of the node's host filesystem as a path on this machine (`<hostRoot><path>`). */
+  hostPath(path: string): string;
+  /** The pid of the pod's running container process, if it runs on this node. */
+  pid(namespace: string, pod: string): number | undefined;
   /** Kills every process, stops watching, removes its files (the Node object is deleted, best effort). */
   stop(): Promise<void>;
 }
 
+/** How a container process ended. */
+interface Ending {
+  exitCode: number;
+  signal?: NodeJS.Signals | null;
+  message?: string;
+  pid?: number;
+}
+
+/** A container's restart history, as containerStatuses carry it. */
+interface Restarts {
+  restartCount: number;
+  lastState?: V1ContainerState;
+}
+
 interface Running {
+  readonly key: string;
   child?: ChildProcess;
   exited?: Promise<void>;
   stopping: boolean;
+  /** Wakes a restart delay early when the pod goes. */
+  wake?: () => void;
 }
 
 const HOST_IP = '127.0.0.1';
@@ -131,14 +180,33 @@ function matchExpr(labels: Record<string, string>, r: V1NodeSelectorRequirement)
   }
 }
 
-/** Whether the scheduler would put the pod on a node with these labels and taints. */
-export function fits(pod: V1Pod, labels: Record<string, string>, taints: readonly V1Taint[]): boolean {
+/** A node selector term: every expression on labels and every field requirement (only `metadata.name` exists). */
+function matchTerm(term: V1NodeSelectorTerm, labels: Record<string, string>, nodeName: string): boolean {
+  const fields = { 'metadata.name': nodeName };
+  return (
+    (term.matchExpressions ?? []).every((r) => matchExpr(labels, r)) &&
+    (term.matchFields ?? []).every((r) => matchExpr(fields, r))
+  );
+}
+
+/** Whether the scheduler would put the pod on the node `nodeName` with these labels and taints. */
+export function fits(
+  pod: V1Pod,
+  labels: Record<string, string>,
+  taints: readonly V1Taint[],
+  nodeName: string = labels['kubernetes.io/hostname'] ?? '',
+): boolean {
   const spec = pod.spec!;
   for (const [k, v] of Object.entries(spec.nodeSelector ?? {})) if (labels[k] !== v) return false;
   const required = spec.affinity?.nodeAffinity?.requiredDuringSchedulingIgnoredDuringExecution;
+  // An empty term matches nothing (the scheduler's rule), so a term must ask something.
   if (
     required &&
-    !required.nodeSelectorTerms.some((t) => (t.matchExpressions ?? []).every((r) => matchExpr(labels, r)))
+    !required.nodeSelectorTerms.some(
+      (t) =>
+        ((t.matchExpressions ?? []).length > 0 || (t.matchFields ?? []).length > 0) &&
+        matchTerm(t, labels, nodeName),
+    )
   )
     return false;
   for (const taint of taints) {
@@ -343,25 +411,37 @@ export async function startTestNode(kc: KubeConfig, options: TestNodeOptions = {
     state: V1ContainerStatus['state'],
     ready: boolean,
     pid?: number,
+    history: Restarts = { restartCount: 0 },
   ): V1ContainerStatus => ({
     name: c.name,
     image: c.image ?? '',
     imageID: `strata-test://${c.image ?? ''}`,
     ...(pid ? { containerID: `strata-test://${pid}` } : {}),
     ready,
-    started: ready,
-    restartCount: 0,
+    started: state?.running !== undefined,
+    ...history,
     state,
+  });
+
+  /** A container's terminated state, as the kubelet reports it (also as `lastState` after a restart). */
+  const terminatedState = (
+    end: Ending,
+    startedAt: Date,
+    finishedAt: Date,
+    containerID: string,
+  ): NonNullable<V1ContainerState['terminated']> => ({
+    exitCode: end.exitCode,
+    ...(end.signal ? { signal: end.signal === 'SIGKILL' ? 9 : 15 } : {}),
+    reason: end.exitCode === 0 ? 'Completed' : 'Error',
+    ...(end.message ? { message: end.message } : {}),
+    startedAt,
+    finishedAt,
+    containerID,
   });
 
   /** The status of a pod whose container ended: phase, conditions and the terminated state, as the kubelet writes. */
   const terminatedStatus =
-    (
-      c: V1Container,
-      end: { exitCode: number; signal?: NodeJS.Signals | null; message?: string; pid?: number },
-      startedAt: Date,
-      finishedAt: Date,
-    ) =>
+    (c: V1Container, end: Ending, startedAt: Date, finishedAt: Date, history?: Restarts) =>
     (p: V1Pod): void => {
       p.status = {
         ...p.status,
@@ -375,19 +455,10 @@ export async function startTestNode(kc: KubeConfig, options: TestNodeOptions = {
       p.status.containerStatuses = [
         containerStatus(
           c,
-          {
-            terminated: {
-              exitCode: end.exitCode,
-              ...(end.signal ? { signal: end.signal === 'SIGKILL' ? 9 : 15 } : {}),
-              reason: end.exitCode === 0 ? 'Completed' : 'Error',
-              ...(end.message ? { message: end.message } : {}),
-              startedAt,
-              finishedAt,
-              containerID,
-            },
-          },
+          { terminated: terminatedState(end, startedAt, finishedAt, containerID) },
           false,
           end.pid,
+          history,
         ),
       ];
     };
@@ -458,19 +529,28 @@ export async function startTestNode(kc: KubeConfig, options: TestNodeOptions = {
       try {
         await rm(podDir, { recursive: true, force: true });
         await mkdir(podDir, { recursive: true });
-        const volumes = await materialiseVolumes(core, pod, join(podDir, 'volumes'));
-        mounts = (c.volumeMounts ?? []).map((m) => {
+        const volumes = await materialiseVolumes(core, pod, join(podDir, 'volumes'), hostRoot);
+        mounts = [];
+        for (const m of c.volumeMounts ?? []) {
           const source = volumes.get(m.name);
           if (!source)
             throw new VolumeError('CreateContainerConfigError', `volumeMount ${m.name}: no such volume`);
-          return {
-            source: m.subPath ? join(source, m.subPath) : source,
+          const path = m.subPath ? join(source, m.subPath) : source;
+          const isDir = (await stat(path).catch(() => undefined))?.isDirectory() ?? true;
+          mounts.push({
+            source: path,
             target: m.mountPath,
-            kind: 'dir' as const,
+            kind: isDir ? 'dir' : 'file',
             readOnly: m.readOnly === true,
-          };
-        });
-        env = await containerEnv(core, pod, c, base, HOST_IP);
+          });
+        }
+        let tokenEnv: Record<string, string> = {};
+        if (options.serviceAccountTokens && wantsToken(pod)) {
+          const saDir = join(podDir, 'serviceaccount');
+          tokenEnv = await serviceAccountFiles(core, kc, pod, saDir);
+          mounts.push({ source: saDir, target: SERVICE_ACCOUNT_DIR, kind: 'dir', readOnly: true });
+        }
+        env = await containerEnv(core, pod, c, { ...base, ...tokenEnv }, HOST_IP);
         break;
       } catch (err) {
         if (!(err instanceof VolumeError)) throw err;
@@ -485,67 +565,118 @@ export async function startTestNode(kc: KubeConfig, options: TestNodeOptions = {
     }
     const termPath = c.terminationMessagePath ?? '/dev/termination-log';
     const termFile = join(podDir, 'termination-log');
-    closeSync(openSync(termFile, 'w'));
     mounts.push({ source: termFile, target: termPath, kind: 'file' });
     const argv = runner([...(c.command ?? []), ...(c.args ?? [])].map((s) => expandVars(s, env)));
     const script = mountScript(mounts, podDir, dir, c.workingDir, [REPO_ROOT]);
-
-    const out = openSync(log, 'a');
-    let child: ChildProcess;
-    try {
-      child = spawn(
-        'unshare',
-        ['--mount', '--propagation', 'private', '--', 'sh', '-c', script, 'sh', ...argv],
-        {
-          env,
-          stdio: ['ignore', out, out],
-          detached: true, // its own process group: a deletion kills the whole tree
-        },
-      );
-    } finally {
-      closeSync(out);
-    }
-    r.child = child;
+    const probe = playable(c.readinessProbe) ? c.readinessProbe : undefined;
+    const policy = pod.spec!.restartPolicy ?? 'Always';
+    let history: Restarts = { restartCount: 0 };
     ranPods.push(`${ns}/${podName}`);
-    const startedAt = now();
-    const exit = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((res) => {
-      child.once('exit', (code, signal) => res({ code, signal }));
-      child.once('error', () => res({ code: 127, signal: null }));
-    });
-    r.exited = exit.then(() => undefined);
-    await writeStatus(ns, podName, uid, (p) => {
-      p.status = {
-        ...p.status,
-        phase: 'Running',
-        hostIP: HOST_IP,
-        hostIPs: [{ ip: HOST_IP }],
-        podIP: HOST_IP,
-        podIPs: [{ ip: HOST_IP }],
-        startTime: p.status?.startTime ?? startedAt,
-      };
-      setConditions(p, true, startedAt);
-      p.status.containerStatuses = [containerStatus(c, { running: { startedAt } }, true, child.pid)];
-    }).catch((err: unknown) => errors.push(`pod ${ns}/${podName} running status: ${String(err)}`));
 
-    const { code, signal } = await exit;
-    const finishedAt = now();
-    const exitCode = code ?? 128 + (signal === 'SIGKILL' ? 9 : 15);
-    let message = await readCapped(termFile, MESSAGE_MAX);
-    if (!message && exitCode !== 0 && c.terminationMessagePolicy === 'FallbackToLogsOnError')
-      message = logTail(await readFile(log, 'utf8').catch(() => ''));
-    await rm(podDir, { recursive: true, force: true }).catch(() => undefined);
-    if (r.stopping && stopped) return;
-    await writeStatus(
-      ns,
-      podName,
-      uid,
-      terminatedStatus(
-        c,
-        { exitCode, signal, message, ...(child.pid ? { pid: child.pid } : {}) },
-        startedAt,
-        finishedAt,
-      ),
-    ).catch((err: unknown) => errors.push(`pod ${ns}/${podName} final status: ${String(err)}`));
+    for (;;) {
+      closeSync(openSync(termFile, 'w'));
+      const out = openSync(log, 'a');
+      let child: ChildProcess;
+      try {
+        child = spawn(
+          'unshare',
+          ['--mount', '--propagation', 'private', '--', 'sh', '-c', script, 'sh', ...argv],
+          {
+            env,
+            stdio: ['ignore', out, out],
+            detached: true, // its own process group: a deletion kills the whole tree
+          },
+        );
+      } finally {
+        closeSync(out);
+      }
+      r.child = child;
+      const startedAt = now();
+      const exit = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((res) => {
+        child.once('exit', (code, signal) => res({ code, signal }));
+        child.once('error', () => res({ code: 127, signal: null }));
+      });
+      r.exited = exit.then(() => undefined);
+      const runHistory = history;
+      await writeStatus(ns, podName, uid, (p) => {
+        p.status = {
+          ...p.status,
+          phase: 'Running',
+          hostIP: HOST_IP,
+          hostIPs: [{ ip: HOST_IP }],
+          podIP: HOST_IP,
+          podIPs: [{ ip: HOST_IP }],
+          startTime: p.status?.startTime ?? startedAt,
+        };
+        setConditions(p, !probe, startedAt, 'ContainersNotReady');
+        p.status.containerStatuses = [
+          containerStatus(c, { running: { startedAt } }, !probe, child.pid, runHistory),
+        ];
+      }).catch((err: unknown) => errors.push(`pod ${ns}/${podName} running status: ${String(err)}`));
+      // The readiness probe flips Ready while the container runs (the kubelet's prober).
+      const probing = new AbortController();
+      if (probe)
+        runReadinessProbe(
+          probe,
+          c,
+          HOST_IP,
+          probing.signal,
+          (ready) =>
+            writeStatus(ns, podName, uid, (p) => {
+              if (!p.status?.containerStatuses?.[0]?.state?.running) return;
+              setConditions(p, ready, now(), 'ContainersNotReady');
+              p.status.containerStatuses[0].ready = ready;
+            }),
+          options.probePeriodScale ?? 1,
+        ).catch((err: unknown) => errors.push(`pod ${ns}/${podName} probe: ${String(err)}`));
+
+      const { code, signal } = await exit;
+      probing.abort();
+      const finishedAt = now();
+      const exitCode = code ?? 128 + (signal === 'SIGKILL' ? 9 : 15);
+      let message = await readCapped(termFile, MESSAGE_MAX);
+      if (!message && exitCode !== 0 && c.terminationMessagePolicy === 'FallbackToLogsOnError')
+        message = logTail(await readFile(log, 'utf8').catch(() => ''));
+      const end: Ending = { exitCode, signal, message, ...(child.pid ? { pid: child.pid } : {}) };
+      const restart =
+        !r.stopping && !stopped && (policy === 'Always' || (policy === 'OnFailure' && exitCode !== 0));
+      if (restart) {
+        // As the kubelet: the last run becomes lastState, the container waits (CrashLoopBackOff), then runs again.
+        history = {
+          restartCount: history.restartCount + 1,
+          lastState: {
+            terminated: terminatedState(end, startedAt, finishedAt, `strata-test://${child.pid ?? uid}`),
+          },
+        };
+        const waitingHistory = history;
+        await writeStatus(ns, podName, uid, (p) => {
+          p.status = { ...p.status, phase: 'Running' };
+          setConditions(p, false, finishedAt, 'ContainersNotReady');
+          p.status.containerStatuses = [
+            containerStatus(
+              c,
+              { waiting: { reason: 'CrashLoopBackOff', message: `back-off restarting container ${c.name}` } },
+              false,
+              undefined,
+              waitingHistory,
+            ),
+          ];
+        }).catch((err: unknown) => errors.push(`pod ${ns}/${podName} waiting status: ${String(err)}`));
+        await new Promise<void>((res) => {
+          const t = setTimeout(res, options.restartDelayMs ?? 1000);
+          r.wake = () => (clearTimeout(t), res());
+        });
+        r.wake = undefined;
+        if (!r.stopping && !stopped) continue;
+      }
+      await rm(podDir, { recursive: true, force: true }).catch(() => undefined);
+      if (r.stopping && stopped) return;
+      if (restart) return; // deleted while waiting to restart: the deletion finishes the pod
+      await writeStatus(ns, podName, uid, terminatedStatus(c, end, startedAt, finishedAt, history)).catch(
+        (err: unknown) => errors.push(`pod ${ns}/${podName} final status: ${String(err)}`),
+      );
+      return;
+    }
   };
 
   /** `instant`: the pod ends as soon as it is bound, nothing run (written from the watched copy: one request). */
@@ -566,6 +697,7 @@ export async function startTestNode(kc: KubeConfig, options: TestNodeOptions = {
 
   const kill = async (r: Running, graceMs: number): Promise<void> => {
     r.stopping = true;
+    r.wake?.();
     const child = r.child;
     if (!child || child.exitCode !== null || child.signalCode !== null) return;
     const signalGroup = (sig: NodeJS.Signals) => {
@@ -598,7 +730,7 @@ export async function startTestNode(kc: KubeConfig, options: TestNodeOptions = {
         (pod.spec?.schedulerName ?? 'default-scheduler') !== 'default-scheduler'
       )
         return;
-      if (!fits(pod, labels, taints)) return;
+      if (!fits(pod, labels, taints, name)) return;
       try {
         await core.createNamespacedBinding({
           namespace: ns,
@@ -632,7 +764,7 @@ export async function startTestNode(kc: KubeConfig, options: TestNodeOptions = {
       return;
     }
     if (running.has(uid) || pod.status?.phase === 'Succeeded' || pod.status?.phase === 'Failed') return;
-    const r: Running = { stopping: false };
+    const r: Running = { key: `${ns}/${podName}`, stopping: false };
     running.set(uid, r);
     if (options.instant) return finishInstantly(pod, options.instant);
     // Not awaited here: a pod runs for long; its status writes are its own.
@@ -694,8 +826,10 @@ export async function startTestNode(kc: KubeConfig, options: TestNodeOptions = {
   };
   // The node's files: made last, so a failed start leaves nothing behind (pods only run from here on).
   const dir = await mkdtemp(join(tmpdir(), `strata-${name}-`));
+  const hostRoot = options.hostRoot ?? join(dir, 'host');
   try {
     await mkdir(join(dir, 'logs'));
+    await mkdir(hostRoot, { recursive: true });
     await list();
   } catch (err) {
     clearInterval(leaseTimer);
@@ -713,6 +847,19 @@ export async function startTestNode(kc: KubeConfig, options: TestNodeOptions = {
       return texts.join('');
     },
     ran: () => [...ranPods],
+    hostRoot,
+    hostPath: (path) => join(hostRoot, path),
+    pid(namespace, pod) {
+      for (const r of running.values())
+        if (
+          r.key === `${namespace}/${pod}` &&
+          r.child &&
+          r.child.exitCode === null &&
+          r.child.signalCode === null
+        )
+          return r.child.pid;
+      return undefined;
+    },
     async stop() {
       if (stopped) return;
       stopped = true;

@@ -2,9 +2,11 @@
  * The test node's volumes: a pod's Secret, ConfigMap, emptyDir and hostPath volumes materialised as directories,
  * Secret and ConfigMap ones in the kubelet's atomic-writer layout (`..<timestamp>/` holding the files, `..data`
  * pointing at it, each top-level entry a symlink through `..data`), so code that reads mounted volumes meets
- * what it meets on a real node.
+ * what it meets on a real node. A hostPath volume is a path in the node's own host filesystem: each test node has a
+ * root directory of its own (`hostRoot`), so `/var/lib/strata` of node A and of node B are different directories
+ * (`<rootA>/var/lib/strata`, `<rootB>/var/lib/strata`), as on two machines.
  */
-import { mkdir, symlink, writeFile } from 'node:fs/promises';
+import { mkdir, stat, symlink, writeFile } from 'node:fs/promises';
 import { dirname, join, posix } from 'node:path';
 import type { CoreV1Api, V1KeyToPath, V1Pod, V1Volume } from '@kubernetes/client-node';
 
@@ -70,18 +72,47 @@ async function writeAtomicLayout(
 }
 
 /**
- * Makes each volume of the pod a directory under `dir` (or names the host path for hostPath) and answers
- * volume name → host path. Missing Secrets/ConfigMaps that are not optional throw {@link VolumeError}.
+ * Makes each volume of the pod a directory under `dir` (a hostPath: its path under `hostRoot`, the node's own root)
+ * and answers volume name → path on this machine. Missing Secrets/ConfigMaps that are not optional, and hostPaths
+ * whose `type` requires what is not there, throw {@link VolumeError}.
  */
 export async function materialiseVolumes(
   core: CoreV1Api,
   pod: V1Pod,
   dir: string,
+  hostRoot: string,
 ): Promise<Map<string, string>> {
   const namespace = pod.metadata!.namespace!;
   const out = new Map<string, string>();
-  for (const v of pod.spec?.volumes ?? []) out.set(v.name, await materialise(core, namespace, v, dir));
+  for (const v of pod.spec?.volumes ?? [])
+    out.set(v.name, await materialise(core, namespace, v, dir, hostRoot));
   return out;
+}
+
+/** A hostPath volume's path under the node's root, made or checked as its `type` says (the kubelet's rules). */
+async function hostPathVolume(v: V1Volume, hostRoot: string): Promise<string> {
+  const path = posix.normalize(v.hostPath!.path);
+  if (!path.startsWith('/') || path.split('/').includes('..'))
+    throw new VolumeError('FailedMount', `hostPath ${v.hostPath!.path} is not a clean absolute path`);
+  const host = join(hostRoot, path);
+  const type = v.hostPath!.type ?? '';
+  const st = await stat(host).catch(() => undefined);
+  if (type === '' || type === 'DirectoryOrCreate') {
+    // "" skips the checks; the runtime then makes a missing path a directory, as DirectoryOrCreate does.
+    if (!st) await mkdir(host, { recursive: true, mode: 0o755 });
+  } else if (type === 'FileOrCreate') {
+    if (!st) {
+      await mkdir(dirname(host), { recursive: true });
+      await writeFile(host, '', { mode: 0o644 });
+    } else if (!st.isFile()) throw new VolumeError('FailedMount', `hostPath ${path} is not a file`);
+  } else if (type === 'Directory' || type === 'File') {
+    if (!st || (type === 'Directory' ? !st.isDirectory() : !st.isFile()))
+      throw new VolumeError(
+        'FailedMount',
+        `hostPath type check failed: ${path} is not a ${type.toLowerCase()}`,
+      );
+  } else if (!st) throw new VolumeError('FailedMount', `hostPath type check failed: ${path} does not exist`);
+  return host;
 }
 
 /** A Secret's or ConfigMap's keys as bytes (`data` and `binaryData`); undefined when it does not exist. */
@@ -106,9 +137,15 @@ export async function keyData(
   );
 }
 
-async function materialise(core: CoreV1Api, namespace: string, v: V1Volume, root: string): Promise<string> {
+async function materialise(
+  core: CoreV1Api,
+  namespace: string,
+  v: V1Volume,
+  root: string,
+  hostRoot: string,
+): Promise<string> {
   const dir = join(root, v.name);
-  if (v.hostPath) return v.hostPath.path;
+  if (v.hostPath) return hostPathVolume(v, hostRoot);
   if (v.emptyDir) {
     await mkdir(dir, { recursive: true });
     return dir;
