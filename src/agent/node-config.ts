@@ -52,11 +52,17 @@ export function underHostRoot(hostRoot: string, nodePath: string): string {
 
 /**
  * Plans every directory (pure): `local` is the node-local endpoint's URL; `headers` the Authorization header per
- * mirror entry name (from its credentials Secret).
+ * mirror entry name (from its credentials Secret). An entry that cannot be planned (a path escaping the host root, a
+ * value hosts.toml refuses) is left out and given to `onEntryError`, so one bad entry never blocks the others.
  */
 export function planNodeConfig(
   spec: StrataNodeSpec | undefined,
-  options: { hostRoot: string; local: string; headers: ReadonlyMap<string, string> },
+  options: {
+    hostRoot: string;
+    local: string;
+    headers: ReadonlyMap<string, string>;
+    onEntryError?: (entry: string, err: unknown) => void;
+  },
 ): PlannedRoot[] {
   const mirrors = [...(spec?.mirrors ?? [])].sort((a, b) => (a.name < b.name ? -1 : 1));
   const routes = new Map(registryRoutes(spec).map((r) => [r.registry, r]));
@@ -77,29 +83,38 @@ export function planNodeConfig(
     return r;
   };
   for (const m of mirrors) {
-    if (m.containerd) {
-      const root = rootOf(underHostRoot(options.hostRoot, m.containerd.configPath));
-      root.entries.add(m.name);
-      for (const reg of m.registries) {
-        const registry = reg.name.toLowerCase();
-        const server = routes.get(registry)?.server;
-        const hosts = hostsOf(registry);
-        const content = renderHostsToml({ registry, ...(server ? { server } : {}), hosts });
-        // A file with credentials is readable by root (containerd) only.
-        const secret = hosts.some((h) => h.header);
-        root.files.set(hostsTomlPath(registry), {
-          path: hostsTomlPath(registry),
-          render: () => ({ content, ...(secret ? { mode: 0o600 } : {}) }),
-        });
+    // Planned whole before anything is kept: a failing entry adds no file and no directory.
+    const planned: { root: string; file: PlannedFile }[] = [];
+    try {
+      if (m.containerd) {
+        const root = underHostRoot(options.hostRoot, m.containerd.configPath);
+        for (const reg of m.registries) {
+          const registry = reg.name.toLowerCase();
+          const server = routes.get(registry)?.server;
+          const hosts = hostsOf(registry);
+          const content = renderHostsToml({ registry, ...(server ? { server } : {}), hosts });
+          // A file with credentials is readable by root (containerd) only.
+          const secret = hosts.some((h) => h.header);
+          const path = hostsTomlPath(registry);
+          planned.push({
+            root,
+            file: { path, render: () => ({ content, ...(secret ? { mode: 0o600 } : {}) }) },
+          });
+        }
       }
+      if (m.docker && m.registries.some((r) => r.name.toLowerCase() === 'docker.io')) {
+        const file = underHostRoot(options.hostRoot, m.docker.daemonJsonPath);
+        const urls = hostsOf('docker.io').map((h) => normalizeDockerMirror(h.url));
+        planned.push({ root: dirname(file), file: planDaemonJsonFile(basename(file), urls) });
+      }
+    } catch (err) {
+      options.onEntryError?.(m.name, err);
+      continue;
     }
-    if (m.docker && m.registries.some((r) => r.name.toLowerCase() === 'docker.io')) {
-      const file = underHostRoot(options.hostRoot, m.docker.daemonJsonPath);
-      const root = rootOf(dirname(file));
+    for (const p of planned) {
+      const root = rootOf(p.root);
       root.entries.add(m.name);
-      const name = basename(file);
-      const urls = hostsOf('docker.io').map((h) => normalizeDockerMirror(h.url));
-      root.files.set(name, planDaemonJsonFile(name, urls));
+      root.files.set(p.file.path, p.file);
     }
   }
   return [...roots.entries()].map(([root, r]) => ({
