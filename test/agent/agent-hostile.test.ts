@@ -6,12 +6,18 @@
 import { mkdir, readFile, readdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { AGENT_RULES } from '../../src/controllers/rbac.js';
 import { parseHostsToml } from '../../src/mirror/node-config/hosts-toml.js';
 import { waitFor } from '../operator/support.js';
 import { tempDir } from '../support/images.js';
 import { startControlPlane, type ControlPlane } from '../support/kube/control-plane.js';
-import { applyStrataNode, CRDS, readStrataNode, startAgent, type AgentProcess } from './agent-support.js';
+import {
+  agentIdentity,
+  applyStrataNode,
+  CRDS,
+  readStrataNode,
+  startAgent,
+  type AgentProcess,
+} from './agent-support.js';
 
 describe('strata agent (hostile StrataNode input)', () => {
   let cp: ControlPlane;
@@ -25,24 +31,7 @@ describe('strata agent (hostile StrataNode input)', () => {
     await cp.kubectlOk(['apply', '-f', CRDS]);
     await cp.kubectlOk(['wait', '--for=condition=Established', '--timeout=60s', '-f', CRDS]);
     const user = 'system:serviceaccount:strata-system:strata-agent';
-    const rbac = [
-      {
-        apiVersion: 'rbac.authorization.k8s.io/v1',
-        kind: 'ClusterRole',
-        metadata: { name: 'strata-agent' },
-        rules: AGENT_RULES,
-      },
-      {
-        apiVersion: 'rbac.authorization.k8s.io/v1',
-        kind: 'ClusterRoleBinding',
-        metadata: { name: 'strata-agent' },
-        roleRef: { apiGroup: 'rbac.authorization.k8s.io', kind: 'ClusterRole', name: 'strata-agent' },
-        subjects: [{ kind: 'User', name: user }],
-      },
-    ];
-    await cp.kubectlOk(['apply', '-f', '-'], {
-      input: JSON.stringify({ apiVersion: 'v1', kind: 'List', items: rbac }),
-    });
+    agentKubeconfig = await agentIdentity(cp, user);
     await cp.kubectlOk(['create', 'namespace', 'tenant']);
     // A docker config whose entry is not an object: a tenant's mistake (or malice), not the node's problem.
     const garbage = JSON.stringify({ auths: { '10.96.0.8:5000': null } });
@@ -55,7 +44,6 @@ describe('strata agent (hostile StrataNode input)', () => {
         data: { '.dockerconfigjson': Buffer.from(garbage).toString('base64') },
       }),
     });
-    agentKubeconfig = await cp.userKubeconfig(user, ['system:serviceaccounts', 'system:authenticated']);
   }, 120_000);
 
   afterAll(async () => {
