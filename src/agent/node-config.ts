@@ -25,6 +25,9 @@ import { registryRoutes } from './routes.js';
 /** The manifest the agent keeps in each directory it writes (apart from `strata mirror config`'s). */
 export const AGENT_MANIFEST = '.strata-agent.json';
 
+/** The comment on top of the agent's hosts.toml: on the node, `strata agent restore` is what undoes it. */
+const AGENT_WRITER = { by: 'strata agent', restore: 'strata agent restore' };
+
 /** One directory to converge: its files, and the mirror entries that depend on it. */
 export interface PlannedRoot {
   /** Host path of the directory (the spec's path under `--host-root`). */
@@ -92,7 +95,12 @@ export function planNodeConfig(
           const registry = reg.name.toLowerCase();
           const server = routes.get(registry)?.server;
           const hosts = hostsOf(registry);
-          const content = renderHostsToml({ registry, ...(server ? { server } : {}), hosts });
+          const content = renderHostsToml({
+            registry,
+            ...(server ? { server } : {}),
+            hosts,
+            writer: AGENT_WRITER,
+          });
           // A file with credentials is readable by root (containerd) only.
           const secret = hosts.some((h) => h.header);
           const path = hostsTomlPath(registry);

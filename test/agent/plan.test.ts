@@ -68,6 +68,10 @@ describe('agent plans', () => {
       'http://10.0.0.2:5000',
     ]);
     expect(hub.hosts[2]!.header).toEqual({ Authorization: 'Basic eDp5' });
+    // Someone reading the node's file learns the command that undoes the agent's (not `strata mirror config`'s).
+    expect(
+      root!.files.find((f) => f.path === 'docker.io/hosts.toml')!.render(undefined, undefined).content,
+    ).toMatch(/^# Written by strata agent for docker\.io; strata agent restore puts back/);
     const ghcr = parseHostsToml(
       root!.files.find((f) => f.path === 'ghcr.io/hosts.toml')!.render(undefined, undefined).content,
     );
