@@ -237,7 +237,7 @@ export class NodeAgent {
         });
       },
     });
-    const result = await convergeNodeConfig(planned, this.state);
+    const result = await convergeNodeConfig(planned, this.state, this.o.hostRoot);
     for (const r of result.results)
       for (const a of r.actions)
         if (a.action !== 'unchanged' && a.action !== 'keep')

@@ -7,9 +7,10 @@
  * uninstall or `strata agent restore`) is restored.
  */
 import { mkdir, readFile, rmdir } from 'node:fs/promises';
-import { basename, dirname, join } from 'node:path';
+import { basename, dirname, join, relative, resolve } from 'node:path';
 import type { NodeMirrorEntry, StrataNodeSpec } from '../api/v1alpha1/stratanode.js';
 import { TerminalError } from '../engine/errors.js';
+import { SafeRoot } from '../engine/union/safe-path.js';
 import {
   applyNodeConfig,
   restoreNodeConfig,
@@ -179,10 +180,38 @@ async function restoreRoot(root: string, created: boolean): Promise<NodeConfigRe
   return result;
 }
 
-/** Applies `planned` and restores every recorded directory not in it. */
+/**
+ * Makes `dir` (a host path under `hostRoot`) and answers whether its last directory was made. Under a host root other
+ * than `/`, a path through a symlink is refused: one planted in the mounted host directories could lead the agent
+ * to write outside them. (With `/`, the host's own resolution is the node's.)
+ */
+async function makeConfigDir(hostRoot: string, dir: string): Promise<boolean> {
+  const rel = relative(hostRoot, dir);
+  let made = false;
+  try {
+    await mkdir(hostRoot, { recursive: true });
+    const safe = await SafeRoot.open(hostRoot, async (_host, r) => void (made ||= r === rel));
+    const walk = await safe.resolve(`${rel}/${AGENT_MANIFEST}`, {
+      create: true,
+      followSymlinks: resolve(hostRoot) === '/',
+    });
+    if (walk.status !== 'ok')
+      throw new TerminalError(
+        'CONFLICT',
+        `${dir}: ${walk.status === 'refused' ? walk.reason : 'missing'}; refusing to write there`,
+      );
+  } catch (err) {
+    if (err instanceof TerminalError) throw err;
+    throw new TerminalError('INVALID_ARGUMENT', `cannot create ${dir}: ${(err as Error).message}`);
+  }
+  return made;
+}
+
+/** Applies `planned` (directories under `hostRoot`) and restores every recorded directory not in it. */
 export async function convergeNodeConfig(
   planned: readonly PlannedRoot[],
   state: NodeConfigState,
+  hostRoot: string,
   signal?: AbortSignal,
 ): Promise<ConvergeResult> {
   const current = await state.read();
@@ -192,14 +221,10 @@ export async function convergeNodeConfig(
   const wanted = new Set(planned.map((p) => p.root));
   for (const p of planned) {
     try {
+      // Checked on every pass: a symlink may be planted after the first.
+      const created = await makeConfigDir(hostRoot, p.root);
       if (!current.roots[p.root]) {
         // Recorded before the first write, so a crash right after still gets restored.
-        let created = false;
-        try {
-          created = (await mkdir(p.root, { recursive: true })) !== undefined;
-        } catch (err) {
-          throw new TerminalError('INVALID_ARGUMENT', `cannot create ${p.root}: ${(err as Error).message}`);
-        }
         current.roots[p.root] = { created };
         await state.write(current);
       }
