@@ -188,7 +188,7 @@ export class NodeAgent {
       const ns = m.name.split('/')[0]!;
       try {
         const a = await auths(`${ns}/${m.credentialsSecret}`);
-        const header = basicAuthorization(a, new URL(m.endpoint).host);
+        const header = basicAuthorization(a, new URL(m.endpoint).host, `Secret ${ns}/${m.credentialsSecret}`);
         if (header) headers.set(m.name, header);
       } catch (err) {
         if (err instanceof SecretProblem) secretProblems.set(m.name, err);
@@ -223,8 +223,21 @@ export class NodeAgent {
     this.upstreamConfigs = new Map(upstreams.map((u) => [u.name, u]));
     await this.mirror.configure(upstreams);
 
-    const planned = planNodeConfig(this.spec, { hostRoot: this.o.hostRoot, local: this.mirror.url, headers });
-    const result = await convergeNodeConfig(planned, this.state);
+    const unplanned = new Map<string, MirrorOutcome>();
+    const planned = planNodeConfig(this.spec, {
+      hostRoot: this.o.hostRoot,
+      local: this.mirror.url,
+      headers,
+      onEntryError: (entry, err) => {
+        this.o.logger.warn({ err, entry }, 'a mirror entry cannot be configured');
+        unplanned.set(entry, {
+          configured: false,
+          reason: 'ConfigFailed',
+          message: String((err as Error).message).slice(0, 1000),
+        });
+      },
+    });
+    const result = await convergeNodeConfig(planned, this.state, this.o.hostRoot);
     for (const r of result.results)
       for (const a of r.actions)
         if (a.action !== 'unchanged' && a.action !== 'keep')
@@ -240,7 +253,7 @@ export class NodeAgent {
         m.name,
         problem
           ? { configured: false, reason: problem.reason, message: problem.message }
-          : (result.outcomes.get(m.name) ?? { configured: true }),
+          : (unplanned.get(m.name) ?? result.outcomes.get(m.name) ?? { configured: true }),
       );
     }
     this.mirrorOutcomes = outcomes;

@@ -7,9 +7,10 @@
  * uninstall or `strata agent restore`) is restored.
  */
 import { mkdir, readFile, rmdir } from 'node:fs/promises';
-import { basename, dirname, join } from 'node:path';
+import { basename, dirname, join, relative, resolve } from 'node:path';
 import type { NodeMirrorEntry, StrataNodeSpec } from '../api/v1alpha1/stratanode.js';
 import { TerminalError } from '../engine/errors.js';
+import { SafeRoot } from '../engine/union/safe-path.js';
 import {
   applyNodeConfig,
   restoreNodeConfig,
@@ -24,6 +25,9 @@ import { registryRoutes } from './routes.js';
 
 /** The manifest the agent keeps in each directory it writes (apart from `strata mirror config`'s). */
 export const AGENT_MANIFEST = '.strata-agent.json';
+
+/** The comment on top of the agent's hosts.toml: on the node, `strata agent restore` is what undoes it. */
+const AGENT_WRITER = { by: 'strata agent', restore: 'strata agent restore' };
 
 /** One directory to converge: its files, and the mirror entries that depend on it. */
 export interface PlannedRoot {
@@ -52,11 +56,17 @@ export function underHostRoot(hostRoot: string, nodePath: string): string {
 
 /**
  * Plans every directory (pure): `local` is the node-local endpoint's URL; `headers` the Authorization header per
- * mirror entry name (from its credentials Secret).
+ * mirror entry name (from its credentials Secret). An entry that cannot be planned (a path escaping the host root, a
+ * value hosts.toml refuses) is left out and given to `onEntryError`, so one bad entry never blocks the others.
  */
 export function planNodeConfig(
   spec: StrataNodeSpec | undefined,
-  options: { hostRoot: string; local: string; headers: ReadonlyMap<string, string> },
+  options: {
+    hostRoot: string;
+    local: string;
+    headers: ReadonlyMap<string, string>;
+    onEntryError?: (entry: string, err: unknown) => void;
+  },
 ): PlannedRoot[] {
   const mirrors = [...(spec?.mirrors ?? [])].sort((a, b) => (a.name < b.name ? -1 : 1));
   const routes = new Map(registryRoutes(spec).map((r) => [r.registry, r]));
@@ -77,29 +87,43 @@ export function planNodeConfig(
     return r;
   };
   for (const m of mirrors) {
-    if (m.containerd) {
-      const root = rootOf(underHostRoot(options.hostRoot, m.containerd.configPath));
-      root.entries.add(m.name);
-      for (const reg of m.registries) {
-        const registry = reg.name.toLowerCase();
-        const server = routes.get(registry)?.server;
-        const hosts = hostsOf(registry);
-        const content = renderHostsToml({ registry, ...(server ? { server } : {}), hosts });
-        // A file with credentials is readable by root (containerd) only.
-        const secret = hosts.some((h) => h.header);
-        root.files.set(hostsTomlPath(registry), {
-          path: hostsTomlPath(registry),
-          render: () => ({ content, ...(secret ? { mode: 0o600 } : {}) }),
-        });
+    // Planned whole before anything is kept: a failing entry adds no file and no directory.
+    const planned: { root: string; file: PlannedFile }[] = [];
+    try {
+      if (m.containerd) {
+        const root = underHostRoot(options.hostRoot, m.containerd.configPath);
+        for (const reg of m.registries) {
+          const registry = reg.name.toLowerCase();
+          const server = routes.get(registry)?.server;
+          const hosts = hostsOf(registry);
+          const content = renderHostsToml({
+            registry,
+            ...(server ? { server } : {}),
+            hosts,
+            writer: AGENT_WRITER,
+          });
+          // A file with credentials is readable by root (containerd) only.
+          const secret = hosts.some((h) => h.header);
+          const path = hostsTomlPath(registry);
+          planned.push({
+            root,
+            file: { path, render: () => ({ content, ...(secret ? { mode: 0o600 } : {}) }) },
+          });
+        }
       }
+      if (m.docker && m.registries.some((r) => r.name.toLowerCase() === 'docker.io')) {
+        const file = underHostRoot(options.hostRoot, m.docker.daemonJsonPath);
+        const urls = hostsOf('docker.io').map((h) => normalizeDockerMirror(h.url));
+        planned.push({ root: dirname(file), file: planDaemonJsonFile(basename(file), urls) });
+      }
+    } catch (err) {
+      options.onEntryError?.(m.name, err);
+      continue;
     }
-    if (m.docker && m.registries.some((r) => r.name.toLowerCase() === 'docker.io')) {
-      const file = underHostRoot(options.hostRoot, m.docker.daemonJsonPath);
-      const root = rootOf(dirname(file));
+    for (const p of planned) {
+      const root = rootOf(p.root);
       root.entries.add(m.name);
-      const name = basename(file);
-      const urls = hostsOf('docker.io').map((h) => normalizeDockerMirror(h.url));
-      root.files.set(name, planDaemonJsonFile(name, urls));
+      root.files.set(p.file.path, p.file);
     }
   }
   return [...roots.entries()].map(([root, r]) => ({
@@ -156,10 +180,38 @@ async function restoreRoot(root: string, created: boolean): Promise<NodeConfigRe
   return result;
 }
 
-/** Applies `planned` and restores every recorded directory not in it. */
+/**
+ * Makes `dir` (a host path under `hostRoot`) and answers whether its last directory was made. Under a host root other
+ * than `/`, a path through a symlink is refused: one planted in the mounted host directories could lead the agent
+ * to write outside them. (With `/`, the host's own resolution is the node's.)
+ */
+async function makeConfigDir(hostRoot: string, dir: string): Promise<boolean> {
+  const rel = relative(hostRoot, dir);
+  let made = false;
+  try {
+    await mkdir(hostRoot, { recursive: true });
+    const safe = await SafeRoot.open(hostRoot, async (_host, r) => void (made ||= r === rel));
+    const walk = await safe.resolve(`${rel}/${AGENT_MANIFEST}`, {
+      create: true,
+      followSymlinks: resolve(hostRoot) === '/',
+    });
+    if (walk.status !== 'ok')
+      throw new TerminalError(
+        'CONFLICT',
+        `${dir}: ${walk.status === 'refused' ? walk.reason : 'missing'}; refusing to write there`,
+      );
+  } catch (err) {
+    if (err instanceof TerminalError) throw err;
+    throw new TerminalError('INVALID_ARGUMENT', `cannot create ${dir}: ${(err as Error).message}`);
+  }
+  return made;
+}
+
+/** Applies `planned` (directories under `hostRoot`) and restores every recorded directory not in it. */
 export async function convergeNodeConfig(
   planned: readonly PlannedRoot[],
   state: NodeConfigState,
+  hostRoot: string,
   signal?: AbortSignal,
 ): Promise<ConvergeResult> {
   const current = await state.read();
@@ -169,14 +221,10 @@ export async function convergeNodeConfig(
   const wanted = new Set(planned.map((p) => p.root));
   for (const p of planned) {
     try {
+      // Checked on every pass: a symlink may be planted after the first.
+      const created = await makeConfigDir(hostRoot, p.root);
       if (!current.roots[p.root]) {
         // Recorded before the first write, so a crash right after still gets restored.
-        let created = false;
-        try {
-          created = (await mkdir(p.root, { recursive: true })) !== undefined;
-        } catch (err) {
-          throw new TerminalError('INVALID_ARGUMENT', `cannot create ${p.root}: ${(err as Error).message}`);
-        }
         current.roots[p.root] = { created };
         await state.write(current);
       }

@@ -52,7 +52,9 @@ export async function readDockerAuths(
     throw new SecretProblem('SecretInvalid', `Secret ${namespace}/${name} has no .dockerconfigjson`);
   try {
     const doc = JSON.parse(Buffer.from(raw, 'base64').toString('utf8')) as { auths?: unknown };
-    if (typeof doc.auths !== 'object' || doc.auths === null || Array.isArray(doc.auths)) throw new Error();
+    if (!isRecord(doc.auths)) throw new Error();
+    // Every entry an object: a `null` or a string would break whoever reads it (the header, the engine's client).
+    if (!Object.values(doc.auths).every(isRecord)) throw new Error();
     return doc.auths as DockerAuths;
   } catch {
     throw new SecretProblem(
@@ -61,6 +63,9 @@ export async function readDockerAuths(
     );
   }
 }
+
+const isRecord = (v: unknown): v is Record<string, unknown> =>
+  typeof v === 'object' && v !== null && !Array.isArray(v);
 
 /** Host of a docker config key (`https://index.docker.io/v1/` → `index.docker.io`, `host:5000` unchanged). */
 function keyHost(key: string): string {
@@ -71,11 +76,25 @@ function keyHost(key: string): string {
   }
 }
 
-/** The `Authorization: Basic …` value for `host` from `auths`, or undefined when they hold none for it. */
-export function basicAuthorization(auths: DockerAuths, host: string): string | undefined {
+/** base64 (standard alphabet, padded or not): all a Basic credential may be. */
+const BASE64 = /^[A-Za-z0-9+/]+={0,2}$/;
+
+/**
+ * The `Authorization: Basic …` value for `host` from `auths`, or undefined when they hold none for it. An `auth`
+ * that is not base64 throws {@link SecretProblem} SecretInvalid (it would go into hosts.toml as a header value).
+ */
+export function basicAuthorization(
+  auths: DockerAuths,
+  host: string,
+  secret = 'the Secret',
+): string | undefined {
   for (const [key, entry] of Object.entries(auths)) {
     if (keyHost(key).toLowerCase() !== host.toLowerCase()) continue;
-    if (typeof entry.auth === 'string' && entry.auth !== '') return `Basic ${entry.auth}`;
+    if (typeof entry.auth === 'string' && entry.auth !== '') {
+      if (!BASE64.test(entry.auth))
+        throw new SecretProblem('SecretInvalid', `${secret}: the auth of ${key} is not base64`);
+      return `Basic ${entry.auth}`;
+    }
     if (typeof entry.username === 'string' && typeof entry.password === 'string')
       return `Basic ${Buffer.from(`${entry.username}:${entry.password}`).toString('base64')}`;
   }

@@ -2,6 +2,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
+import { AGENT_NAMESPACE_RULES, AGENT_RULES } from '../../src/controllers/rbac.js';
 import type { ControlPlane } from '../support/kube/control-plane.js';
 import { waitFor } from '../operator/support.js';
 
@@ -123,4 +124,33 @@ export function metricValue(text: string, name: string, labels = ''): number {
     total += Number(line.split(' ').pop());
   }
   return total;
+}
+
+/**
+ * Binds `user` to the shipped agent rules (src/controllers/rbac.ts): the ClusterRole, and with `namespace` the Role of
+ * its DaemonSet there. Answers a kubeconfig of that user, so the agent runs with exactly those rights.
+ */
+export async function agentIdentity(cp: ControlPlane, user: string, namespace?: string): Promise<string> {
+  const rbac = 'rbac.authorization.k8s.io';
+  const bind = (kind: 'ClusterRole' | 'Role', rules: unknown): unknown[] => {
+    const metadata = { name: 'strata-agent', ...(kind === 'Role' ? { namespace } : {}) };
+    return [
+      { apiVersion: `${rbac}/v1`, kind, metadata, rules },
+      {
+        apiVersion: `${rbac}/v1`,
+        kind: `${kind}Binding`,
+        metadata,
+        roleRef: { apiGroup: rbac, kind, name: 'strata-agent' },
+        subjects: [{ kind: 'User', name: user }],
+      },
+    ];
+  };
+  const items = [
+    ...bind('ClusterRole', AGENT_RULES),
+    ...(namespace ? bind('Role', AGENT_NAMESPACE_RULES) : []),
+  ];
+  await cp.kubectlOk(['apply', '-f', '-'], {
+    input: JSON.stringify({ apiVersion: 'v1', kind: 'List', items }),
+  });
+  return cp.userKubeconfig(user, ['system:serviceaccounts', 'system:authenticated']);
 }

@@ -7,7 +7,6 @@ import { mkdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { cacheRootSetName } from '../../src/agent/warmer.js';
-import { AGENT_NAMESPACE_RULES, AGENT_RULES } from '../../src/controllers/rbac.js';
 import { RootSet } from '../../src/engine/store/roots.js';
 import { FsStore } from '../../src/engine/store/fs-store.js';
 import { parseHostsToml } from '../../src/mirror/node-config/hosts-toml.js';
@@ -17,6 +16,7 @@ import { startDockerRegistry, type DockerRegistry } from '../support/docker-regi
 import { tempDir } from '../support/images.js';
 import { startControlPlane, type ControlPlane } from '../support/kube/control-plane.js';
 import {
+  agentIdentity,
   applyStrataNode,
   CRDS,
   metricValue,
@@ -58,37 +58,7 @@ describe('strata agent (as its ServiceAccount, with the shipped agent rules)', (
     await cp.kubectlOk(['wait', '--for=condition=Established', '--timeout=60s', '-f', CRDS]);
     await cp.kubectlOk(['create', 'namespace', 'strata-system']);
     const user = 'system:serviceaccount:strata-system:strata-agent';
-    const rbac = [
-      {
-        apiVersion: 'rbac.authorization.k8s.io/v1',
-        kind: 'ClusterRole',
-        metadata: { name: 'strata-agent' },
-        rules: AGENT_RULES,
-      },
-      {
-        apiVersion: 'rbac.authorization.k8s.io/v1',
-        kind: 'ClusterRoleBinding',
-        metadata: { name: 'strata-agent' },
-        roleRef: { apiGroup: 'rbac.authorization.k8s.io', kind: 'ClusterRole', name: 'strata-agent' },
-        subjects: [{ kind: 'User', name: user }],
-      },
-      {
-        apiVersion: 'rbac.authorization.k8s.io/v1',
-        kind: 'Role',
-        metadata: { name: 'strata-agent', namespace: 'strata-system' },
-        rules: AGENT_NAMESPACE_RULES,
-      },
-      {
-        apiVersion: 'rbac.authorization.k8s.io/v1',
-        kind: 'RoleBinding',
-        metadata: { name: 'strata-agent', namespace: 'strata-system' },
-        roleRef: { apiGroup: 'rbac.authorization.k8s.io', kind: 'Role', name: 'strata-agent' },
-        subjects: [{ kind: 'User', name: user }],
-      },
-    ];
-    await cp.kubectlOk(['apply', '-f', '-'], {
-      input: JSON.stringify({ apiVersion: 'v1', kind: 'List', items: rbac }),
-    });
+    agentKubeconfig = await agentIdentity(cp, user, 'strata-system');
     await cp.kubectlOk(['create', 'namespace', 'infra']);
     const dockerconfig = JSON.stringify({ auths: { '10.96.0.7:5000': { auth: NODE_AUTH } } });
     await cp.kubectlOk(['apply', '-f', '-'], {
@@ -100,7 +70,6 @@ describe('strata agent (as its ServiceAccount, with the shipped agent rules)', (
         data: { '.dockerconfigjson': Buffer.from(dockerconfig).toString('base64') },
       }),
     });
-    agentKubeconfig = await cp.userKubeconfig(user, ['system:serviceaccounts', 'system:authenticated']);
     small = await pushRandomImage(upstream.host, 'team/app', '1', 300_000);
     big = await pushRandomImage(upstream.host, 'team/big', '1', 2_000_000);
   }, 120_000);

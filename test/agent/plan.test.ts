@@ -1,6 +1,7 @@
 /** The agent's pure parts: routes, the node file plan, quantities, and the status builder's stability. */
 import { describe, expect, it } from 'vitest';
 import { planNodeConfig } from '../../src/agent/node-config.js';
+import { basicAuthorization, SecretProblem } from '../../src/agent/secrets.js';
 import { quantityBytes } from '../../src/agent/quantity.js';
 import { registryRoutes, routeUpstream } from '../../src/agent/routes.js';
 import { buildStatus } from '../../src/agent/status.js';
@@ -67,16 +68,41 @@ describe('agent plans', () => {
       'http://10.0.0.2:5000',
     ]);
     expect(hub.hosts[2]!.header).toEqual({ Authorization: 'Basic eDp5' });
+    // Someone reading the node's file learns the command that undoes the agent's (not `strata mirror config`'s).
+    expect(
+      root!.files.find((f) => f.path === 'docker.io/hosts.toml')!.render(undefined, undefined).content,
+    ).toMatch(/^# Written by strata agent for docker\.io; strata agent restore puts back/);
     const ghcr = parseHostsToml(
       root!.files.find((f) => f.path === 'ghcr.io/hosts.toml')!.render(undefined, undefined).content,
     );
     expect(ghcr.server).toBe('https://ghcr.example');
-    expect(() =>
-      planNodeConfig(
-        { mirrors: [{ ...spec.mirrors![0]!, containerd: { configPath: '/etc/../../escape' } }] },
-        { hostRoot: '/host', local: 'http://127.0.0.1:5050', headers: new Map() },
-      ),
-    ).toThrow(/normalized/);
+    // An escaping path fails its own entry (named), and the other entries are still planned.
+    const failed = new Map<string, string>();
+    const escaped = planNodeConfig(
+      {
+        mirrors: [
+          { ...spec.mirrors![0]!, containerd: { configPath: '/etc/../../escape' } },
+          spec.mirrors![1]!,
+        ],
+      },
+      {
+        hostRoot: '/host',
+        local: 'http://127.0.0.1:5050',
+        headers: new Map(),
+        onEntryError: (entry, err) => failed.set(entry, (err as Error).message),
+      },
+    );
+    expect([...failed.keys()]).toEqual([spec.mirrors![0]!.name]);
+    expect(failed.get(spec.mirrors![0]!.name)).toMatch(/normalized/);
+    expect(escaped.map((r) => r.root)).toEqual(['/host/etc/containerd/certs.d']);
+    expect(escaped[0]!.entries).toEqual([spec.mirrors![1]!.name]);
+  });
+
+  it('refuses a docker config whose entry is not an object, and a Basic auth that is not base64', () => {
+    expect(() => basicAuthorization({ 'h:5000': { auth: 'eDp5\n[host."http://evil"]' } }, 'h:5000')).toThrow(
+      SecretProblem,
+    );
+    expect(basicAuthorization({ 'h:5000': { auth: 'eDp5' } }, 'h:5000')).toBe('Basic eDp5');
   });
 
   it('reads Kubernetes quantities as bytes', () => {

@@ -43,6 +43,8 @@ export interface HostsTomlOptions {
   readonly server?: string | null;
   /** Mirrors, in the order they are tried. */
   readonly hosts: readonly HostsTomlHost[];
+  /** Who writes the file and how to undo it, for the comment on top (default: `strata mirror config`). */
+  readonly writer?: { readonly by: string; readonly restore: string };
 }
 
 /** A hosts.toml read back by {@link parseHostsToml}. */
@@ -171,7 +173,8 @@ export function renderHostsToml(options: HostsTomlOptions): string {
     hosts[url] = hostTable(host);
   }
   if (Object.keys(hosts).length > 0) doc.host = hosts;
-  return `# Written by strata mirror config for ${registry}; strata mirror config --restore puts back what was here.\n${stringify(doc).trimEnd()}\n`;
+  const w = options.writer ?? { by: 'strata mirror config', restore: 'strata mirror config --restore' };
+  return `# Written by ${w.by} for ${registry}; ${w.restore} puts back what was here.\n${stringify(doc).trimEnd()}\n`;
 }
 
 function asStringList(what: string, value: unknown): string[] {
