@@ -3,7 +3,7 @@
  * path escapes the host root, and a credentials Secret whose docker config is garbage, must each fail on their own
  * (named in the entry's status) and never stop the node's other mirror entries from being configured.
  */
-import { mkdir, readFile, readdir, rm } from 'node:fs/promises';
+import { mkdir, readFile, readdir, rm, symlink } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parseHostsToml } from '../../src/mirror/node-config/hosts-toml.js';
@@ -52,9 +52,13 @@ describe('strata agent (hostile StrataNode input)', () => {
     if (work) await rm(work, { recursive: true, force: true });
   });
 
-  it('an entry whose configPath escapes the host root and one with a garbage credentials Secret fail alone, named; the good entry is configured', async () => {
+  it('an entry whose configPath escapes the host root through a symlink and one with a garbage credentials Secret fail alone, named; the good entry is configured', async () => {
     const host = join(work, 'node-h', 'host');
-    await mkdir(host, { recursive: true });
+    await mkdir(join(host, 'etc'), { recursive: true });
+    // The CRD refuses `..` in node paths (NODE_PATH_PATTERN); a symlink planted under the host root is the way left.
+    const outside = join(work, 'outside');
+    await mkdir(outside, { recursive: true });
+    await symlink(outside, join(host, 'etc', 'evil'));
     await applyStrataNode(cp, 'node-h', {
       mirrors: [
         {
@@ -62,7 +66,7 @@ describe('strata agent (hostile StrataNode input)', () => {
           generation: 1,
           endpoint: 'http://10.96.0.9:5000',
           registries: [{ name: 'ghcr.io' }],
-          containerd: { configPath: '/etc/../../escaped' },
+          containerd: { configPath: '/etc/evil/certs.d' },
         },
         {
           name: 'tenant/b-garbage',
@@ -96,7 +100,7 @@ describe('strata agent (hostile StrataNode input)', () => {
       return n.status?.mirrors?.length === 3 ? n : undefined;
     });
     const byName = new Map(node.status!.mirrors!.map((m) => [m.name, m]));
-    expect(byName.get('tenant/a-escape')).toMatchObject({ configured: false, reason: 'ConfigFailed' });
+    expect(byName.get('tenant/a-escape')).toMatchObject({ configured: false, reason: 'ConfigConflict' });
     expect(byName.get('tenant/b-garbage')).toMatchObject({ configured: false, reason: 'SecretInvalid' });
     expect(byName.get('tenant/c-good')).toMatchObject({ configured: true });
     const certs = join(host, 'etc/containerd/certs.d');
@@ -105,6 +109,7 @@ describe('strata agent (hostile StrataNode input)', () => {
     // Nothing outside the host root, nothing under the escaping path.
     expect(await readdir(join(work, 'node-h'))).toEqual(expect.arrayContaining(['host', 'store']));
     expect((await readdir(join(work, 'node-h'))).length).toBe(2);
+    expect(await readdir(outside)).toEqual([]);
     expect(agent.stderr()).not.toContain('reconcile failed');
   }, 120_000);
 });

@@ -14,6 +14,7 @@ import {
   REGISTRYMIRROR,
   type KindDefinition,
 } from '../../src/api/v1alpha1/crd.js';
+import { NODE_PATH_PATTERN } from '../../src/api/v1alpha1/common.js';
 import { clusterContextIssues, type BuildContextSpec } from '../../src/api/v1alpha1/imagebuild.js';
 
 /** The repository root, with a trailing slash. */
@@ -211,6 +212,25 @@ export const BAD_CASES: readonly BadCase[] = [
     apiserver: [
       'spec.upstreams[1]: Duplicate value: map[string]interface {}{"name":"docker.io"}',
       'spec.tagTTL: Invalid value: "5 minutes"',
+    ],
+  },
+  {
+    name: 'node paths with dot segments',
+    kind: REGISTRYMIRROR,
+    object: rm('bad-paths', {
+      upstreams: [{ name: 'docker.io', url: 'https://registry-1.docker.io' }],
+      runtimes: {
+        containerd: { configPath: '/etc/containerd/../../root/.ssh' },
+        docker: { daemonJsonPath: '/etc/docker/./daemon.json' },
+      },
+    }),
+    local: [
+      `spec.runtimes.containerd.configPath: "/etc/containerd/../../root/.ssh" is not valid (must match ${NODE_PATH_PATTERN})`,
+      `spec.runtimes.docker.daemonJsonPath: "/etc/docker/./daemon.json" is not valid (must match ${NODE_PATH_PATTERN})`,
+    ],
+    apiserver: [
+      'spec.runtimes.containerd.configPath: Invalid value: "/etc/containerd/../../root/.ssh"',
+      'spec.runtimes.docker.daemonJsonPath: Invalid value: "/etc/docker/./daemon.json"',
     ],
   },
   {

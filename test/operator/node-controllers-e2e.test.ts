@@ -319,6 +319,9 @@ describe('RegistryMirror', () => {
       const p = x.status?.conditions?.find((c) => c.type === 'Progressing');
       return p?.reason === 'RestoringNodes' && p.message.includes('2 nodes') ? x : undefined;
     });
+    expect(held.status?.conditions?.find((c) => c.type === 'Progressing')?.message).toContain(
+      '(web-1, web-2)',
+    );
     expect(held.metadata.finalizers).toContain('strata.dev/node-config');
     await agentReports('web-1', { mirrors: null });
     await until('1 node still restoring', async () => {

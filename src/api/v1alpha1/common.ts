@@ -135,6 +135,12 @@ export function localObjectRef(kind: string, description: string): Field<{ name:
   );
 }
 
+/**
+ * An absolute node path without `.` or `..` segments (RE2: no lookahead), so a namespaced object cannot walk the
+ * agent out of the directory it names.
+ */
+export const NODE_PATH_PATTERN = '^(/([^/.][^/]*|\\.[^/.][^/]*|\\.\\.[^/]+))+$';
+
 /** A node label selector as a pod's `nodeSelector` writes it: every label must match. */
 export function nodeSelector(description: string): Field<Record<string, string>> {
   return map(string({ maxLength: 63 }), { description, maxProperties: 64 });

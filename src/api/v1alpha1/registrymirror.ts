@@ -22,6 +22,7 @@ import {
   duration,
   localObjectRef,
   nodeSelector,
+  NODE_PATH_PATTERN,
   observedGeneration,
   quantity,
   resources,
@@ -158,7 +159,7 @@ const runtimes = object(
         enabled: boolean({ description: 'Write hosts.toml files for containerd.', default: true }),
         configPath: string({
           description: "containerd's registry config_path on the node (one directory per registry host).",
-          pattern: '^/.*',
+          pattern: NODE_PATH_PATTERN,
           maxLength: 1024,
           default: '/etc/containerd/certs.d',
         }),
@@ -176,7 +177,7 @@ const runtimes = object(
         }),
         daemonJsonPath: string({
           description: "The docker daemon's config file on the node.",
-          pattern: '^/.*',
+          pattern: NODE_PATH_PATTERN,
           maxLength: 1024,
           default: '/etc/docker/daemon.json',
         }),

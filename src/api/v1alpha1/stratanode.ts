@@ -24,6 +24,7 @@ import {
   DNS_SUBDOMAIN_PATTERN,
   IMAGE_REFERENCE_PATTERN,
   kindNames,
+  NODE_PATH_PATTERN,
   observedGeneration,
   PLATFORM_PATTERN,
   quantity,
@@ -121,7 +122,7 @@ const mirrorEntry = object({
       {
         configPath: string({
           description: "containerd's registry config_path on the node.",
-          pattern: '^/.*',
+          pattern: NODE_PATH_PATTERN,
           maxLength: 1024,
         }),
       },
@@ -131,7 +132,11 @@ const mirrorEntry = object({
   docker: optional(
     object(
       {
-        daemonJsonPath: string({ description: "Docker's daemon.json.", pattern: '^/.*', maxLength: 1024 }),
+        daemonJsonPath: string({
+          description: "Docker's daemon.json.",
+          pattern: NODE_PATH_PATTERN,
+          maxLength: 1024,
+        }),
       },
       {
         description:

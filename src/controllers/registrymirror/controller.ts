@@ -198,6 +198,13 @@ export async function reconcileMirror(
   if (refused) return { requeueAfterMs: REFUSED_RETRY_MS };
 }
 
+/** How many nodes still carry the mirror, and the first few by name (an admin looks at those agents). */
+function restoringMessage(nodes: readonly string[]): string {
+  const names = [...nodes].sort();
+  const shown = names.slice(0, 5).join(', ') + (names.length > 5 ? ', …' : '');
+  return `deleting: ${names.length} node${names.length === 1 ? '' : 's'} still restoring their runtime configuration (${shown})`;
+}
+
 /** Deletion: wait until no node carries the mirror any more, then let it go. */
 async function finalize(
   m: RegistryMirror,
@@ -213,7 +220,7 @@ async function finalize(
       'Progressing',
       {
         reason: 'RestoringNodes',
-        message: `deleting: ${still.length} node${still.length === 1 ? '' : 's'} still restoring their runtime configuration`,
+        message: restoringMessage(still),
         observedGeneration: m.metadata.generation ?? 0,
       },
       d.nowMs(),
