@@ -43,6 +43,21 @@ export interface StatusInputs {
 const clip = (s: string | undefined, n: number): string | undefined =>
   s === undefined ? undefined : s.slice(0, n);
 
+/**
+ * Every per-platform message together stays under this many characters, so a cache of 256 images × 16 platforms
+ * all failing keeps the object far below etcd's 1.5 MiB request limit (a status that cannot be written is worse
+ * than a short message): each message gets an equal share, between {@link MIN_MESSAGE} and {@link MAX_MESSAGE}.
+ */
+export const PLATFORM_MESSAGES_BUDGET = 256 * 1024;
+const MAX_MESSAGE = 1024;
+const MIN_MESSAGE = 64;
+
+/** The length each of `count` per-platform messages may have within {@link PLATFORM_MESSAGES_BUDGET}. */
+export function platformMessageLength(count: number): number {
+  if (count <= 0) return MAX_MESSAGE;
+  return Math.max(MIN_MESSAGE, Math.min(MAX_MESSAGE, Math.floor(PLATFORM_MESSAGES_BUDGET / count)));
+}
+
 /** The status for the current spec and progress (pure). Entries follow the spec's order. */
 export function buildStatus(i: StatusInputs): StrataNodeStatus {
   const mirrors: NodeMirrorState[] = (i.spec?.mirrors ?? []).map((m) => {
@@ -59,6 +74,16 @@ export function buildStatus(i: StatusInputs): StrataNodeStatus {
       ...(o.message ? { message: clip(o.message, 1024)! } : {}),
     };
   });
+  const messageCount = (i.spec?.caches ?? []).reduce(
+    (n, c) =>
+      n +
+      (i.caches.get(c.name)?.images ?? []).reduce(
+        (m, img) => m + img.platforms.filter((s) => s.message).length,
+        0,
+      ),
+    0,
+  );
+  const messageLength = platformMessageLength(messageCount);
   const caches = (i.spec?.caches ?? []).map((c) => {
     const p = i.caches.get(c.name);
     return {
@@ -70,7 +95,7 @@ export function buildStatus(i: StatusInputs): StrataNodeStatus {
         digest: img.digest,
         platforms: img.platforms.map((s) => ({
           ...s,
-          ...(s.message ? { message: clip(s.message, 1024)! } : {}),
+          ...(s.message ? { message: clip(s.message, messageLength)! } : {}),
         })),
       })),
     };

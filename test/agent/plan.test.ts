@@ -4,7 +4,7 @@ import { planNodeConfig } from '../../src/agent/node-config.js';
 import { basicAuthorization, SecretProblem } from '../../src/agent/secrets.js';
 import { quantityBytes } from '../../src/agent/quantity.js';
 import { registryRoutes, routeUpstream } from '../../src/agent/routes.js';
-import { buildStatus } from '../../src/agent/status.js';
+import { buildStatus, platformMessageLength } from '../../src/agent/status.js';
 import type { StrataNodeSpec } from '../../src/api/v1alpha1/stratanode.js';
 import { parseHostsToml } from '../../src/mirror/node-config/hosts-toml.js';
 import { Router } from '../../src/mirror/upstreams.js';
@@ -165,5 +165,36 @@ describe('agent plans', () => {
       status: 'True',
       reason: 'SecretNotFound',
     });
+  });
+  it('keeps a status of 256 images × 16 platforms, all failing with long messages, far below etcd’s request limit', () => {
+    const platforms = Array.from({ length: 16 }, (_, k) => `linux/arch${k}`);
+    const images = Array.from({ length: 256 }, (_, k) => ({
+      image: `registry.example.com/${'a'.repeat(440)}/img${k}:1`,
+      digest: D,
+      platforms: platforms.map((platform) => ({
+        platform,
+        state: 'Failed' as const,
+        reason: 'PullFailed',
+        message: 'x'.repeat(5000),
+      })),
+    }));
+    const status = buildStatus({
+      generation: 1,
+      spec: { caches: [{ name: 'apps/big', generation: 1, images: [], pinned: false }] },
+      agentVersion: '0.1.0',
+      platform: 'linux/amd64',
+      endpoint: 'http://127.0.0.1:5050',
+      storeBytes: 0,
+      mirrors: new Map(),
+      caches: new Map([['apps/big', { name: 'apps/big', generation: 1, bytes: 0, images }]]),
+      previous: undefined,
+      nowMs: 0,
+    });
+    const messages = status.caches![0]!.images!.flatMap((i) => i.platforms.map((p) => p.message ?? ''));
+    expect(messages).toHaveLength(4096);
+    expect(messages.every((m) => m.length === platformMessageLength(4096))).toBe(true);
+    expect(platformMessageLength(4096)).toBe(64);
+    expect(platformMessageLength(3)).toBe(1024);
+    expect(JSON.stringify(status).length).toBeLessThan(1024 * 1024);
   });
 });
