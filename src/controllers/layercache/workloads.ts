@@ -12,6 +12,7 @@ import type {
   SelectorRequirement,
   Toleration,
 } from '../stratanode/selection.js';
+import { requirementHolds } from '../stratanode/selection.js';
 
 /** The workload kinds' REST types (apps/v1). */
 export const WORKLOAD_TYPES: Readonly<Record<(typeof WORKLOAD_KINDS)[number], ResourceType>> = {
@@ -85,22 +86,8 @@ export function matchesLabelSelector(
 ): boolean {
   const l = labels ?? {};
   for (const [k, v] of Object.entries(selector.matchLabels ?? {})) if (l[k] !== v) return false;
-  return (selector.matchExpressions ?? []).every((r) => {
-    const value = l[r.key];
-    const values = r.values ?? [];
-    switch (r.operator) {
-      case 'In':
-        return value !== undefined && values.includes(value);
-      case 'NotIn':
-        return value === undefined || !values.includes(value);
-      case 'Exists':
-        return value !== undefined;
-      case 'DoesNotExist':
-        return value === undefined;
-      default:
-        return false;
-    }
-  });
+  // A label selector's operators (In, NotIn, Exists, DoesNotExist) hold as in a node selector.
+  return (selector.matchExpressions ?? []).every((r) => requirementHolds(r, l[r.key]));
 }
 
 /** The workloads `cache.spec.workloads` selects among `candidates` (its namespace's workloads of every kind). */
