@@ -11,6 +11,7 @@
  * so the probes on a fixed ops port go too (the agent pod is Ready once it runs). The controller Deployment is not
  * installed: the controller runs as a process (its fixed metrics and probe ports, two replicas on one network).
  */
+import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { mkdir, mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -28,7 +29,6 @@ import { tokenKubeconfig } from './service-account-token.js';
 import { startServiceProxy, type ServiceProxy } from './service-proxy.js';
 import { strataManifests } from './strata-manifests.js';
 import { STRATA_TEST_IMAGE, startTestNode, type TestNode } from './test-node.js';
-import { startControllerProcess, type ControllerProcess } from '../../operator/support.js';
 
 /** The namespace the manifests install into. */
 export const STRATA_NAMESPACE = 'strata-system';
@@ -124,6 +124,40 @@ export async function clusterObjects(): Promise<Obj[]> {
   return objects;
 }
 
+/** The `strata controller` process of the cluster: its stderr (the last 50 kB) and its exit. */
+export interface ControllerProcess {
+  readonly child: ChildProcess;
+  readonly stderr: () => string;
+  readonly exited: Promise<number | null>;
+}
+
+/** Starts the built CLI's `strata controller` (no metrics or probe ports, debug logs) with `kubeconfig`. */
+function startController(kubeconfig: string, args: readonly string[]): ControllerProcess {
+  const child = spawn(
+    process.execPath,
+    [
+      join(REPO_ROOT, 'bin/strata.js'),
+      'controller',
+      '--kubeconfig',
+      kubeconfig,
+      '--build-image',
+      STRATA_TEST_IMAGE,
+      '--mirror-image',
+      STRATA_TEST_IMAGE,
+      '--metrics-bind-address',
+      '0',
+      '--health-probe-bind-address',
+      '0',
+      ...args,
+    ],
+    { stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env, STRATA_LOG_LEVEL: 'debug' } },
+  );
+  let err = '';
+  child.stderr!.on('data', (d: Buffer) => (err = (err + d.toString()).slice(-50_000)));
+  const exited = new Promise<number | null>((r) => child.once('exit', (code) => r(code)));
+  return { child, stderr: () => err, exited };
+}
+
 /** Starts the cluster (≈ 15 s); the built CLI (`npm run build`) and root are required. */
 export async function startNodeCluster(options: NodeClusterOptions = {}): Promise<NodeCluster> {
   if (process.getuid?.() !== 0)
@@ -180,11 +214,7 @@ export async function startNodeCluster(options: NodeClusterOptions = {}): Promis
     for (const n of options.nodes ?? ['node-0', 'node-1', 'node-2']) await addNode(n);
 
     const controllerKubeconfig = await tokenKubeconfig(cp, STRATA_NAMESPACE, CONTROLLER_SA);
-    const controller = startControllerProcess(controllerKubeconfig, [
-      '--mirror-image',
-      STRATA_TEST_IMAGE,
-      ...(options.controllerArgs ?? []),
-    ]);
+    const controller = startController(controllerKubeconfig, options.controllerArgs ?? []);
     cleanups.push(async () => {
       if (controller.child.exitCode === null) {
         controller.child.kill('SIGTERM');
